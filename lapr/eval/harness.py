@@ -1,0 +1,110 @@
+"""Run lm-eval on an in-memory model and return tidy results.
+
+`evaluate` wraps a `transformers` causal LM (any module whose forward returns
+`.logits`) in lm-eval's `HFLM`, loads tasks through a `TaskManager` that knows the
+offline `lapr_*` tasks in `lapr/eval/tasks/` (stock lm-eval task names work too,
+but those download their data from the Hugging Face hub), and flattens
+`lm_eval.simple_evaluate`'s results into one row per (task, metric).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+LOCAL_PREFIX = "lapr_"
+# Paper A's zero-shot suite, offline.
+PAPER_A_TASKS = ("lapr_wikitext", "lapr_lambada_openai", "lapr_piqa", "lapr_hellaswag",
+                 "lapr_winogrande", "lapr_arc_easy", "lapr_arc_challenge")
+ALIASES = {"paper_a": PAPER_A_TASKS}
+COLUMNS = ["task", "metric", "value", "stderr", "n_docs", "limit"]
+
+
+def task_names(tasks: str | Sequence[str]) -> list[str]:
+    """Comma-separated string or list -> task names, with `paper_a` expanded, order kept."""
+    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    names: list[str] = []
+    for item in (t.strip() for t in items):
+        for name in ALIASES.get(item, (item,)):
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError("no tasks given")
+    return names
+
+
+def task_manager(names: Sequence[str]):
+    """TaskManager with our tasks; lm-eval's own ~15k are indexed (slowly) only if asked for."""
+    from lm_eval.tasks import TaskManager
+    return TaskManager(include_path=str(TASKS_DIR),
+                       include_defaults=any(not n.startswith(LOCAL_PREFIX) for n in names))
+
+
+def _number(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):  # lm-eval writes "N/A" when it has no stderr
+        return math.nan
+
+
+def tidy(results: dict, limit: int | float | None) -> pd.DataFrame:
+    """`simple_evaluate` output -> rows (task, metric, value, stderr, n_docs, limit)."""
+    rows = []
+    n_samples = results.get("n-samples", {})
+    for task, metrics in results["results"].items():
+        n_docs = n_samples.get(task, {}).get("effective", math.nan)
+        for key, value in metrics.items():
+            name, _, filt = key.partition(",")
+            if not filt or "_stderr" in name:
+                continue  # "alias", "samples" and the stderr entries themselves
+            metric = name if filt == "none" else f"{name},{filt}"
+            rows.append({"task": task, "metric": metric, "value": _number(value),
+                         "stderr": _number(metrics.get(f"{name}_stderr,{filt}")),
+                         "n_docs": n_docs, "limit": limit})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | None = None,
+             batch_size: int | str = 1, max_length: int | None = None, device: str | None = None,
+             bootstrap_iters: int = 100_000, seed: int = 0) -> pd.DataFrame:
+    """Zero-shot lm-eval of `model` on `tasks`; one row per (task, metric).
+
+    model: causal LM module (transformers PreTrainedModel or one with `.config` and
+        `.logits` outputs); moved to `device` when given, else evaluated where it is.
+    tokenizer: its `transformers` tokenizer (copied: HFLM may set a pad token).
+    tasks: names or a comma-separated string; `lapr_*` run offline, `paper_a`
+        expands to PAPER_A_TASKS, any other name is a stock lm-eval task (hub).
+    limit: at most this many documents per task (a float < 1 is a fraction, as in
+        lm-eval); recorded in every row. None = full task.
+    max_length: context window for lm-eval (rolling-window size for perplexity,
+        left truncation otherwise). None = HFLM's choice: the model config's
+        n_positions / max_position_embeddings / n_ctx, else the tokenizer's
+        model_max_length, else 2048. The value used is in `df.attrs["max_length"]`.
+    bootstrap_iters: lm-eval's bootstrap draws for stderrs that need it (LAMBADA
+        perplexity); 0 skips stderrs. 100,000 is lm-eval's default.
+    seed: lm-eval's random/numpy/torch seeds (nothing here is sampled at 0-shot).
+
+    Returns a DataFrame with columns task, metric, value, stderr, n_docs, limit
+    (stderr NaN where lm-eval gives none); `df.attrs` holds the run settings.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    names = task_names(tasks)
+    if device is not None:
+        model = model.to(device)
+    lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), backend="causal",
+              batch_size=batch_size, max_length=max_length)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=names, task_manager=task_manager(names), limit=limit,
+        bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
+        numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    df = tidy(results, limit)
+    df.attrs.update({"lm_eval_version": lm_eval.__version__, "max_length": lm.max_length,
+                     "batch_size": batch_size, "device": str(lm.device), "tasks": names,
+                     "n_docs_total": {t: v.get("original") for t, v in results.get("n-samples", {}).items()}})
+    return df

@@ -1,0 +1,49 @@
+"""Gated DeltaNet (fla.layers.GatedDeltaNet): key dim = head_dim per q/k head, value heads may be grouped."""
+from __future__ import annotations
+
+import copy
+
+from fla.layers.gated_deltanet import GatedDeltaNet
+from fla.models import GatedDeltaNetConfig
+
+from lapr.models.base import AttentionView, Family
+
+
+class GatedDeltaNetFamily(Family):
+    model_type = "gated_deltanet"
+    layer_cls = GatedDeltaNet
+
+    def view(self, index, layer):
+        conv = layer.use_short_conv
+        return AttentionView(
+            index=index, module=layer, q_proj=layer.q_proj, k_proj=layer.k_proj, v_proj=layer.v_proj,
+            o_proj=layer.o_proj, q_conv=layer.q_conv1d if conv else None,
+            k_conv=layer.k_conv1d if conv else None, v_conv=layer.v_conv1d if conv else None,
+            num_heads=layer.num_heads, num_v_heads=layer.num_v_heads,
+            head_k_dim=layer.head_k_dim, head_v_dim=layer.head_v_dim,
+            gates={"a_proj": layer.a_proj, "b_proj": layer.b_proj, "A_log": layer.A_log,
+                   "dt_bias": layer.dt_bias, "g_proj": getattr(layer, "g_proj", None)},
+        )
+
+    def state_from_cache(self, layer_state):
+        # fla's GDN layer keeps the state value-first ([B, HV, d_v, d_k]); report it as d_k x d_v
+        return layer_state["recurrent_state"].transpose(-1, -2)
+
+    def resized_config(self, config, head_k_dim):
+        # head_v_dim = head_dim * expand_v must not change, so expand_v absorbs the new head_dim
+        new = copy.deepcopy(config)
+        head_v_dim = int(config.head_dim * config.expand_v)
+        new.head_dim = head_k_dim
+        new.expand_v = head_v_dim / head_k_dim
+        return new
+
+    def config_from_spec(self, spec):
+        heads = spec["num_heads"]
+        return GatedDeltaNetConfig(
+            hidden_size=spec["hidden_size"], num_hidden_layers=spec["num_layers"], num_heads=heads,
+            num_v_heads=spec.get("num_v_heads") or heads, head_dim=spec["head_k_dim"],
+            expand_v=spec["head_v_dim"] / spec["head_k_dim"], vocab_size=spec["vocab_size"],
+            use_gate=spec.get("use_gate", True), hidden_ratio=spec.get("mlp_ratio", 4),
+            max_position_embeddings=spec.get("max_length", 2048), fuse_cross_entropy=False,
+            tie_word_embeddings=spec.get("tie_embeddings", True),
+        )

@@ -1,0 +1,1 @@
+"""Training: the pretrain stage that makes the embedded default models."""
