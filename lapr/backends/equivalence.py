@@ -46,13 +46,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # run through a second bf16 pass (do, dh in bf16) over 16 chunks: 2e-2. Model rows go through
 # 4 bf16 layers and bf16 logits: 2e-2 on logits and gradients, 1e-2 on the loss. Argmax agreement
 # of a random model is bounded by near-ties of bf16 logits (seen ~0.97 bf16 vs f32 on CPU), so the
-# floor is 0.9. NaN or inf never passes. Tolerances were fixed before the GPU run.
+# floor is 0.9. NaN or inf never passes. Tolerances were fixed before the GPU run; model_gradient was
+# raised from 2e-2 to 5e-2 after the CPU smoke run showed the bf16-vs-float32 gradients of the *same*
+# backend at 2.6e-2 (the bf16 noise floor of a 4-layer model), still before any GPU run.
 TOL = {
     "forward": 1e-2,
     "gradient": 2e-2,
     "model_logits": 2e-2,
     "model_loss": 1e-2,
-    "model_gradient": 2e-2,
+    "model_gradient": 5e-2,
     "argmax_agreement": 0.9,
     "triton_launches": 0,
 }
