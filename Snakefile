@@ -1,0 +1,21 @@
+# lapr: state reduction in linear-attention LMs. `snakemake --cores all` reproduces the embedded
+# profile; `--configfile workflow/config/<profile>.yaml` (or `--profile workflow/profiles/<p>`)
+# picks another. Every stage lives in workflow/rules/<stage>.smk and calls `python -m lapr <stage>`.
+if not config.get("name"):
+    configfile: "workflow/config/embedded.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/profile.smk"
+include: "workflow/rules/prune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [target for stage in TARGETS.values() for target in stage],

@@ -1,0 +1,3 @@
+from lapr.cli import main
+
+main()

@@ -1,0 +1,81 @@
+# Shared by every stage: config validation (before any job), paths, and the lapr command line.
+import json
+import math
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+validate(config, "../schemas/config.schema.yaml")
+
+R = f"results/{config['name']}"  # every result of this profile
+F = f"figures/{config['name']}"  # every figure of this profile
+PY = f'"{sys.executable}"'  # the interpreter running snakemake, never a bare python
+SEED = config["seed"]
+DEVICE = "" if config["device"] == "auto" else f"--device {config['device']}"
+MODELS = list(config["models"])
+TRAINED = [m for m, spec in config["models"].items() if spec["source"] == "train"]
+FETCHED = [m for m, spec in config["models"].items() if spec["source"] == "hub"]
+TARGETS = {}  # stage -> list of final outputs; `rule all` asks for all of them
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_models():
+    for name, spec in config["models"].items():
+        where = f"models.{name}"
+        if spec["source"] in ("hub", "local") and "path" not in spec:
+            raise ConfigError(f"{where}.path is required for source '{spec['source']}'")
+        if spec["source"] == "local" and not Path(spec["path"]).joinpath("config.json").exists():
+            raise ConfigError(f"{where}.path: no Hugging Face checkpoint at {spec['path']!r}")
+        if spec["source"] == "train":
+            need = ["hidden_size", "num_layers", "num_heads", "head_k_dim", "head_v_dim"]
+            missing = [k for k in need if k not in spec]
+            if missing:
+                raise ConfigError(f"{where}: trained models need {missing}")
+            if "train" not in config["corpora"]:
+                raise ConfigError(f"corpora.train is required to train {where}")
+
+
+def _check_ratios():
+    prune = config.get("prune", {})
+    multiple = prune.get("multiple", 1)
+    for name, spec in config["models"].items():
+        d_k = spec.get("head_k_dim")
+        if d_k is None:
+            continue  # hub checkpoints: checked by `lapr prune` once the config is downloaded
+        for r in prune.get("ratios", []):
+            kept = math.floor(d_k * (1 - r)) // multiple * multiple
+            if kept < 1:
+                raise ConfigError(f"prune.ratios: ratio {r} leaves no key channel of models.{name} "
+                                  f"(head_k_dim {d_k}, multiple {multiple})")
+
+
+_check_models()
+_check_ratios()
+
+
+def checkpoint(model):
+    """The HF checkpoint directory of a configured model."""
+    spec = config["models"][model]
+    return spec["path"] if spec["source"] == "local" else f"{R}/models/{model}"
+
+
+def settings(section, **extra):
+    """A config section as the JSON string a stage's --settings takes."""
+    return json.dumps({**config.get(section, {}), **extra})
+
+
+def ratio_name(r):
+    return f"{float(r):g}"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    corpus="[A-Za-z0-9_]+",
+    method="[a-z_0-9]+",
+    ratio="[0-9.]+",

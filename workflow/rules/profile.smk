@@ -1,0 +1,1 @@
+# placeholder: stage not built yet
