@@ -41,9 +41,18 @@ def _owner(path: str):
         return getattr(importlib.import_module(mod), cls)
 
 
-def use_cpu_backend(enable: bool = True) -> None:
-    """Swap fla's Triton pieces for the PyTorch ones (enable=False restores fla's)."""
+# The gated delta rule alone: what GDN training needs on Hopper with Triton 3.4-3.7.0, where fla
+# refuses the chunk backward (fla issue #640). Forward-only work keeps fla's kernel.
+GATED_DELTA_RULE = [("fla.layers.gated_deltanet", "chunk_gated_delta_rule"),
+                    ("fla.layers.gated_deltanet", "fused_recurrent_gated_delta_rule")]
+
+
+def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = None) -> None:
+    """Swap fla's Triton pieces for the PyTorch ones (enable=False restores fla's); `only` limits
+    the swap to some (module, name) entries of _REPLACEMENTS."""
     for (path, name), impl in _REPLACEMENTS.items():
+        if only is not None and (path, name) not in only:
+            continue
         owner = _owner(path)
         if enable:
             _ORIGINALS.setdefault((path, name), getattr(owner, name))
@@ -66,4 +75,24 @@ def auto() -> str:
     return "torch"
 
 
-__all__ = ["auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]
+def fla_gated_backward_broken() -> bool:
+    """True where fla 0.6 refuses GDN's chunk backward: Hopper GPUs with 3.4 <= Triton < 3.7.1."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
+        return False
+    import triton
+
+    version = tuple(int(x) for x in triton.__version__.split(".")[:3] if x.isdigit())
+    return (3, 4, 0) <= version < (3, 7, 1)
+
+
+def for_training(model) -> str:
+    """Backend for a run that needs gradients: fla's kernels, except the gated delta rule where
+    fla's backward is refused (then lapr's chunked PyTorch op, checked against fla on the H100)."""
+    if auto() == "fla" and getattr(model.config, "model_type", "") == "gated_deltanet" \
+            and fla_gated_backward_broken():
+        use_cpu_backend(True, only=GATED_DELTA_RULE)
+        return "fla+lapr_gated_delta_rule"
+    return auto()
+
+
+__all__ = ["for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from lapr import provenance
+from lapr import backends, provenance
 from lapr.data import eval_windows, train_batches, unigram_baseline
 from lapr.models import build_model, default_device
 
@@ -53,6 +53,7 @@ def pretrain(spec: dict, settings: dict, train_tokens: np.ndarray, eval_sets: di
     device = torch.device(device) if device else default_device()
     torch.manual_seed(seed)
     model = build_model(spec, seed=seed).to(device)
+    backend = backends.for_training(model)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -66,7 +67,11 @@ def pretrain(spec: dict, settings: dict, train_tokens: np.ndarray, eval_sets: di
 
     curve, start = [], time.time()
     bar = tqdm(range(steps), desc=f"pretrain {spec['family']}", mininterval=5)
+    stopped_at = None
     for step in bar:
+        if settings.get("time_limit_s") and time.time() - start > settings["time_limit_s"]:
+            stopped_at = step  # out of wall-clock budget: keep what we have, say so in metrics
+            break
         model.train()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, settings["lr"], settings["warmup"])
@@ -80,13 +85,16 @@ def pretrain(spec: dict, settings: dict, train_tokens: np.ndarray, eval_sets: di
         row = {"step": step + 1, "tokens": (step + 1) * bs * seq_len, "train_loss": loss.item(),
                "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - start}
         if (step + 1) % settings["eval_every"] == 0 or step + 1 == steps:
+            if device.type == "cuda":
+                row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
             row["valid_loss"] = mean_nll(model, valid_windows)
             bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{row['valid_loss']:.3f}")
         curve.append(row)
     train_time = time.time() - start
 
-    metrics = {"family": spec["family"], "parameters": n_params, "steps": steps,
-               "train_tokens_seen": steps * bs * seq_len, "train_time_s": round(train_time, 1)}
+    done = stopped_at if stopped_at is not None else steps
+    metrics = {"family": spec["family"], "parameters": n_params, "steps": done, "planned_steps": steps,
+               "stopped_early": stopped_at is not None, "train_tokens_seen": done * bs * seq_len, "backend": backend, "train_time_s": round(train_time, 1)}
     for name, tokens in eval_sets.items():
         windows = eval_windows(tokens, settings["eval_seq_len"], max_windows=settings.get("final_eval_windows"))
         nll = mean_nll(model, windows)

@@ -10,7 +10,7 @@ from lapr.data import load_tokenizer, load_tokens
 
 DEFAULTS = {"steps": 200, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 20,
             "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 50, "eval_windows": 16,
-            "eval_seq_len": 256, "final_eval_windows": 64, "threads": None}
+            "eval_seq_len": 256, "final_eval_windows": 64, "threads": None, "time_limit_s": None}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,34 @@
+"""Backend selection: full swap, partial swap (GDN training path) and restore."""
+import fla.layers.delta_net as dn
+import fla.layers.gated_deltanet as gdn
+import pytest
+
+from lapr import backends
+from lapr.backends import GATED_DELTA_RULE, delta_rule, use_cpu_backend
+
+
+@pytest.fixture
+def restore():
+    active = backends.cpu_backend_active()
+    yield
+    use_cpu_backend(False)
+    use_cpu_backend(active)
+
+
+def test_partial_swap_only_touches_the_gated_op(restore):
+    use_cpu_backend(False)
+    assert dn.chunk_delta_rule is not delta_rule and gdn.chunk_gated_delta_rule is not delta_rule
+    use_cpu_backend(True, only=GATED_DELTA_RULE)
+    assert gdn.chunk_gated_delta_rule is delta_rule and gdn.fused_recurrent_gated_delta_rule is delta_rule
+    assert dn.chunk_delta_rule is not delta_rule  # DeltaNet keeps fla's kernel
+    use_cpu_backend(True)
+    assert dn.chunk_delta_rule is delta_rule and backends.cpu_backend_active()
+
+
+def test_training_path_without_cuda_is_the_torch_backend(restore):
+    from lapr.models import build_model
+
+    model = build_model(dict(family="gated_deltanet", hidden_size=32, num_layers=1, num_heads=2,
+                             head_k_dim=8, head_v_dim=8, vocab_size=50))
+    assert backends.for_training(model) == "torch"
+    assert not backends.fla_gated_backward_broken()  # only Hopper + Triton 3.4-3.7.0 is affected
