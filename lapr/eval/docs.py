@@ -111,17 +111,29 @@ def arc_rows(rows: list[dict]) -> list[dict]:
     """llm-foundry {query: "Question: ...", choices, gold} -> allenai/ai2_arc layout.
 
     Choice labels are set to A, B, C, ...; the original ids/labels are not shipped
-    and the stock templates use only the label's position.
+    and the stock templates use only the label's position. llm-foundry padded the
+    original 3-choice questions to 4 by repeating a wrong choice (7 in ARC-Easy
+    test, 4 in ARC-Challenge test); the repeat is dropped again here (first
+    occurrence kept, the gold one if it is repeated), so those questions get the
+    3 requests stock lm-eval builds for them.
     """
     out = []
     for r in rows:
         query = r["query"]
         if not query.startswith("Question: "):
             raise ValueError(f"arc: query without 'Question: ' prefix: {query[:60]!r}")
+        gold = int(r["gold"])
+        choices = list(r["choices"])
+        if not 0 <= gold < len(choices):
+            raise ValueError(f"arc: gold {gold} outside {len(choices)} choices: {query[:60]!r}")
+        keep: list[int] = []
+        for i, c in enumerate(choices):
+            if i == gold or (c != choices[gold] and all(c != choices[j] for j in keep)):
+                keep.append(i)
+        texts = [choices[i] for i in keep]
         out.append({"question": query[len("Question: "):],
-                    "choices": {"text": list(r["choices"]),
-                                "label": list(ARC_LABELS[:len(r["choices"])])},
-                    "answerKey": ARC_LABELS[int(r["gold"])]})
+                    "choices": {"text": texts, "label": list(ARC_LABELS[:len(texts)])},
+                    "answerKey": ARC_LABELS[keep.index(gold)]})
     return out
 
 

@@ -8,8 +8,11 @@ but those download their data from the Hugging Face hub), and flattens
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +37,19 @@ def task_names(tasks: str | Sequence[str]) -> list[str]:
                 names.append(name)
     if not names:
         raise ValueError("no tasks given")
+    return names
+
+
+def local_tasks() -> set[str]:
+    """Names of the offline tasks defined by the YAMLs in TASKS_DIR."""
+    import yaml
+
+    names = set()
+    for path in TASKS_DIR.rglob("*.yaml"):
+        # the YAMLs use the !function tag; only the plain `task:` key is wanted here
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("task:"):
+                names.add(yaml.safe_load(line)["task"])
     return names
 
 
@@ -68,9 +84,24 @@ def tidy(results: dict, limit: int | float | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+@contextlib.contextmanager
+def _env(**values: str):
+    """Set environment variables for the duration of a block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | None = None,
              batch_size: int | str = 1, max_length: int | None = None, device: str | None = None,
-             bootstrap_iters: int = 100_000, seed: int = 0) -> pd.DataFrame:
+             bootstrap_iters: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Zero-shot lm-eval of `model` on `tasks`; one row per (task, metric).
 
     model: causal LM module (transformers PreTrainedModel or one with `.config` and
@@ -84,8 +115,11 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
         left truncation otherwise). None = HFLM's choice: the model config's
         n_positions / max_position_embeddings / n_ctx, else the tokenizer's
         model_max_length, else 2048. The value used is in `df.attrs["max_length"]`.
-    bootstrap_iters: lm-eval's bootstrap draws for stderrs that need it (LAMBADA
-        perplexity); 0 skips stderrs. 100,000 is lm-eval's default.
+    bootstrap_iters: lm-eval's bootstrap draws for stderrs that need it (only
+        LAMBADA perplexity here; acc/acc_norm stderrs are closed-form whenever
+        this is > 0); 0 skips all stderrs. lm-eval's default is 100,000 draws in a
+        process pool; here 1,000 draws run in-process (DISABLE_MULTIPROC is set
+        for the call), which is plenty for a standard error and costs < 1 s.
     seed: lm-eval's random/numpy/torch seeds (nothing here is sampled at 0-shot).
 
     Returns a DataFrame with columns task, metric, value, stderr, n_docs, limit
@@ -99,12 +133,16 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
         model = model.to(device)
     lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), backend="causal",
               batch_size=batch_size, max_length=max_length)
-    results = lm_eval.simple_evaluate(
-        model=lm, tasks=names, task_manager=task_manager(names), limit=limit,
-        bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
-        numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    start = time.perf_counter()
+    with _env(DISABLE_MULTIPROC="1"):
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=names, task_manager=task_manager(names), limit=limit,
+            bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
+            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    seconds = time.perf_counter() - start
     df = tidy(results, limit)
     df.attrs.update({"lm_eval_version": lm_eval.__version__, "max_length": lm.max_length,
                      "batch_size": batch_size, "device": str(lm.device), "tasks": names,
+                     "seconds": seconds, "bootstrap_iters": bootstrap_iters,
                      "n_docs_total": {t: v.get("original") for t, v in results.get("n-samples", {}).items()}})
     return df

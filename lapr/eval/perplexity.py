@@ -16,6 +16,12 @@ report, with its own windowing code, so the two can be checked against each othe
 * word perplexity = exp(-sum loglik / sum words), words counted as
   len(re.split(r"\\s+", page)) on the page before detokenization; byte perplexity
   and bits per byte likewise per UTF-8 byte.
+
+`token_perplexity` is the fast metric for pruning curves: a token stream (e.g.
+`lapr.data.encode_corpus`) cut into non-overlapping windows of `seq_len`, each
+scored independently and batched (the first token of a window is context only),
+i.e. the `eval_windows` + mean-NLL recipe of lapr.train.pretrain, so the numbers
+are comparable with a checkpoint's metrics.json.
 """
 from __future__ import annotations
 
@@ -103,6 +109,39 @@ def rolling_loglikelihood(model, token_ids: Sequence[int], max_length: int, pref
         total += _window_logprobs(model, ids[end - max_length - 1:end - 1], ids[done:end])
         done = end
     return total
+
+
+@torch.no_grad()
+def token_perplexity(model, tokens, seq_len: int, batch_size: int = 8,
+                     max_windows: int | None = None) -> dict:
+    """Perplexity of a token stream in independent, non-overlapping windows of `seq_len`.
+
+    tokens: 1-D ids (numpy, list or tensor); the tail that does not fill a window is
+        dropped (`lapr.data.eval_windows`). Every window predicts its last seq_len - 1
+        tokens from the ones before them inside the window.
+    Returns {"nll": mean NLL per predicted token (nats), "ppl": exp(nll),
+    "nll_stderr": standard error of the mean over windows, "ppl_stderr": ppl *
+    nll_stderr (delta method), "tokens": tokens predicted, "windows": windows}.
+    """
+    from lapr.data import eval_windows
+
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2 (one context + one predicted token), got {seq_len}")
+    windows = eval_windows(tokens, seq_len, max_windows=max_windows)
+    device = _device(model)
+    per_window = []
+    for i in range(0, len(windows), batch_size):
+        x = windows[i:i + batch_size].to(device)
+        logits = model(x).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                x[:, 1:].reshape(-1), reduction="none")
+        per_window.append(nll.view(len(x), -1).double().mean(1).cpu())
+    w = torch.cat(per_window)
+    nll = float(w.mean())
+    stderr = float(w.std(unbiased=True) / math.sqrt(len(w))) if len(w) > 1 else math.nan
+    ppl = math.exp(nll)
+    return {"nll": nll, "ppl": ppl, "nll_stderr": stderr, "ppl_stderr": ppl * stderr,
+            "tokens": int(len(w) * (seq_len - 1)), "windows": int(len(w))}
 
 
 def _prefix_token(tokenizer) -> int:

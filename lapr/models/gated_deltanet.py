@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import copy
+import math
 
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.models import GatedDeltaNetConfig
 
 from lapr.models.base import AttentionView, Family
+
+
+def _expand(head_v_dim: int, head_k_dim: int) -> float:
+    """expand_v such that fla's int(head_dim * expand_v) gives back head_v_dim exactly: the plain
+    ratio can land one ulp low (int(49 * (32/49)) == 31), so nudge it up."""
+    expand = head_v_dim / head_k_dim
+    while int(head_k_dim * expand) < head_v_dim:
+        expand = math.nextafter(expand, math.inf)
+    return expand
 
 
 class GatedDeltaNetFamily(Family):
@@ -34,7 +44,7 @@ class GatedDeltaNetFamily(Family):
         new = copy.deepcopy(config)
         head_v_dim = int(config.head_dim * config.expand_v)
         new.head_dim = head_k_dim
-        new.expand_v = head_v_dim / head_k_dim
+        new.expand_v = _expand(head_v_dim, head_k_dim)
         return new
 
     def config_from_spec(self, spec):
@@ -42,7 +52,7 @@ class GatedDeltaNetFamily(Family):
         return GatedDeltaNetConfig(
             hidden_size=spec["hidden_size"], num_hidden_layers=spec["num_layers"], num_heads=heads,
             num_v_heads=spec.get("num_v_heads") or heads, head_dim=spec["head_k_dim"],
-            expand_v=spec["head_v_dim"] / spec["head_k_dim"], vocab_size=spec["vocab_size"],
+            expand_v=_expand(spec["head_v_dim"], spec["head_k_dim"]), vocab_size=spec["vocab_size"],
             use_gate=spec.get("use_gate", True), hidden_ratio=spec.get("mlp_ratio", 4),
             max_position_embeddings=spec.get("max_length", 2048), fuse_cross_entropy=False,
             tie_word_embeddings=spec.get("tie_embeddings", True),

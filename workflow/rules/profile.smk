@@ -1,1 +1,29 @@
-# placeholder: stage not built yet
+# State-rank profiling (papers A and B) and the calibration statistics pruning reuses.
+PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
+                 "timing.json"]
+
+
+rule profile:
+    input:
+        model=lambda w: checkpoint(w.model),
+    output:
+        [f"{R}/profile/{{model}}/{name}" for name in PROFILE_FILES],
+    params:
+        out=lambda w: f"{R}/profile/{w.model}",
+        settings=settings("profiling"),
+    log:
+        f"{R}/logs/profile/{{model}}.log",
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lapr profile --model {input.model} --out {params.out} "
+        "--settings {params.settings:q} --seed {SEED} {DEVICE} > {log} 2>&1"
+
+
+rule profiles:
+    input:
+        expand(f"{R}/profile/{{model}}/heads.csv", model=MODELS),
+
+
+TARGETS["profile"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)

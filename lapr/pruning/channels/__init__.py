@@ -1,7 +1,7 @@
 """Query/key channel selection for structured state pruning (paper A, Nazari & Rusch 2026).
 
 Per attention head, a DeltaNet / Gated DeltaNet layer keeps `keep` of its d_k key channels;
-the surgery (lead) drops the same indices from q_proj rows, k_proj rows and the q/k short-conv
+the surgery (lapr.pruning.surgery) drops the same indices from q_proj rows, k_proj rows and the q/k short-conv
 channels, so the state shrinks from d_k x d_v to keep x d_v. This package only decides
 *which* channels survive.
 
@@ -13,6 +13,8 @@ API
 - `select_channels(method, ctx, keep)`: validated entry point.
 - `pca_basis(ctx, keep)` (pca.py): PCA is a rotation, not a selection, so it is NOT in
   METHODS; `select_channels("pca", ...)` raises a ValueError pointing to `pca_basis`.
+- `ALL_METHODS`: the 8 names the stage accepts (METHODS + ROTATIONS); `REQUIRES`: method ->
+  calibration fields it reads (empty: weights only, no calib.pt needed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ from torch import Tensor
 Selector = Callable[["ChannelContext", int], Tensor]
 METHODS: dict[str, Selector] = {}
 ROTATIONS = ("pca",)  # names that live outside METHODS; see pca.pca_basis
+
+# Calibration statistics (ChannelContext fields, i.e. calib.pt layer keys) each method reads.
+# Methods with an empty tuple work from the weights alone and need no calib.pt.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "random": (), "l1": (), "l2": (),
+    "wanda": ("input_rms",),
+    "taylor": ("q_grad", "k_grad"),
+    "pivoted_qr": ("q_act", "k_act"),
+    "strong_rrqr": ("q_act", "k_act"),
+    "pca": ("q_act", "k_act"),
+}
 
 
 @dataclass
@@ -124,3 +137,7 @@ def select_channels(method: str, ctx: ChannelContext, keep: int) -> Tensor:
 # Importing the method modules fills METHODS (they import register from here).
 from lapr.pruning.channels import magnitude, qr, random, taylor, wanda  # noqa: E402,F401
 from lapr.pruning.channels.pca import pca_basis  # noqa: E402,F401
+
+# Every name the pruning stage accepts: the selections, then the rotations.
+ALL_METHODS: tuple[str, ...] = tuple(sorted(METHODS)) + ROTATIONS
+assert set(ALL_METHODS) == set(REQUIRES), "REQUIRES must list every method"

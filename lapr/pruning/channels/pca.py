@@ -10,15 +10,16 @@ signs are fixed (largest-magnitude entry positive) so the basis is deterministic
 inside the layer is then taken over U^T q, as it is taken over the surviving channels when
 channels are dropped.
 
-Short-conv caveat (the lead decides at surgery). The layer computes
+Short-conv caveat (lapr.pruning.surgery uses (a) with a U^2-weighted kernel; see
+its module doc). The layer computes
     q = l2norm(act(conv_q(W_q x))),   conv_q depthwise (one kernel per channel), act = SiLU in fla.
 A rotation mixes channels, so it does not commute with a per-channel conv (nor with SiLU):
 conv(U^T W_q x) != U^T conv(W_q x) unless all kernels are equal and act is the identity.
 Two ways to use U:
   (a) rotate the projection, W_q' = U^T W_q (keep x D), and drop the conv (or give the keep new
       channels some shared/refit kernel): structurally smaller in proj *and* conv, but exact
-      only if the conv (and its activation) is the identity; otherwise an approximation whose
-      error must be measured.
+      only if a head's kernels are all equal and the conv has no activation; otherwise an
+      approximation whose error must be measured.
   (b) keep W_q and the d_k-channel conv per original channel and apply U^T after conv+act,
       before the L2 norm: exact on the kept subspace and the state is still keep x d_v, but
       q/k proj and conv are not smaller (one extra keep x d_k map per head).

@@ -77,6 +77,6 @@ def process_docs(dataset: datasets.Dataset) -> datasets.Dataset:
     """Same result as stock `dataset.map(_process_doc)`: the raw fields plus query/choices/gold."""
     global _last
     if _last[0] != dataset._fingerprint:
-        rows = [{**doc, **process_doc(doc)} for doc in dataset]
+        rows = [{**doc, **process_doc(doc)} for doc in dataset.to_list()]  # to_list: 10x faster than iterating
         _last = (dataset._fingerprint, datasets.Dataset.from_list(rows))
     return _last[1]

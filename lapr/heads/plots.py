@@ -1,0 +1,238 @@
+"""Figures of head pruning (paper B) and the MQAR probes.
+
+    paths = make_figures("results/embedded", "figures/embedded/heads")
+
+Reads results_dir/heads/MODEL/METHOD/BUDGET.csv (the `heads` stage) and
+results_dir/mqar/eval/*.csv (the `mqar-eval` stage); whatever is missing is skipped. Writes
+(PNG dpi 200 + PDF, atomically):
+- heads_ppl: perplexity vs fraction of heads removed, one panel per (model, corpus), one line
+  per method, the unpruned model at 0 (paper B's "removed group" ablation: low_rank_first removes
+  the low-rank group first, high_rank_first the high-rank group);
+- heads_niah: NIAH passkey accuracy (mean over cells) and teacher-forced answer-token accuracy
+  vs fraction removed, per model;
+- heads_mqar: MQAR recall vs fraction of heads removed (noise 0), per MQAR model;
+- mqar_dk: MQAR recall vs kept key dimension d_k after channel pruning, one line per channel method;
+- mqar_noise: MQAR recall vs query noise for the unpruned model and a channel-pruned model per
+  method (the middle ratio), per MQAR model (paper A: low rank amplifies query noise);
+- heads_state: state memory actually saved (%) vs fraction of heads removed (head pruning of LMs
+  and MQAR models) and vs channel ratio (MQAR), markers telling structural from masked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lapr import provenance
+
+FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
+        "xtick.labelsize": 7, "ytick.labelsize": 7}
+STYLE = {"joint_rank_norm": ("C0", "o"), "high_rank_first": ("C3", "^"), "low_rank_first": ("C2", "v"),
+         "norm_only": ("C1", "s"), "random": ("0.5", "D"), "none": ("k", "*")}
+
+
+def _figure(n_panels: int, width: float = 7.0, height: float = 2.3):
+    import matplotlib
+
+    cols = min(max(n_panels, 1), 3)
+    rows = int(np.ceil(max(n_panels, 1) / cols))
+    with matplotlib.rc_context(FONT):
+        fig = Figure(figsize=(width if cols > 1 else 3.3, height * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    FigureCanvasAgg(fig)
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    out = []
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        with provenance.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=200)
+        out.append(path)
+    return out
+
+
+def _style(method: str, i: int = 0):
+    return STYLE.get(method, (f"C{4 + i % 6}", "d"))
+
+
+def load_heads_results(results_dir) -> pd.DataFrame:
+    files = sorted(Path(results_dir).glob("heads/*/*/*.csv"))
+    files = [f for f in files if not f.name.endswith((".niah.csv", ".provenance.csv"))]
+    frames = [pd.read_csv(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_mqar_results(results_dir) -> pd.DataFrame:
+    frames = [pd.read_csv(f) for f in sorted(Path(results_dir).glob("mqar/eval/*.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _with_baseline(df: pd.DataFrame, method_col="method", x="budget") -> dict[str, pd.DataFrame]:
+    """method -> rows sorted by x, each method line starting at the unpruned point (x = 0)."""
+    base = df[df[method_col] == "none"]
+    out = {}
+    for i, (method, g) in enumerate(sorted((m, g) for m, g in df.groupby(method_col) if m != "none")):
+        out[method] = pd.concat([base, g]).sort_values(x)
+    return out
+
+
+def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel: str, stem: Path,
+                        logy: bool = False) -> list[Path]:
+    sel = df[df["task"].astype(str).str.startswith(task_prefix) & (df["metric"] == metric)]
+    if sel.empty:
+        return []
+    panels = sorted(sel.groupby(["model", "task"]).groups)
+    fig, axes = _figure(len(panels))
+    for ax, (model, task) in zip(axes, panels):
+        g = sel[(sel["model"] == model) & (sel["task"] == task)]
+        for i, (method, line) in enumerate(_with_baseline(g).items()):
+            c, m = _style(method, i)
+            ax.plot(line["budget"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
+        base = g[g["method"] == "none"]
+        if len(base):
+            ax.axhline(float(base["value"].iloc[0]), color="k", lw=0.6, ls=":", label="unpruned")
+        ax.set_title(f"{model}: {task}")
+        ax.set_xlabel("fraction of heads removed")
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best")
+    return _save(fig, stem)
+
+
+def heads_mqar_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
+    sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["head", "none"])]
+    if sel[sel["kind"] == "head"].empty:
+        return []
+    models = sorted(sel["model"].unique())
+    fig, axes = _figure(len(models))
+    for ax, model in zip(axes, models):
+        g = sel[sel["model"] == model]
+        for i, (method, line) in enumerate(_with_baseline(g, x="ratio").items()):
+            c, m = _style(method, i)
+            ax.plot(line["ratio"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
+        ax.set_title(f"{model}: MQAR, head pruning")
+        ax.set_xlabel("fraction of heads removed")
+        ax.set_ylabel("recall accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best")
+    return _save(fig, stem)
+
+
+def mqar_dk_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
+    sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["channel", "none"])]
+    if sel[sel["kind"] == "channel"].empty:
+        return []
+    models = sorted(sel["model"].unique())
+    fig, axes = _figure(len(models))
+    for ax, model in zip(axes, models):
+        g = sel[sel["model"] == model]
+        for i, (method, line) in enumerate(_with_baseline(g, x="d_k").items()):
+            c, m = _style(method, i)
+            ax.plot(line["d_k"], line["value"], marker=m, color=c if method in STYLE else None, label=method,
+                    lw=1, ms=3.5)
+        ax.set_title(f"{model}: MQAR, channel pruning")
+        ax.set_xlabel("key dimension $d_k$ per head (channels)")
+        ax.set_ylabel("recall accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", ncol=2)
+    return _save(fig, stem)
+
+
+def mqar_noise_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
+    sel = mq[(mq["metric"] == "recall") & mq["kind"].isin(["channel", "none"])]
+    if sel["noise"].nunique() < 2:
+        return []
+    models = sorted(sel["model"].unique())
+    fig, axes = _figure(len(models))
+    for ax, model in zip(axes, models):
+        g = sel[sel["model"] == model]
+        base = g[g["kind"] == "none"].sort_values("noise")
+        ax.plot(base["noise"], base["value"], color="k", marker="*", lw=1.2, ms=4,
+                label=f"unpruned ($d_k$={int(base['d_k'].iloc[0])})")
+        ch = g[g["kind"] == "channel"]
+        if len(ch):
+            ratios = sorted(ch["ratio"].unique())
+            mid = ratios[len(ratios) // 2]
+            for i, (method, line) in enumerate(ch[ch["ratio"] == mid].groupby("method")):
+                line = line.sort_values("noise")
+                ax.plot(line["noise"], line["value"], marker="o", lw=0.9, ms=3,
+                        label=f"{method} ($d_k$={int(line['d_k'].iloc[0])})")
+        ax.set_title(f"{model}: recall vs query noise")
+        ax.set_xlabel(r"query noise $\sigma$ (relative to $\|q\|/\sqrt{d_k}$)")
+        ax.set_ylabel("recall accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", ncol=1)
+    return _save(fig, stem)
+
+
+def state_figure(heads: pd.DataFrame, mq: pd.DataFrame, stem: Path) -> list[Path]:
+    parts = []
+    if len(heads):
+        h = heads.drop_duplicates(["model", "method", "budget"])
+        parts.append(("LM head pruning", h.rename(columns={"budget": "x"})))
+    if len(mq):
+        m = mq[(mq["metric"] == "recall") & (mq["noise"] == mq["noise"].min())]
+        if (m["kind"] == "head").any():
+            parts.append(("MQAR head pruning", m[m["kind"].isin(["head", "none"])].rename(columns={"ratio": "x"})))
+        if (m["kind"] == "channel").any():
+            parts.append(("MQAR channel pruning", m[m["kind"].isin(["channel", "none"])].rename(
+                columns={"ratio": "x"})))
+    if not parts:
+        return []
+    fig, axes = _figure(len(parts))
+    for ax, (title, d) in zip(axes, parts):
+        for i, ((model, method), g) in enumerate(d[d["method"] != "none"].groupby(["model", "method"])):
+            g = g.sort_values("x")
+            c, mk = _style(method, i)
+            masked = g["application"] == "masked"
+            ax.plot(g["x"], 100 * g["state_saved_frac"], color=c if method in STYLE else None, lw=0.8,
+                    label=f"{model} / {method}")
+            ax.scatter(g["x"][~masked], 100 * g["state_saved_frac"][~masked], marker=mk, s=12,
+                       color=c if method in STYLE else None)
+            ax.scatter(g["x"][masked], 100 * g["state_saved_frac"][masked], marker=mk, s=12, facecolors="none",
+                       edgecolors=c if method in STYLE else "0.3")
+        ax.plot([0, 1], [0, 100], color="0.6", ls=":", lw=0.8, label="saved = fraction")
+        ax.set_title(f"{title} (hollow: masked)")
+        ax.set_xlabel("fraction removed (heads or $d_k$ channels)")
+        ax.set_ylabel("recurrent state saved (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=5, ncol=1)
+    return _save(fig, stem)
+
+
+def make_figures(results_dir, fig_dir) -> list[Path]:
+    """Every figure the results allow (module doc); returns the written paths."""
+    fig_dir = Path(fig_dir)
+    heads = load_heads_results(results_dir)
+    mq = load_mqar_results(results_dir)
+    paths: list[Path] = []
+    if len(heads):
+        paths += heads_metric_figure(heads, "ppl/", "ppl", "perplexity", fig_dir / "heads_ppl", logy=True)
+        niah = heads[(heads["task"] == "niah")].copy()
+        if len(niah):
+            paths += heads_metric_figure(niah, "niah", "accuracy_mean", "NIAH passkey accuracy",
+                                         fig_dir / "heads_niah")
+            paths += heads_metric_figure(niah, "niah", "token_accuracy_mean", "NIAH answer-token accuracy",
+                                         fig_dir / "heads_niah_tokens")
+    if len(mq):
+        paths += heads_mqar_figure(mq, fig_dir / "heads_mqar")
+        paths += mqar_dk_figure(mq, fig_dir / "mqar_dk")
+        paths += mqar_noise_figure(mq, fig_dir / "mqar_noise")
+    paths += state_figure(heads, mq, fig_dir / "heads_state")
+    return paths
+
+
+__all__ = ["load_heads_results", "load_mqar_results", "make_figures"]

@@ -1,0 +1,285 @@
+"""`heads` stage: remove a budget of heads from one LM by one method; perplexity, NIAH and state saved.
+
+    python -m lapr heads --model results/embedded/models/gdn \\
+        --heads-csv results/embedded/profile/gdn/heads.csv --method joint_rank_norm --budget 0.25 \\
+        --out results/embedded/heads/gdn/joint_rank_norm/0.25.csv \\
+        --settings '{"alpha": 0.5, "scope": "global", "eval": {"ppl": ["gutenberg_valid"]}}'
+
+`--method none --budget 0` evaluates the unpruned model (the baseline row of every curve).
+
+Rows (LAYOUT.md heads format, plus descriptive columns):
+  model, method, budget, task, metric, value, state_bytes, state_bytes_full, state_saved_frac,
+  application ('structural' | 'masked' | 'none'), context_len, depth, n, heads_removed,
+  removed_low, removed_high, scope, alpha
+- task `ppl/<corpus>`: metrics ppl, nll (lapr.eval.perplexity.token_perplexity over the first
+  eval.max_tokens tokens in windows of eval.seq_len; n = windows);
+- task `niah`: per (context_len, depth) cell metrics accuracy (greedy passkey), token_accuracy,
+  answer_logprob (n = samples); and over all cells accuracy_mean, token_accuracy_mean.
+state_bytes are bytes per sequence of the recurrent states after removal (lapr.heads.apply).
+Beside the CSV: `<stem>.provenance.json` (settings, the head plan with every head's scores, the
+state accounting, timings) and `<stem>.niah.csv` (one row per NIAH sample, with the continuation).
+
+Settings (--settings JSON, defaults in DEFAULTS):
+  alpha (0.5)            weight of the normalised rank in joint_rank_norm
+  scope ('global')       'global' | 'layer' budget
+  seed (0)               tie-break / random-method seed, and NIAH sample seed
+  min_keep (0)           heads that must stay in every layer
+  application ('auto')   'auto' (structural when fla allows, else masked) | 'masked' | 'structural'
+  state_dtype ('float32') dtype of the accounted states (fla keeps them in float32)
+  device, dtype, tokenizer  as in the evaluate stage (null = defaults / the checkpoint's tokenizer)
+  eval: {ppl: [corpora], max_tokens, seq_len, batch_size}        ppl: [] for none
+  niah: {lengths, depths, n, digits, corpus, max_chars, batch_size} or null for none
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+COLUMNS = ["model", "method", "budget", "task", "metric", "value", "state_bytes", "state_bytes_full",
+           "state_saved_frac", "application", "context_len", "depth", "n", "heads_removed",
+           "removed_low", "removed_high", "scope", "alpha"]
+
+DEFAULTS: dict = {
+    "alpha": 0.5, "scope": "global", "seed": 0, "min_keep": 0, "application": "auto",
+    "state_dtype": "float32", "device": None, "dtype": None, "tokenizer": None,
+    "eval": {"ppl": ["gutenberg_valid", "wikitext2_test_raw"], "max_tokens": 16384, "seq_len": 256,
+             "batch_size": 8},
+    "niah": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0], "n": 8, "digits": 5,
+             "corpus": "gutenberg_valid", "max_chars": 400_000, "batch_size": 8},
+}
+
+
+def _merge(section: str, value, defaults: dict) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"settings.{section} must be an object or null, got {value!r}")
+    unknown = set(value) - set(defaults)
+    if unknown:
+        raise ValueError(f"settings.{section}: unknown key(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **value}
+
+
+def resolve_settings(raw) -> dict:
+    """--settings (JSON string or dict) merged over DEFAULTS and validated (ValueError names the key)."""
+    from lapr.eval.stage import _corpus
+    from lapr.heads import apply, methods
+    from lapr.probes import niah
+
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--settings is not valid JSON: {e}") from e
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ValueError("--settings must be a JSON object")
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    s = copy.deepcopy(DEFAULTS)
+    s.update({k: v for k, v in raw.items() if k not in ("eval", "niah")})
+    s["eval"] = _merge("eval", raw.get("eval", DEFAULTS["eval"]), DEFAULTS["eval"]) or \
+        {**DEFAULTS["eval"], "ppl": []}
+    s["niah"] = _merge("niah", raw.get("niah", DEFAULTS["niah"]), DEFAULTS["niah"])
+    s["alpha"] = methods.check_alpha(s["alpha"])
+    s["scope"] = methods.check_scope(s["scope"])
+    if s["application"] not in apply.APPLICATIONS:
+        raise ValueError(f"settings.application must be one of {apply.APPLICATIONS}, got {s['application']!r}")
+    for key in ("seed", "min_keep"):
+        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
+            raise ValueError(f"settings.{key} must be an integer >= 0, got {s[key]!r}")
+    if not isinstance(getattr(torch, str(s["state_dtype"]), None), torch.dtype):
+        raise ValueError(f"settings.state_dtype must be a torch dtype name, got {s['state_dtype']!r}")
+    ev = s["eval"]
+    ppl = ev["ppl"] or []
+    ev["ppl"] = [_corpus(c, "eval.ppl") for c in ([ppl] if isinstance(ppl, str) else ppl)]
+    for key, low in (("seq_len", 2), ("batch_size", 1)):
+        if isinstance(ev[key], bool) or not isinstance(ev[key], int) or ev[key] < low:
+            raise ValueError(f"settings.eval.{key} must be an integer >= {low}, got {ev[key]!r}")
+    if ev["max_tokens"] is not None and (not isinstance(ev["max_tokens"], int) or ev["max_tokens"] < ev["seq_len"]):
+        raise ValueError(f"settings.eval.max_tokens must be null or an integer >= seq_len, got {ev['max_tokens']!r}")
+    if s["niah"] is not None:
+        nh = s["niah"]
+        nh["lengths"], nh["depths"], nh["n"] = niah.check_grid(nh["lengths"], nh["depths"], nh["n"])
+        _corpus(nh["corpus"], "niah.corpus")
+    return s
+
+
+def check_method_budget(method: str, budget) -> float:
+    from lapr.heads import methods
+
+    if method == "none":
+        if budget not in (0, 0.0):
+            raise ValueError(f"--method none is the unpruned baseline and needs --budget 0, got {budget}")
+        return 0.0
+    methods.check_method(method)
+    return methods.check_budget(budget)
+
+
+def model_heads(model) -> pd.DataFrame:
+    """A placeholder heads table (every head, no scores): enough for 'random' and 'none'."""
+    from lapr.models import family
+
+    rows = [{"layer": v.index, "head": h, "final_rank": 0.0, "bound": 1, "state_norm": 0.0}
+            for v in family(model).attention(model) for h in range(v.num_v_heads)]
+    return pd.DataFrame(rows)
+
+
+def check_heads_match(table: pd.DataFrame, model, where: str) -> None:
+    want = set(map(tuple, model_heads(model)[["layer", "head"]].to_numpy().tolist()))
+    have = set(map(tuple, table[["layer", "head"]].astype(int).to_numpy().tolist()))
+    if want != have:
+        raise ValueError(f"{where}: heads {sorted(have ^ want)[:6]}... do not match the model's "
+                         f"{len(want)} (layer, value head) pairs: a heads.csv of another model?")
+
+
+def evaluate(model, tokenizer, settings: dict, log=print) -> tuple[list[dict], pd.DataFrame | None, dict]:
+    """ppl + NIAH rows (task, metric, value, context_len, depth, n) of one (pruned) model."""
+    from lapr.eval.perplexity import token_perplexity
+    from lapr.eval.stage import corpus_tokens
+    from lapr.probes import niah
+
+    rows, seconds = [], {}
+    ev = settings["eval"]
+    for name in ev["ppl"]:
+        t0 = time.perf_counter()
+        tokens = corpus_tokens(name, tokenizer, ev["max_tokens"])
+        with torch.inference_mode():
+            res = token_perplexity(model, tokens, ev["seq_len"], batch_size=ev["batch_size"])
+        for metric in ("ppl", "nll"):
+            rows.append({"task": f"ppl/{name}", "metric": metric, "value": res[metric], "n": res["windows"]})
+        seconds[f"ppl/{name}"] = time.perf_counter() - t0
+        log(f"[heads] ppl/{name}: {res['ppl']:.4g} ({seconds[f'ppl/{name}']:.1f} s)", flush=True)
+    samples = None
+    if settings["niah"] is not None:
+        nh = settings["niah"]
+        t0 = time.perf_counter()
+        filler = niah.filler_tokens(tokenizer, nh["corpus"], nh["max_chars"])
+        items = niah.make_samples(tokenizer, filler, nh["lengths"], nh["depths"], nh["n"], settings["seed"],
+                                  nh["digits"])
+        samples = niah.evaluate(model, tokenizer, items, batch_size=nh["batch_size"])
+        cells = niah.cell_table(samples)
+        for c in cells.itertuples():
+            for metric in ("accuracy", "token_accuracy", "answer_logprob"):
+                rows.append({"task": "niah", "metric": metric, "value": float(getattr(c, metric)),
+                             "context_len": int(c.context_len), "depth": float(c.depth), "n": int(c.n)})
+        rows.append({"task": "niah", "metric": "accuracy_mean", "value": float(samples["correct"].mean()),
+                     "n": len(samples)})
+        rows.append({"task": "niah", "metric": "token_accuracy_mean",
+                     "value": float(samples["token_accuracy"].mean()), "n": len(samples)})
+        seconds["niah"] = time.perf_counter() - t0
+        log(f"[heads] niah: accuracy {samples['correct'].mean():.3f}, token accuracy "
+            f"{samples['token_accuracy'].mean():.3f} over {len(samples)} samples ({seconds['niah']:.1f} s)", flush=True)
+    return rows, samples, seconds
+
+
+def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str, budget: float,
+                       settings: dict, log=print) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """Plan, apply, evaluate; returns (rows without the model column, NIAH samples, info)."""
+    from lapr.heads import apply, methods
+
+    dtype = getattr(torch, settings["state_dtype"])
+    if method == "none":
+        plan, removed, how, why = None, [], "none", None
+    else:
+        table = model_heads(model) if table is None else table
+        plan = methods.select_heads(table, method, budget, settings["scope"], settings["alpha"],
+                                    settings["seed"], settings["min_keep"])
+        removed = plan.removed
+        how, why = apply.plan_application(model, removed, settings["application"])
+    acc = apply.state_accounting(model, removed, dtype)
+    log(f"[heads] {method} @ {budget}: removing {len(removed)} heads {removed} ({how}); state "
+        f"{acc['state_bytes']} / {acc['state_bytes_full']} bytes per sequence "
+        f"({100 * acc['state_saved_frac']:.1f}% saved)", flush=True)
+    if how == "structural":
+        target = apply.remove_heads(model, removed)
+        rows, samples, seconds = evaluate(target, tokenizer, settings, log)
+    elif how == "masked":
+        with apply.masked(model, removed):
+            rows, samples, seconds = evaluate(model, tokenizer, settings, log)
+    else:
+        rows, samples, seconds = evaluate(model, tokenizer, settings, log)
+    summary = plan.summary() if plan is not None else {"n_removed": 0}
+    df = pd.DataFrame(rows)
+    df["method"], df["budget"] = method, float(budget)
+    df["state_bytes"], df["state_bytes_full"] = acc["state_bytes"], acc["state_bytes_full"]
+    df["state_saved_frac"], df["application"] = acc["state_saved_frac"], how
+    df["heads_removed"] = len(removed)
+    df["removed_low"] = summary.get("removed_low", math.nan)
+    df["removed_high"] = summary.get("removed_high", math.nan)
+    df["scope"], df["alpha"] = settings["scope"], settings["alpha"]
+    info = {"plan": summary, "scores": plan.scores.to_dict("records") if plan is not None else [],
+            "application": how, "structural_blocked_by": why, "state": acc, "seconds": seconds}
+    return df, samples, info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
+    parser.add_argument("--heads-csv", default=None, help="profiling heads.csv (needed by every method but "
+                        "random / none)")
+    parser.add_argument("--method", required=True, help="joint_rank_norm | low_rank_first | high_rank_first | "
+                        "norm_only | random | none (unpruned)")
+    parser.add_argument("--budget", type=float, required=True, help="fraction of heads removed (0 with none)")
+    parser.add_argument("--out", required=True, help="tidy CSV to write")
+    parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
+    parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+
+
+def run(args: argparse.Namespace) -> None:
+    from lapr import provenance
+    from lapr.eval.stage import load_checkpoint
+    from lapr.heads import methods
+
+    settings = resolve_settings(args.settings)
+    if args.seed is not None:
+        settings["seed"] = int(args.seed)
+    budget = check_method_budget(args.method, args.budget)
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
+    table = None
+    if args.heads_csv:
+        table = methods.load_heads(args.heads_csv)
+    elif args.method not in ("random", "none"):
+        raise ValueError(f"--method {args.method} ranks heads by their profile: pass --heads-csv (heads.csv)")
+    start = time.perf_counter()
+    model, tokenizer = load_checkpoint(model_dir, {"device": settings["device"], "dtype": settings["dtype"],
+                                                   "tokenizer": settings["tokenizer"]})
+    if table is not None:
+        check_heads_match(table, model, str(args.heads_csv))
+    name = args.model_name or model_dir.name
+    df, samples, info = prune_and_evaluate(model, tokenizer, table, args.method, budget, settings)
+    df.insert(0, "model", name)
+    df = df.reindex(columns=COLUMNS)
+    out = Path(args.out)
+    info["seconds"]["total"] = time.perf_counter() - start
+    provenance.write_json(out.with_name(out.stem + ".provenance.json"), provenance.record(
+        settings, settings["seed"], next(model.parameters()).device, stage="heads", model_dir=str(model_dir),
+        model=name, method=args.method, budget=budget, heads_csv=args.heads_csv, **info))
+    if samples is not None:
+        provenance.write_table(out.with_name(out.stem + ".niah.csv"), samples)
+    provenance.write_table(out, df)
+    print(f"[heads] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lapr.heads.stage", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["COLUMNS", "DEFAULTS", "add_arguments", "check_method_budget", "evaluate", "model_heads",
+           "prune_and_evaluate", "resolve_settings", "run"]

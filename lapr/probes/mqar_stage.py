@@ -1,0 +1,399 @@
+"""`mqar-train` and `mqar-eval` stages: tiny MQAR models, then recall under channel / head pruning.
+
+    python -m lapr mqar-train --out results/embedded/mqar/models/mqar_dn \\
+        --settings '{"model": {"family": "delta_net"}, "train": {"steps": 400}}'
+    python -m lapr mqar-eval --model results/embedded/mqar/models/mqar_dn \\
+        --out results/embedded/mqar/eval/mqar_dn.csv --settings '{"noise": [0, 0.5, 1]}'
+
+mqar-train (`train_add_arguments` / `train_run`) writes a checkpoint directory (config +
+weights, reloadable by stock fla) with metrics.json {family, parameters, task, steps, stopped,
+train_time_s (CPU/GPU seconds spent in training steps, eval excluded), threads, recall (held-out,
+eval_n sequences), chance, ...}, curve.csv (step, loss, lr, train_s, recall) and provenance.json.
+
+mqar-eval (`eval_add_arguments` / `eval_run`) loads a trained checkpoint and measures recall on
+`eval_n` fresh sequences (seed distinct from training) for
+- the unpruned model (kind 'none');
+- channel pruning (kind 'channel'): every method of lapr.pruning.channels (ALL_METHODS, incl. the
+  PCA rotation) at every ratio, via lapr.pruning.select.choose + surgery.prune_channels
+  (structural: d_k really shrinks). Calibration statistics come from MQAR sequences:
+  lapr.profiling.calibrate.calibrate on `calib` batches, with q_grad / k_grad replaced by the
+  gradients of the MQAR loss (query positions only) instead of the LM loss over all tokens;
+- head pruning (kind 'head'): every method of lapr.heads.methods at every budget, scored from a
+  heads table of the model on MQAR sequences (lapr.heads.table.head_table), applied
+  structurally where fla allows, else masked (column `application`);
+each at every query-noise level (lapr.probes.mqar.query_noise: relative Gaussian noise on q after
+the short conv).
+
+Tidy CSV columns: model, family, kind, method, ratio (channel ratio or head budget; 0 for none),
+d_k, heads_removed, removed_low, removed_high, noise, metric ('recall' | 'loss'), value, n
+(queries), state_bytes, state_bytes_full, state_saved_frac, application. A provenance JSON
+`<stem>.provenance.json` (settings, head tables and plans, timings) goes beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lapr.probes import mqar
+
+MODEL_DEFAULTS = {"family": "delta_net", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
+                  "head_v_dim": 32, "mlp_ratio": 2}
+TASK_DEFAULTS = {"vocab_size": 64, "seq_len": 64, "num_kv_pairs": 8, "num_queries": None}
+TRAIN_SETTINGS = {"model": MODEL_DEFAULTS, "task": TASK_DEFAULTS, "train": mqar.TRAIN_DEFAULTS, "seed": 0,
+                  "device": None}
+EVAL_SETTINGS = {
+    "eval_n": 512, "seed": 0, "device": None, "batch_size": 256,
+    "noise": [0.0, 0.25, 0.5, 1.0],
+    "channel": {"methods": "all", "ratios": [0.25, 0.5, 0.75], "multiple": 1},
+    "heads": {"methods": "all", "budgets": [0.25, 0.5, 0.75], "scope": "global", "alpha": 0.5,
+              "application": "auto", "min_keep": 0, "profile_n": 256},
+    "calib": {"n_batches": 4, "batch_size": 32, "rows": 1024},
+}
+COLUMNS = ["model", "family", "kind", "method", "ratio", "d_k", "heads_removed", "removed_low", "removed_high",
+           "noise", "metric", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac", "application"]
+
+
+def _parse(raw) -> dict:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--settings is not valid JSON: {e}") from e
+    if not isinstance(raw or {}, dict):
+        raise ValueError("--settings must be a JSON object")
+    return raw or {}
+
+
+def _merged(raw: dict, defaults: dict, where: str = "settings") -> dict:
+    unknown = set(raw) - set(defaults)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    out = copy.deepcopy(defaults)
+    for k, v in raw.items():
+        if isinstance(defaults[k], dict):
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}.{k} must be an object, got {v!r}")
+            out[k] = _merged(v, defaults[k], f"{where}.{k}")
+        else:
+            out[k] = v
+    return out
+
+
+def _device(name):
+    from lapr.models import default_device
+
+    return torch.device(name) if name else default_device()
+
+
+# ------------------------------------------------------------------------------------------ train
+
+def resolve_train_settings(raw) -> dict:
+    s = _merged(_parse(raw), TRAIN_SETTINGS)
+    t = s["task"]
+    mqar.check_config(t["vocab_size"], t["seq_len"], t["num_kv_pairs"], t["num_queries"])
+    from lapr.models import family
+    family(s["model"]["family"])
+    for key in ("steps", "batch_size", "eval_every", "eval_n"):
+        v = s["train"][key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"settings.train.{key} must be a positive integer, got {v!r}")
+    if not 0 < float(s["train"]["lr"]) < 1:
+        raise ValueError(f"settings.train.lr must be in (0, 1), got {s['train']['lr']!r}")
+    return s
+
+
+def train_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--family", default=None, help="overrides settings.model.family (delta_net | gated_deltanet)")
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(TRAIN_SETTINGS))
+    parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+
+
+def train_model(settings: dict, out_dir, log=print) -> dict:
+    """Build, train and save one MQAR model; returns its metrics."""
+    from lapr import provenance
+    from lapr.models import build_model
+
+    device = _device(settings["device"])
+    seed, task = settings["seed"], settings["task"]
+    threads = settings["train"].get("threads")
+    old_threads = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(int(threads))
+    try:
+        spec = {**settings["model"], "vocab_size": task["vocab_size"], "max_length": task["seq_len"]}
+        torch.manual_seed(seed)
+        model = build_model(spec, seed=seed).to(device)
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"[mqar-train] {spec['family']}: {n_params} parameters, task {task}", flush=True)
+        result = mqar.train(model, settings["train"], task, seed=seed, log=lambda m: log(m, flush=True))
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    metrics = {"family": spec["family"], "parameters": n_params, "spec": spec, "task": task,
+               "steps": result["steps"], "stopped": result["stopped"], "train_time_s": result["train_time_s"],
+               "device": device.type, "threads": used_threads, "backend": result["backend"],
+               "recall": result["valid"]["recall"], "valid_loss": result["valid"]["loss"],
+               "valid_queries": result["valid"]["queries"], "chance": mqar.chance(task["vocab_size"])}
+    with provenance.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        pd.DataFrame(result["curve"]).to_csv(tmp / "curve.csv", index=False)
+        provenance.write_json(tmp / "metrics.json", metrics)
+        provenance.write_json(tmp / "provenance.json", provenance.record(settings, seed, device, stage="mqar-train"))
+    log(f"[mqar-train] recall {metrics['recall']:.4f} (chance {metrics['chance']:.3f}) after {metrics['steps']} "
+        f"steps, {metrics['train_time_s']:.1f} s -> {out_dir}", flush=True)
+    return metrics
+
+
+def train_run(args: argparse.Namespace) -> None:
+    settings = resolve_train_settings(args.settings)
+    if args.family:
+        settings["model"]["family"] = args.family
+        resolve_train_settings({k: v for k, v in settings.items()})
+    if args.seed is not None:
+        settings["seed"] = int(args.seed)
+    train_model(settings, args.out)
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+def resolve_eval_settings(raw) -> dict:
+    from lapr.heads import apply, methods
+
+    s = _merged(_parse(raw), EVAL_SETTINGS)
+    noise = s["noise"]
+    if not isinstance(noise, list) or not noise or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 and math.isfinite(x) for x in noise):
+        raise ValueError(f"settings.noise must be a non-empty list of numbers >= 0, got {noise!r}")
+    ch, hd = s["channel"], s["heads"]
+    if ch["methods"] in (None, [], "none"):
+        ch["methods"] = []
+    else:
+        from lapr.pruning.channels import ALL_METHODS
+        from lapr.pruning.ratio import check_method, check_ratio
+        ch["methods"] = list(ALL_METHODS) if ch["methods"] == "all" else [check_method(m) for m in ch["methods"]]
+        ch["ratios"] = [check_ratio(r) for r in ch["ratios"]]
+    if hd["methods"] in (None, [], "none"):
+        hd["methods"] = []
+    else:
+        hd["methods"] = list(methods.METHODS) if hd["methods"] == "all" else [methods.check_method(m)
+                                                                             for m in hd["methods"]]
+        hd["budgets"] = [methods.check_budget(b) for b in hd["budgets"]]
+    methods.check_scope(hd["scope"])
+    methods.check_alpha(hd["alpha"])
+    if hd["application"] not in apply.APPLICATIONS:
+        raise ValueError(f"settings.heads.application must be one of {apply.APPLICATIONS}")
+    for key in ("eval_n", "batch_size"):
+        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
+            raise ValueError(f"settings.{key} must be a positive integer, got {s[key]!r}")
+    return s
+
+
+def mqar_grads(model, batches: list[mqar.MQARBatch]) -> list[dict]:
+    """Per layer q_grad / k_grad [H, d_k, D]: d(MQAR loss)/d(q_proj / k_proj weight), summed over batches."""
+    from lapr.models import family
+
+    views = family(model).attention(model)
+    flags = {p: p.requires_grad for p in model.parameters()}
+    was = model.training
+    grads = [{"q_grad": torch.zeros_like(v.q_proj.weight, dtype=torch.float32),
+              "k_grad": torch.zeros_like(v.k_proj.weight, dtype=torch.float32)} for v in views]
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for v in views:
+            v.q_proj.weight.requires_grad_(True)
+            v.k_proj.weight.requires_grad_(True)
+        for b in batches:
+            with torch.enable_grad():
+                logits = model(input_ids=b.inputs.to(device)).logits
+                mqar.mqar_loss(logits, b.targets).backward()
+            for g, v in zip(grads, views):
+                g["q_grad"] += v.q_proj.weight.grad.float()
+                g["k_grad"] += v.k_proj.weight.grad.float()
+                v.q_proj.weight.grad = v.k_proj.weight.grad = None
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+            p.grad = None
+        model.train(was)
+    out = []
+    for g, v in zip(grads, views):
+        shape = (v.num_heads, v.head_k_dim, v.q_proj.in_features)
+        out.append({k: t.view(shape).cpu() for k, t in g.items()})
+    return out
+
+
+def mqar_calibration(model, task: dict, settings: dict, seed: int) -> dict:
+    """calib.pt-format statistics from MQAR sequences (LM-loss grads replaced by MQAR-loss grads)."""
+    from lapr.profiling.calibrate import calibrate
+
+    c = settings["calib"]
+    bs = [mqar.make_batch(c["batch_size"], seed + 2 * 10**6 + i, **task) for i in range(c["n_batches"])]
+    calib = calibrate(model, [b.inputs for b in bs], rows=c["rows"], seed=seed, model_name="mqar",
+                      meta={"source": "mqar", "grads": "mqar loss"})
+    for layer, g in zip(calib["layers"], mqar_grads(model, bs)):
+        layer.update(g)
+    return calib
+
+
+def _recall_rows(model, batch, noises, bs, seed) -> list[dict]:
+    rows = []
+    for sigma in noises:
+        r = mqar.recall(model, batch, batch_size=bs, noise=float(sigma), seed=seed + 7)
+        rows += [{"noise": float(sigma), "metric": "recall", "value": r["recall"], "n": r["queries"]},
+                 {"noise": float(sigma), "metric": "loss", "value": r["loss"], "n": r["queries"]}]
+    return rows
+
+
+def evaluate_checkpoint(model, task: dict, settings: dict, log=print) -> tuple[pd.DataFrame, dict]:
+    """All rows of one MQAR model (without the model column) and an info dict."""
+    from lapr.heads import apply, methods
+    from lapr.heads.table import head_table
+    from lapr.models import family
+    from lapr.pruning import surgery
+
+    seed, noises, bs = settings["seed"], settings["noise"], settings["batch_size"]
+    batch = mqar.make_batch(settings["eval_n"], seed + 3 * 10**6, **task)
+    views = family(model).attention(model)
+    d_k = views[0].head_k_dim
+    full = apply.state_accounting(model)["state_bytes_full"]
+    base = {"family": model.config.model_type, "state_bytes_full": full}
+    rows, info = [], {"seconds": {}}
+
+    t0 = time.perf_counter()
+    for r in _recall_rows(model, batch, noises, bs, seed):
+        rows.append({**base, **r, "kind": "none", "method": "none", "ratio": 0.0, "d_k": d_k, "heads_removed": 0,
+                     "state_bytes": full, "state_saved_frac": 0.0, "application": "none"})
+    info["seconds"]["none"] = time.perf_counter() - t0
+    log(f"[mqar-eval] unpruned recall {rows[0]['value']:.4f}", flush=True)
+
+    ch = settings["channel"]
+    if ch["methods"]:
+        from lapr.pruning import select
+        from lapr.pruning.ratio import kept_dim
+
+        t0 = time.perf_counter()
+        calib = mqar_calibration(model, task, settings, seed)
+        info["seconds"]["calibration"] = time.perf_counter() - t0
+        for method in ch["methods"]:
+            for ratio in ch["ratios"]:
+                t0 = time.perf_counter()
+                kept = kept_dim(d_k, ratio, ch["multiple"])
+                keep = select.choose(model, method, kept, calib=calib, seed=seed)
+                pruned = surgery.prune_channels(model, keep).eval()
+                sb = sum(surgery.state_bytes(pruned))
+                new = _recall_rows(pruned, batch, noises, bs, seed)
+                for r in new:
+                    rows.append({**base, **r, "kind": "channel", "method": method, "ratio": ratio, "d_k": kept,
+                                 "heads_removed": 0, "state_bytes": sb, "state_saved_frac": 1 - sb / full,
+                                 "application": "structural"})
+                info["seconds"][f"channel/{method}/{ratio}"] = time.perf_counter() - t0
+                log(f"[mqar-eval] channel {method} r={ratio} (d_k {kept}): recall {new[0]['value']:.4f}", flush=True)
+
+    hd = settings["heads"]
+    if hd["methods"]:
+        table = head_table(model, mqar.make_batch(hd["profile_n"], seed + 4 * 10**6, **task).inputs)
+        info["head_table"] = table.to_dict("records")
+        info["plans"] = {}
+        for method in hd["methods"]:
+            for budget in hd["budgets"]:
+                t0 = time.perf_counter()
+                plan = methods.select_heads(table, method, budget, hd["scope"], hd["alpha"], seed, hd["min_keep"])
+                how, why = apply.plan_application(model, plan.removed, hd["application"])
+                acc = apply.state_accounting(model, plan.removed)
+                if how == "structural":
+                    new = _recall_rows(apply.remove_heads(model, plan.removed).eval(), batch, noises, bs, seed)
+                else:
+                    with apply.masked(model, plan.removed):
+                        new = _recall_rows(model, batch, noises, bs, seed)
+                summ = plan.summary()
+                info["plans"][f"{method}/{budget}"] = {**summ, "application": how, "structural_blocked_by": why}
+                for r in new:
+                    rows.append({**base, **r, "kind": "head", "method": method, "ratio": budget, "d_k": d_k,
+                                 "heads_removed": len(plan.removed), "removed_low": summ.get("removed_low"),
+                                 "removed_high": summ.get("removed_high"), "state_bytes": acc["state_bytes"],
+                                 "state_saved_frac": acc["state_saved_frac"], "application": how})
+                info["seconds"][f"head/{method}/{budget}"] = time.perf_counter() - t0
+                log(f"[mqar-eval] heads {method} b={budget} {plan.removed} ({how}): recall {new[0]['value']:.4f}",
+                    flush=True)
+    return pd.DataFrame(rows), info
+
+
+def eval_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="MQAR checkpoint directory (mqar-train output)")
+    parser.add_argument("--out", required=True, help="tidy CSV to write")
+    parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(EVAL_SETTINGS))
+    parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+
+
+def load_mqar(model_dir, device=None):
+    """(model, task) of an mqar-train checkpoint directory."""
+    from lapr.models import load_model
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no checkpoint there (config.json missing)")
+    if not (model_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: metrics.json missing (not an mqar-train output?)")
+    task = json.loads((model_dir / "metrics.json").read_text())["task"]
+    device = _device(device)
+    return load_model(model_dir, device=device, dtype=torch.float32), task
+
+
+def eval_run(args: argparse.Namespace) -> None:
+    from lapr import provenance
+
+    settings = resolve_eval_settings(args.settings)
+    if args.seed is not None:
+        settings["seed"] = int(args.seed)
+    start = time.perf_counter()
+    model, task = load_mqar(args.model, settings["device"])
+    name = args.model_name or Path(args.model).name
+    df, info = evaluate_checkpoint(model, task, settings)
+    df.insert(0, "model", name)
+    df = df.reindex(columns=COLUMNS)
+    out = Path(args.out)
+    info["seconds"]["total"] = time.perf_counter() - start
+    provenance.write_json(out.with_name(out.stem + ".provenance.json"), provenance.record(
+        settings, settings["seed"], next(model.parameters()).device, stage="mqar-eval", model_dir=str(args.model),
+        model=name, task=task, **info))
+    provenance.write_table(out, df)
+    print(f"[mqar-eval] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s", flush=True)
+
+
+# The CLI stages are the thin modules lapr.probes.mqar_train (`mqar-train`) and
+# lapr.probes.mqar_eval (`mqar-eval`); this pair serves `python -m lapr.probes.mqar_stage {train,eval}`.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="mode", required=True)
+    train_add_arguments(sub.add_parser("train", help="train one MQAR model"))
+    eval_add_arguments(sub.add_parser("eval", help="evaluate one MQAR model under pruning"))
+
+
+def run(args: argparse.Namespace) -> None:
+    (train_run if args.mode == "train" else eval_run)(args)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lapr.probes.mqar_stage", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["COLUMNS", "EVAL_SETTINGS", "TRAIN_SETTINGS", "add_arguments", "eval_add_arguments", "eval_run",
+           "evaluate_checkpoint", "load_mqar", "mqar_calibration", "mqar_grads", "resolve_eval_settings",
+           "resolve_train_settings", "run", "train_add_arguments", "train_model", "train_run"]

@@ -1,0 +1,170 @@
+"""Figures of one model's profile directory (written by the `profile` stage).
+
+    paths = make_figures("results/tiny/profile/gdn", "figures/tiny/profile/gdn")
+
+- rank_vs_t.{png,pdf}: threshold rank (left) and rank utilisation (right) of every head of one
+  representative layer against the token count t (log axis), mean over the natural contexts'
+  samples; the bound min(t, d_k, d_v) dashed (paper B, Fig. 1 analogue). The layer is
+  `layer` if given, else the middle attention layer.
+- rank_heatmap.{png,pdf}: layer x head grid of the final threshold rank (heads.csv), with each
+  cell's value printed when the grid is small; 'H' marks heads classified high-rank.
+- consistency.{png,pdf}: per context pair, Spearman correlation of head final ranks and the
+  fraction of heads that keep their class ("n/a" where Spearman is undefined: constant ranks).
+
+Figures use matplotlib's object API (no pyplot state, no global backend switch), are sized for
+a paper (single column 3.3 in, double 7 in), and are saved as PNG (dpi 200) and PDF atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lapr import provenance
+from lapr.profiling.contexts import NATURAL
+
+FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
+        "xtick.labelsize": 7, "ytick.labelsize": 7}
+
+
+def _figure(width: float, height: float) -> Figure:
+    import matplotlib
+    with matplotlib.rc_context(FONT):
+        fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, stem: Path) -> list[Path]:
+    out = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        with provenance.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=200)
+        out.append(path)
+    return out
+
+
+def _natural(ranks: pd.DataFrame) -> pd.DataFrame:
+    natural = [c for c in pd.unique(ranks["context"]) if c in NATURAL]
+    return ranks[ranks["context"].isin(natural)] if natural else ranks
+
+
+def rank_vs_t(ranks: pd.DataFrame, stem: Path, layer=None, title: str = "") -> list[Path]:
+    import matplotlib
+    data = _natural(ranks)
+    layers = list(pd.unique(data["layer"]))
+    if layer is None:
+        layer = sorted(layers)[len(layers) // 2]
+    if layer not in layers:
+        raise ValueError(f"layer {layer!r} not in the ranks table (layers: {layers})")
+    d = data[data["layer"] == layer]
+    mean = d.groupby(["head", "position"]).agg(
+        threshold_rank=("threshold_rank", "mean"), utilisation=("utilisation", "mean"),
+        bound=("bound", "first")).reset_index()
+    heads = sorted(pd.unique(mean["head"]))
+    contexts = ", ".join(pd.unique(d["context"]))
+    with matplotlib.rc_context(FONT):
+        fig = _figure(7.0, 2.6)
+        ax_r, ax_u = fig.subplots(1, 2)
+        cmap = matplotlib.colormaps["viridis"]
+        for i, h in enumerate(heads):
+            g = mean[mean["head"] == h].sort_values("position")
+            color = cmap(i / max(1, len(heads) - 1))
+            ax_r.plot(g["position"], g["threshold_rank"], marker="o", ms=2, lw=1, color=color, label=f"head {h}")
+            ax_u.plot(g["position"], g["utilisation"], marker="o", ms=2, lw=1, color=color, label=f"head {h}")
+        bound = mean.drop_duplicates("position").sort_values("position")
+        ax_r.plot(bound["position"], bound["bound"], "k--", lw=1, label="bound min(t, $d_k$, $d_v$)")
+        ax_r.set_ylabel("threshold rank")
+        ax_r.set_title(r"#{$\sigma_i > \epsilon\,\sigma_1$}")
+        ax_u.set_ylabel("rank utilisation")
+        ax_u.set_title("stable rank / min($d_k$, $d_v$)")
+        ax_u.set_ylim(0, None)
+        for ax in (ax_r, ax_u):
+            ax.set_xscale("log")
+            ax.set_xlabel("context length t (tokens)")
+            ax.grid(True, which="major", lw=0.3, alpha=0.5)
+        ncol = 1 if len(heads) <= 8 else 2
+        ax_r.legend(loc="upper left", ncol=ncol, frameon=False)
+        fig.suptitle(title or f"Layer {layer}: state rank vs context length ({contexts}; sample mean)")
+        return _save(fig, stem)
+
+
+def rank_heatmap(heads: pd.DataFrame, stem: Path, title: str = "") -> list[Path]:
+    import matplotlib
+    grid = heads.pivot(index="layer", columns="head", values="final_rank").sort_index()
+    high = heads.pivot(index="layer", columns="head", values="class").reindex_like(grid) == "high"
+    bound = float(heads["bound"].max())
+    n_layers, n_heads = grid.shape
+    with matplotlib.rc_context(FONT):
+        fig = _figure(3.3 if n_heads <= 12 else 7.0, max(1.8, 0.9 + 0.22 * n_layers))
+        ax = fig.subplots()
+        im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="viridis", vmin=0, vmax=bound,
+                       interpolation="nearest")
+        ax.set_xticks(range(n_heads), [str(h) for h in grid.columns])
+        ax.set_yticks(range(n_layers), [str(layer) for layer in grid.index])
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        if n_layers * n_heads <= 400:
+            for i in range(n_layers):
+                for j in range(n_heads):
+                    v = grid.iat[i, j]
+                    if np.isnan(v):
+                        continue
+                    txt = f"{v:.0f}" + ("H" if bool(high.iat[i, j]) else "")
+                    ax.text(j, i, txt, ha="center", va="center", fontsize=5,
+                            color="black" if v > 0.6 * bound else "white")
+        fig.colorbar(im, ax=ax, label="final threshold rank")
+        ax.set_title(title or f"Final state rank (bound {bound:.0f}; H: high-rank)")
+        return _save(fig, stem)
+
+
+def consistency_plot(pairs: pd.DataFrame, stem: Path, title: str = "") -> list[Path]:
+    import matplotlib
+    labels = [f"{a}\nvs {b}" for a, b in zip(pairs["context_a"], pairs["context_b"])]
+    x = np.arange(len(pairs))
+    rho = pairs["spearman"].to_numpy(float)
+    keep = pairs["keep_fraction"].to_numpy(float)
+    with matplotlib.rc_context(FONT):
+        fig = _figure(7.0 if len(pairs) > 4 else 3.3, 2.7)
+        ax = fig.subplots()
+        w = 0.38
+        ax.bar(x - w / 2, np.nan_to_num(rho), w, color="tab:blue", label="Spearman ρ of head ranks")
+        ax.bar(x + w / 2, keep, w, color="tab:orange", label="class agreement (fraction of heads)")
+        for i, r in enumerate(rho):
+            if np.isnan(r):
+                ax.text(x[i] - w / 2, 0.02, "n/a", ha="center", va="bottom", fontsize=5, rotation=90)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks(x, labels, fontsize=6)
+        ax.set_ylim(min(-0.05, np.nanmin(np.append(rho, 0)) - 0.05), 1.05)
+        ax.set_ylabel("agreement between contexts")
+        ax.set_xlabel("context pair")
+        ax.set_title(title or "Head stratification consistency across inputs")
+        fig.legend(loc="outside lower center", ncol=2, frameon=False)
+        return _save(fig, stem)
+
+
+def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
+    """All figures of one profile directory; returns the written paths (PNG and PDF each)."""
+    profile_dir, fig_dir = Path(profile_dir), Path(fig_dir)
+    ranks_path = profile_dir / "ranks.parquet"
+    if not ranks_path.is_file():
+        raise FileNotFoundError(f"{ranks_path} not found (run the profile stage first)")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    ranks = pd.read_parquet(ranks_path)
+    paths = rank_vs_t(ranks, fig_dir / "rank_vs_t", layer=layer)
+    heads_path = profile_dir / "heads.csv"
+    if heads_path.is_file():
+        paths += rank_heatmap(pd.read_csv(heads_path), fig_dir / "rank_heatmap")
+    cons_path = profile_dir / "consistency.csv"
+    if cons_path.is_file():
+        pairs = pd.read_csv(cons_path)
+        if len(pairs):
+            paths += consistency_plot(pairs, fig_dir / "consistency")
+    return paths
+
+
+__all__ = ["make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot"]

@@ -1,0 +1,291 @@
+"""The `profile` stage: state-rank dynamics, head stratification and calibration statistics of one model.
+
+    python -m lapr profile --model results/tiny/models/gdn --out results/tiny/profile/gdn \
+        --settings '{"T": 512, "n_positions": 32, "batch": 2}'
+
+For each input context (lapr.profiling.contexts) it captures every layer's recurrent state at
+`n_positions` log-spaced token counts up to T (capture.capture_states), computes the rank metrics
+(metrics.rank_table / spectrum_table), classifies heads from their final rank and measures how
+consistent ranks and classes are across contexts (stratify), then collects the calibration
+statistics pruning needs (calibrate.calibrate). It writes, atomically (the whole directory
+appears at once), into --out:
+
+  ranks.parquet     context, sample, layer, head, position, threshold_rank, stable_rank, utilisation,
+                    entropy_rank, frobenius, spectral, bound (one row per state)
+  spectrum.parquet  context, sample, position, layer, head, index, sigma, sigma_rel
+                    (`spectrum_positions` evenly spaced positions, first and last included)
+  heads.csv         layer, head, final_rank, bound, state_norm, class, stable_rank, utilisation:
+                    means over the natural contexts' samples at the last position (t = T); class
+                    'low' / 'high' by `class_rule` (stratify.classify_heads, default: high iff
+                    final_rank >= 0.5 * bound). All contexts are used when no natural one is run.
+  consistency.csv   one row per context pair: context_a, context_b, n_heads, spearman, spearman_p,
+                    constant, keep_fraction (Spearman of per-head final ranks; fraction of heads
+                    with the same class in both)
+  calib.pt          calibration statistics (format: LAYOUT.md)
+  timing.json       profiling wall time vs one plain forward of the full LM on the same tokens
+  provenance.json   lapr.provenance.record(...) + positions + the consistency summary
+
+Settings (--settings JSON object; every key optional):
+  T (2048 on CUDA, 512 on CPU), n_positions (32), eps (1e-4), batch (samples per context: 4),
+  contexts (["gutenberg", "wikitext", "attack", "needle"]), spectrum_positions (4),
+  class_rule ("fraction" | "gap"), class_fraction (0.5), tokenizer (null: the checkpoint's own if
+  it has one, else "gutenberg-bpe-8k"), warmup (true: one untimed forward + capture first, so
+  Triton compilation / first-call allocations are not timed), seed (0; --seed overrides),
+  calib {n_batches (8), seq_len (512), batch_size (4), rows (2048), source ("gutenberg_train")}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lapr import provenance
+from lapr.profiling import stratify
+from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
+from lapr.profiling.capture import capture_states, log_positions, plain_forward
+from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
+from lapr.profiling.metrics import DEFAULT_EPS, rank_table, spectrum_table
+
+DEFAULTS = {
+    "T": None, "n_positions": 32, "eps": DEFAULT_EPS, "batch": 4,
+    "contexts": ["gutenberg", "wikitext", "attack", "needle"], "spectrum_positions": 4,
+    "class_rule": "fraction", "class_fraction": 0.5, "tokenizer": None, "warmup": None, "seed": 0,
+    "calib": dict(CALIB_DEFAULTS),
+}
+MIN_POSITIONS = 32  # the issue asks for >= 32 positions; fewer only warn (tiny smoke profiles)
+CLASS_NAMES = {stratify.LOW: "low", stratify.HIGH: "high"}
+RANK_ORDER = ["context", "sample", "layer", "head", "position", "threshold_rank", "stable_rank",
+              "utilisation", "entropy_rank", "frobenius", "spectral", "bound"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
+    parser.add_argument("--out", required=True, help="output directory (written atomically)")
+    parser.add_argument("--settings", default="{}",
+                        help="JSON object (or a path to a .json file) with the profile settings")
+    parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+
+
+def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
+    """Defaults + the user's settings, validated; ValueError names the bad key."""
+    if isinstance(raw, str):
+        text = Path(raw).read_text() if raw.strip().endswith(".json") and Path(raw).is_file() else raw
+        try:
+            raw = json.loads(text or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--settings is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown profile settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **raw}
+    calib = raw.get("calib") or {}
+    if not isinstance(calib, dict):
+        raise ValueError("settings.calib must be a JSON object")
+    if unknown := set(calib) - set(CALIB_DEFAULTS):
+        raise ValueError(f"unknown calib settings {sorted(unknown)}; known: {sorted(CALIB_DEFAULTS)}")
+    s["calib"] = {**CALIB_DEFAULTS, **calib}
+    if seed is not None:
+        s["seed"] = seed
+    if s["T"] is None:
+        s["T"] = 2048 if device.type == "cuda" else 512
+    if s["warmup"] is None:
+        s["warmup"] = True
+    if not isinstance(s["warmup"], bool):
+        raise ValueError(f"settings.warmup must be true or false, got {s['warmup']!r}")
+
+    def integer(key, value, low):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"settings.{key} must be an integer >= {low}, got {value!r}")
+        return int(value)
+
+    s["T"] = integer("T", s["T"], 2)
+    s["n_positions"] = integer("n_positions", s["n_positions"], 2)
+    if s["n_positions"] > s["T"]:
+        raise ValueError(f"settings.n_positions={s['n_positions']} exceeds T={s['T']} (distinct token counts)")
+    if s["n_positions"] < MIN_POSITIONS:
+        warnings.warn(f"settings.n_positions={s['n_positions']} < {MIN_POSITIONS} (issue 4 asks for >= 32)",
+                      stacklevel=2)
+    s["batch"] = integer("batch", s["batch"], 1)
+    s["spectrum_positions"] = integer("spectrum_positions", s["spectrum_positions"], 1)
+    s["seed"] = integer("seed", s["seed"], 0)
+    if not isinstance(s["eps"], (int, float)) or isinstance(s["eps"], bool) or not 0 < s["eps"] < 1:
+        raise ValueError(f"settings.eps must be a number in (0, 1), got {s['eps']!r}")
+    ctx = s["contexts"]
+    if isinstance(ctx, str) or not isinstance(ctx, list) or not ctx:
+        raise ValueError(f"settings.contexts must be a non-empty list, got {ctx!r}")
+    if bad := [c for c in ctx if c not in CONTEXTS]:
+        raise ValueError(f"settings.contexts: unknown {bad}; known: {sorted(CONTEXTS)}")
+    if len(set(ctx)) != len(ctx):
+        raise ValueError(f"settings.contexts has duplicates: {ctx}")
+    if s["class_rule"] not in ("fraction", "gap"):
+        raise ValueError(f"settings.class_rule must be 'fraction' or 'gap', got {s['class_rule']!r}")
+    if not 0 < float(s["class_fraction"]) <= 1:
+        raise ValueError(f"settings.class_fraction must be in (0, 1], got {s['class_fraction']!r}")
+    for key in ("n_batches", "seq_len", "batch_size", "rows"):
+        s["calib"][key] = integer(f"calib.{key}", s["calib"][key], 2 if key == "seq_len" else 1)
+    return s
+
+
+def _tokenizer(model_dir: Path, name):
+    from lapr.data import load_tokenizer
+    if name is None:
+        own = any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+        name = str(model_dir) if own else "gutenberg-bpe-8k"
+    return load_tokenizer(name), name
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def head_table(ranks: pd.DataFrame, contexts: list[str], rule: str, fraction: float) -> pd.DataFrame:
+    """heads.csv: per (layer, head) means at the last position over natural contexts (all if none)."""
+    natural = [c for c in contexts if c in NATURAL] or list(contexts)
+    last = ranks[(ranks["position"] == ranks["position"].max()) & ranks["context"].isin(natural)]
+    heads = last.groupby(["layer", "head"], sort=True).agg(
+        final_rank=("threshold_rank", "mean"), bound=("bound", "first"), state_norm=("frobenius", "mean"),
+        stable_rank=("stable_rank", "mean"), utilisation=("utilisation", "mean")).reset_index()
+    labels = stratify.classify_heads(heads["final_rank"], heads["bound"], rule=rule, fraction=fraction)
+    heads["class"] = [CLASS_NAMES[x] for x in labels]
+    return heads[["layer", "head", "final_rank", "bound", "state_norm", "class", "stable_rank", "utilisation"]]
+
+
+def consistency_table(ranks: pd.DataFrame, rule: str, fraction: float) -> stratify.Consistency:
+    """Spearman / class agreement of per-head final ranks (mean over samples) between contexts."""
+    last = ranks[ranks["position"] == ranks["position"].max()]
+    per = last.groupby(["context", "layer", "head"], sort=False).agg(
+        rank=("threshold_rank", "mean"), bound=("bound", "first")).reset_index()
+    parts = []
+    for _, g in per.groupby("context", sort=False):  # the gap rule adapts per context
+        g = g.copy()
+        g["label"] = stratify.classify_heads(g["rank"], g["bound"], rule=rule, fraction=fraction)
+        parts.append(g)
+    return stratify.consistency(pd.concat(parts, ignore_index=True))
+
+
+def profile(model, tokenizer, settings: dict, device: torch.device, progress: bool = True) -> dict:
+    """Run captures + metrics for every context; returns the tables and timings (no file I/O)."""
+    T, seed = settings["T"], settings["seed"]
+    positions = log_positions(T, settings["n_positions"])
+    vocab = model.get_input_embeddings().num_embeddings
+    inputs = {}
+    for name in settings["contexts"]:
+        ids = make_context(name, tokenizer, T, settings["batch"], seed)
+        if int(ids.max()) >= vocab:
+            raise ValueError(f"context {name!r}: token id {int(ids.max())} >= model vocab {vocab}; "
+                             f"settings.tokenizer does not match the model")
+        inputs[name] = ids
+
+    if settings["warmup"]:  # compile / autotune kernels outside the timed region
+        first = inputs[settings["contexts"][0]]
+        plain_forward(model, first)
+        capture_states(model, first, positions)
+        _sync(device)
+
+    rank_frames, spec_frames, timing = [], [], {}
+    for name in tqdm(settings["contexts"], desc="profile contexts", disable=not progress):
+        ids = inputs[name].to(device)
+        _, forward_s = _timed(lambda: plain_forward(model, ids), device)
+        states, capture_s = _timed(lambda: capture_states(model, ids, positions), device)
+
+        def metrics():
+            for b in range(ids.shape[0]):
+                per_layer = {layer: s[b].transpose(0, 1) for layer, s in states.items()}  # [P, HV, dk, dv]
+                r = rank_table(per_layer, positions, eps=settings["eps"])
+                rank_frames.append(r.assign(context=name, sample=b))
+                sp = spectrum_table(per_layer, positions, keep=settings["spectrum_positions"])
+                spec_frames.append(sp.assign(context=name, sample=b))
+        _, metrics_s = _timed(metrics, device)
+        timing[name] = {"forward_s": forward_s, "capture_s": capture_s, "metrics_s": metrics_s,
+                        "capture_over_forward": capture_s / forward_s,
+                        "profile_over_forward": (capture_s + metrics_s) / forward_s}
+        del states
+    ranks = pd.concat(rank_frames, ignore_index=True)[RANK_ORDER]
+    spectrum = pd.concat(spec_frames, ignore_index=True)
+    spectrum = spectrum[["context", "sample"] + [c for c in spectrum.columns if c not in ("context", "sample")]]
+    return {"positions": positions, "ranks": ranks, "spectrum": spectrum, "timing": timing}
+
+
+def run(args: argparse.Namespace) -> None:
+    from lapr.models import default_device, load_model
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
+    device = torch.device(getattr(args, "device", None) or default_device())
+    settings = parse_settings(args.settings, device, getattr(args, "seed", None))
+    t_start = time.perf_counter()
+    model = load_model(model_dir, device=device)
+    tokenizer, tok_name = _tokenizer(model_dir, settings["tokenizer"])
+    torch.manual_seed(settings["seed"])
+
+    result = profile(model, tokenizer, settings, device)
+    ranks = result["ranks"]
+    heads = head_table(ranks, settings["contexts"], settings["class_rule"], settings["class_fraction"])
+    cons = consistency_table(ranks, settings["class_rule"], settings["class_fraction"])
+
+    c = settings["calib"]
+    batches = calibration_batches(tokenizer, c["n_batches"], c["seq_len"], c["batch_size"],
+                                  seed=settings["seed"], source=c["source"])
+    calib, calib_s = _timed(lambda: calibrate(model, batches, rows=c["rows"], seed=settings["seed"],
+                                              model_name=str(model_dir), progress=True,
+                                              meta={"source": c["source"]}), device)
+
+    timing = result["timing"]
+    fwd = sum(t["forward_s"] for t in timing.values())
+    cap = sum(t["capture_s"] for t in timing.values())
+    met = sum(t["metrics_s"] for t in timing.values())
+    hw = provenance.device_info(device)
+    timing_doc = {
+        "device": device.type, "device_name": hw.get("gpu") or hw.get("cpu"),
+        "cpu_threads": torch.get_num_threads(), "dtype": str(next(model.parameters()).dtype),
+        "T": settings["T"], "batch": settings["batch"], "n_positions": len(result["positions"]),
+        "n_layers": int(ranks["layer"].nunique()), "n_heads": int(ranks.groupby("layer")["head"].nunique().sum()),
+        "method": "segment-wise prefill with fla's cache (one backbone forward per segment)",
+        "forward": "one plain forward of the full LM (logits, use_cache=False) on the same [batch, T] tokens",
+        "warmup": settings["warmup"],
+        "contexts": timing,
+        "forward_s": fwd, "capture_s": cap, "metrics_s": met,
+        "capture_over_forward": cap / fwd, "profile_over_forward": (cap + met) / fwd,
+        "calibration_s": calib_s, "total_s": time.perf_counter() - t_start,
+    }
+    for name, t in timing.items():
+        print(f"[profile] {name}: capture {t['capture_s']:.3f}s + metrics {t['metrics_s']:.3f}s "
+              f"vs forward {t['forward_s']:.3f}s ({t['capture_over_forward']:.2f}x)")
+    print(f"[profile] consistency: {cons.summary}")
+
+    with provenance.atomic_dir(args.out) as tmp:
+        provenance.write_table(tmp / "ranks.parquet", ranks)
+        provenance.write_table(tmp / "spectrum.parquet", result["spectrum"])
+        provenance.write_table(tmp / "heads.csv", heads)
+        provenance.write_table(tmp / "consistency.csv", cons.pairs)
+        with provenance.atomic_path(tmp / "calib.pt") as p:
+            torch.save(calib, p)
+        provenance.write_json(tmp / "timing.json", timing_doc)
+        provenance.write_json(tmp / "provenance.json", provenance.record(
+            settings, settings["seed"], device, stage="profile", model=str(model_dir), tokenizer=tok_name,
+            positions=result["positions"], consistency=cons.summary))
+    print(f"[profile] wrote {args.out}")
+
+
+__all__ = ["DEFAULTS", "add_arguments", "run", "parse_settings", "profile", "head_table",
+           "consistency_table"]

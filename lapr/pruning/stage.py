@@ -1,0 +1,242 @@
+"""`prune` stage: one (model, method, ratio) -> a pruned HF checkpoint + pruning.json.
+
+    python -m lapr prune --model results/P/models/M --calib results/P/profile/M/calib.pt \\
+        --method strong_rrqr --ratio 0.5 --out results/P/pruned/M/strong_rrqr/0.5 \\
+        --settings '{"multiple": 1, "seed": 0, "recovery": {"enabled": false}}'
+
+Steps: validate the arguments (unknown method, ratio outside (0, 1), a ratio that leaves no
+channel, a missing calib.pt for a method that needs one: ValueError / FileNotFoundError before
+any work) -> load the unpruned model on CPU in float32 -> per-layer channel choice
+(lapr.pruning.select.choose) -> surgery (lapr.pruning.surgery.prune_channels) -> optional
+recovery (lapr.pruning.recovery) -> write, atomically, the directory --out with the checkpoint
+(config.json + weights, in the source checkpoint's dtype), the tokenizer files copied from
+--model, pruning.json (+ provenance.json), pca_basis.pt for PCA, recovery_log.csv if recovery ran.
+
+Settings (JSON object; defaults in code):
+    multiple  int  1     kept d_k rounded down to a multiple of it (kernel-friendly sizes)
+    seed      int  0     selection seed (random) and recovery seed; --seed overrides it
+    recovery  dict       see lapr.pruning.recovery.DEFAULTS (enabled, steps, lr, warmup,
+                         lora_r, lora_alpha, lora_dropout, targets, distill, distill_weight,
+                         temperature, seq_len, batch_size, data, max_chars, ...)
+    device    str  auto  device for recovery fine-tuning (surgery always runs on CPU)
+    methods, ratios      the workflow's grid; accepted and ignored here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from lapr import provenance
+from lapr.pruning.ratio import check_method, check_multiple, check_ratio, kept_dim
+from lapr.pruning.recovery import recovery_settings
+
+SETTINGS_DEFAULTS = {"multiple": 1, "seed": 0, "recovery": {}, "device": None}
+IGNORED_SETTINGS = ("methods", "ratios")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "chat_template.jinja", "chat_template.json")
+
+SELECTION_NOTE = ("channel selection: the same indices are dropped from q_proj rows, k_proj rows "
+                  "and the q/k short-conv channels; exact (a dropped channel commutes with the "
+                  "depthwise conv and its SiLU, and the in-kernel L2 norm runs over the kept "
+                  "channels), i.e. equal to the unpruned model with those channels zeroed")
+PCA_NOTE = ("PCA rotation absorbed into q_proj/k_proj rows (W' = U^T W per head, top-d_k' "
+            "components of the uncentred q/k post-conv second moment); the depthwise short conv "
+            "does not commute with a rotation: new channel j gets kernel sum_c U_cj^2 w_c and "
+            "bias U^T b (exact only when a head's q/k kernels are equal and the conv has no "
+            "activation; fla's q/k convs apply SiLU, so this is an approximation whose kernel "
+            "mismatch per layer is recorded as q_conv_mismatch / k_conv_mismatch)")
+SCALE_NOTE = ("the delta-rule kernel scales q by d_k**-0.5, so pruned layers scale attention "
+              "outputs by sqrt(d_k/d_k'); the per-head output RMSNorm cancels this except "
+              "through its eps (relative effect ~ eps/ms(o) * (1 - d_k'/d_k) / 2)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="unpruned HF checkpoint directory")
+    parser.add_argument("--calib", default=None,
+                        help="calib.pt from the profiling stage (needed by wanda, taylor, "
+                             "pivoted_qr, strong_rrqr, pca)")
+    parser.add_argument("--method", required=True, help="channel method (see ratio.ALL_METHODS)")
+    parser.add_argument("--ratio", required=True, help="fraction of d_k removed, in (0, 1)")
+    parser.add_argument("--out", required=True, help="output checkpoint directory")
+    parser.add_argument("--settings", default="{}", help="JSON object (stage settings)")
+    parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+    parser.add_argument("--device", default=None, help="overrides settings.device (recovery)")
+
+
+def parse_settings(text: str | dict | None) -> dict:
+    raw = json.loads(text) if isinstance(text, str) else dict(text or {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"--settings must be a JSON object; got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SETTINGS_DEFAULTS) - set(IGNORED_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown prune setting(s) {unknown}; known: "
+                         f"{sorted(SETTINGS_DEFAULTS)}")
+    out = {**SETTINGS_DEFAULTS, **{k: v for k, v in raw.items() if k not in IGNORED_SETTINGS}}
+    check_multiple(out["multiple"])
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
+        raise ValueError(f"settings.seed must be an int; got {out['seed']!r}")
+    out["recovery"] = recovery_settings(out["recovery"])
+    return out
+
+
+def copy_tokenizer(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def _source_dtype(model_dir: Path) -> torch.dtype:
+    config = json.loads((model_dir / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    dtype = getattr(torch, str(name).replace("torch.", ""), None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def config_head_k_dim(model_dir: Path) -> int | None:
+    """Key dim per head read from config.json (None for a family this does not know)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") == "gated_deltanet":
+        return int(config["head_dim"])
+    if config.get("model_type") == "delta_net":
+        return round(config["hidden_size"] * config.get("expand_k", 1.0)) // config["num_heads"]
+    return None
+
+
+def check_inputs(args) -> dict:
+    """Every check that needs no model: returns the parsed settings."""
+    settings = parse_settings(args.settings)
+    check_method(args.method)
+    check_ratio(args.ratio)
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir} is not a Hugging Face checkpoint "
+                                f"(no config.json)")
+    d_k = config_head_k_dim(model_dir)
+    if d_k is not None:
+        kept_dim(d_k, check_ratio(args.ratio), settings["multiple"])
+    from lapr.pruning.select import needs_calib
+
+    if needs_calib(args.method):
+        if not args.calib:
+            raise ValueError(f"method {args.method!r} needs --calib (calib.pt from the "
+                             f"profiling stage)")
+        if not Path(args.calib).is_file():
+            raise FileNotFoundError(f"--calib {args.calib} not found")
+    return settings
+
+
+def prune(args) -> dict:
+    """Run the stage; returns the pruning.json record."""
+    from lapr.models import family, load_model
+    from lapr.pruning.recovery import recover, token_batches
+    from lapr.pruning.select import choose, load_calib, needs_calib
+    from lapr.pruning.surgery import (conv_mismatch, conv_state_bytes, prune_channels,
+                                      state_bytes)
+
+    settings = check_inputs(args)
+    seed = settings["seed"] if args.seed is None else args.seed
+    device = args.device or settings["device"]
+    ratio = check_ratio(args.ratio)
+    model_dir = Path(args.model)
+
+    model = load_model(model_dir, "cpu", torch.float32)
+    views = family(model).attention(model)
+    d_k = {v.head_k_dim for v in views}
+    if len(d_k) != 1:
+        raise ValueError(f"{model_dir}: layers have different key dims {sorted(d_k)}")
+    d_k = d_k.pop()
+    kept = kept_dim(d_k, ratio, settings["multiple"])
+    print(f"prune {model_dir} with {args.method}: d_k {d_k} -> {kept} "
+          f"(ratio {ratio}, multiple {settings['multiple']})")
+
+    calib = load_calib(args.calib, model) if needs_calib(args.method) else None
+    keep = choose(model, args.method, kept, calib, seed)
+    pruned = prune_channels(model, keep)
+    rotation = args.method == "pca"
+
+    rec = settings["recovery"]
+    log = []
+    if rec["enabled"]:
+        from lapr.models import default_device
+
+        device = torch.device(device) if device else default_device()
+        batches = token_batches(model_dir, rec, seed)
+        pruned, log = recover(pruned, batches, rec, teacher=model if rec["distill"] else None,
+                              device=device, seed=seed)
+        pruned = pruned.to("cpu")
+
+    before, after = state_bytes(model), state_bytes(pruned)
+    conv_before, conv_after = conv_state_bytes(model), conv_state_bytes(pruned)
+    mismatch = conv_mismatch(model, keep) if rotation else [{} for _ in views]
+    layers = []
+    for view, entry, b, a, extra in zip(views, keep, before, after, mismatch):
+        layers.append({
+            "layer": view.index, "heads": view.num_heads, "value_heads": view.num_v_heads,
+            "d_k_before": view.head_k_dim, "d_k_after": kept, "d_v": view.head_v_dim,
+            "kept": None if rotation else entry.tolist(),
+            "state_bytes_before": b, "state_bytes_after": a,
+            **{k: v for k, v in extra.items() if k != "layer"},
+        })
+    record = {
+        "method": args.method, "kind": "rotation" if rotation else "selection",
+        "ratio": ratio, "effective_ratio": 1 - kept / d_k, "multiple": settings["multiple"],
+        "seed": seed, "family": model.config.model_type, "model": str(model_dir),
+        "calib": str(args.calib) if calib is not None else None,
+        "calib_meta": calib.get("meta") if calib is not None else None,
+        "d_k_before": d_k, "d_k_after": kept, "d_v": views[0].head_v_dim,
+        "layers": layers,
+        "state_bytes_per_sequence": {"before": sum(before), "after": sum(after),
+                                     "dtype": "float32", "fraction": sum(after) / sum(before)},
+        "conv_state_bytes_per_sequence": {"before": sum(conv_before), "after": sum(conv_after),
+                                          "dtype": "float32"},
+        "parameters": {"before": sum(p.numel() for p in model.parameters()),
+                       "after": sum(p.numel() for p in pruned.parameters())},
+        "short_conv": PCA_NOTE if rotation else SELECTION_NOTE,
+        "scale": SCALE_NOTE,
+        "recovery": {**rec, "steps_run": len(log),
+                     "first_loss": log[0]["loss"] if log else None,
+                     "last_loss": log[-1]["loss"] if log else None},
+    }
+    prov = provenance.record({"method": args.method, "ratio": ratio, **settings}, seed,
+                             device if rec["enabled"] else "cpu",
+                             model=str(model_dir), calib=record["calib"])
+    record["provenance"] = prov
+
+    out = Path(args.out)
+    with provenance.atomic_dir(out) as tmp:
+        pruned.to(_source_dtype(model_dir)).save_pretrained(tmp)
+        record["tokenizer_files"] = copy_tokenizer(model_dir, tmp)
+        if rotation:
+            torch.save({"bases": [b.contiguous() for b in keep], "method": "pca"},
+                       tmp / "pca_basis.pt")
+        if log:
+            import pandas as pd
+
+            pd.DataFrame(log).to_csv(tmp / "recovery_log.csv", index=False)
+        provenance.write_json(tmp / "pruning.json", record)
+        provenance.write_json(tmp / "provenance.json", prov)
+    print(f"wrote {out}: state {sum(before)} -> {sum(after)} bytes per sequence")
+    return record
+
+
+def run(args: argparse.Namespace) -> None:
+    prune(args)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="lapr prune", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Channel surgery: shrink every attention layer's key dimension d_k -> d_k' in a fla model.
+
+`prune_channels(model, keep)` returns a NEW model (the input is left untouched) built by stock
+fla from the family's resized config (DeltaNet: expand_k; Gated DeltaNet: head_dim, with
+expand_v re-derived so head_v_dim and the value path are unchanged), so `save_pretrained` +
+`AutoModelForCausalLM.from_pretrained` round-trips without any lapr code. Only q_proj / k_proj
+rows and the q / k short-conv channels change; every other tensor is copied bit for bit.
+
+`keep` has one entry per attention layer (order of `family(model).attention(model)`), all with
+the same d_k' (fla has one key dim per model):
+- selection: LongTensor [H, d_k'] of channel indices per q/k head. The same indices are taken
+  from q_proj rows, k_proj rows, and the q and k depthwise conv channels (weights and bias).
+  Exact: dropping a channel commutes with the per-channel conv and its SiLU, and q, k are
+  L2-normalised over the channels present, so the pruned model computes what the unpruned model
+  computes with those channels zeroed before the norm (`zero_channels`), see "Scale" below.
+- rotation (PCA): float Tensor [H, d_k, d_k'] with orthonormal columns U_h (from
+  `channels.pca_basis`). q_proj rows become U_h^T W_q[h] (rotate, then keep the top
+  components); same for k with the same U_h.
+
+Short-conv handling for PCA (a rotation does not commute with a depthwise conv + SiLU).
+The layer computes q = l2norm(silu(conv_c(W_q x))) with one causal kernel w_c per channel c.
+We rotate BEFORE the conv (so proj, conv, conv cache and state all shrink, and stock fla runs the
+result) and give new channel j the kernel and bias
+
+    w'_j = sum_c U[c, j]^2 w_c        b'_j = sum_c U[c, j] b_c
+
+i.e. the kernel average weighted by each original channel's share of component j (sum_c U_cj^2
+= 1); it is the least-squares kernel for white, equal-variance conv inputs, and the bias is the
+exact rotation of the bias. This is EXACT when (i) the conv kernels within each head are equal
+and the conv has no activation (DeltaNet with qk_activation='identity'), then the pruned model
+equals the unpruned model with q/k projected onto span(U), `zero_channels(model, bases)`; or
+(ii) U is a coordinate selection (then it is channel selection). Otherwise it is an
+approximation: the SiLU and the per-channel kernels are the error. `conv_mismatch` reports,
+per layer, sum_jc U_cj^2 ||w_c - w'_j||^2 / sum_jc U_cj^2 ||w_c||^2 (0 = kernels commute) so
+results can be read against it; the pruning stage records it in pruning.json. The alternative
+that is exact (keep the d_k-channel conv and apply U^T after it) has no place in stock fla's
+layer and would not reload with AutoModelForCausalLM, so it is not offered.
+
+Scale. fla's delta-rule kernels multiply q by d_k**-0.5 after the L2 norm, which becomes
+d_k'**-0.5 after pruning. Every layer's output passes through the per-head output RMSNorm
+(o_norm, also the gated one), which cancels any constant factor c except through its eps:
+RMSNorm(c o) = o / sqrt(ms(o) + eps / c^2). So the pruned model matches the zeroed one exactly
+when norm_eps -> 0 and to a relative error of about (eps / ms(o)) * (1 - d_k'/d_k) / 2 otherwise
+(tiny for trained models, whose ms(o) >> eps = 1e-6). Tests use norm_eps = 1e-12.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor
+
+from lapr.models import family
+
+
+# ---- keep validation ---------------------------------------------------------------------
+
+def is_rotation(entry: Tensor) -> bool:
+    return torch.is_floating_point(entry)
+
+
+def check_keep(model, keep) -> int:
+    """Validate `keep` against `model`; return the common d_k'."""
+    views = family(model).attention(model)
+    if not isinstance(keep, list | tuple) or len(keep) != len(views):
+        raise ValueError(f"keep must be a list with one entry per attention layer "
+                         f"({len(views)}); got {type(keep).__name__} of "
+                         f"{len(keep) if hasattr(keep, '__len__') else '?'}")
+    kinds = {is_rotation(entry) for entry in keep}
+    if len(kinds) > 1:
+        raise ValueError("keep mixes index tensors and rotation bases across layers")
+    dims = set()
+    for view, entry in zip(views, keep):
+        heads, d_k = view.num_heads, view.head_k_dim
+        if is_rotation(entry):
+            if entry.dim() != 3 or tuple(entry.shape[:2]) != (heads, d_k):
+                raise ValueError(f"layer {view.index}: rotation basis must be [H={heads}, "
+                                 f"d_k={d_k}, d_k'], got {tuple(entry.shape)}")
+            dims.add(entry.shape[2])
+            gram = entry.double().mT @ entry.double()
+            if not torch.allclose(gram, torch.eye(entry.shape[2], dtype=gram.dtype)
+                                  .expand_as(gram), atol=1e-4):
+                raise ValueError(f"layer {view.index}: rotation basis columns are not "
+                                 f"orthonormal")
+        else:
+            if entry.dtype not in (torch.int64, torch.int32) or entry.dim() != 2 \
+                    or entry.shape[0] != heads:
+                raise ValueError(f"layer {view.index}: kept indices must be an integer tensor "
+                                 f"[H={heads}, d_k'], got {entry.dtype} {tuple(entry.shape)}")
+            dims.add(entry.shape[1])
+            if entry.numel() and (entry.min() < 0 or entry.max() >= d_k):
+                raise ValueError(f"layer {view.index}: kept indices must lie in [0, {d_k})")
+            if (entry.sort(dim=-1).values.diff(dim=-1) == 0).any():
+                raise ValueError(f"layer {view.index}: kept indices repeat within a head")
+    if len(dims) != 1:
+        raise ValueError(f"every layer must keep the same number of channels (fla has one key "
+                         f"dim per model); got {sorted(dims)}")
+    kept = dims.pop()
+    if not 1 <= kept <= min(v.head_k_dim for v in views):
+        raise ValueError(f"kept channels per head must be in [1, d_k]; got {kept}")
+    return kept
+
+
+# ---- per-tensor transforms ---------------------------------------------------------------
+
+def _take(weight: Tensor, index: Tensor, heads: int) -> Tensor:
+    """Rows [H*d_k, ...] -> [H*d_k', ...]: per head, the rows in `index` [H, d_k']."""
+    grouped = weight.reshape(heads, -1, *weight.shape[1:])
+    idx = index.long().to(weight.device).reshape(heads, -1, *([1] * (weight.dim() - 1)))
+    return grouped.gather(1, idx.expand(-1, -1, *weight.shape[1:])).reshape(-1, *weight.shape[1:])
+
+
+def _rotate(weight: Tensor, basis: Tensor, heads: int, squared: bool = False) -> Tensor:
+    """Rows [H*d_k, ...] -> [H*d_k', ...]: per head U^T rows (or (U*U)^T rows)."""
+    grouped = weight.reshape(heads, -1, *weight.shape[1:]).double()
+    u = basis.double().to(weight.device)
+    u = u * u if squared else u
+    flat = grouped.reshape(heads, grouped.shape[1], -1)
+    return (u.mT @ flat).reshape(-1, *weight.shape[1:]).to(weight.dtype)
+
+
+def _module_names(model) -> dict[int, str]:
+    return {id(module): name for name, module in model.named_modules()}
+
+
+def _qk_tensors(model, view, names) -> dict[str, tuple[Tensor, bool]]:
+    """state-dict key -> (tensor, is_conv_weight) for every q/k tensor indexed by key channel."""
+    out = {}
+    for module, conv in ((view.q_proj, False), (view.k_proj, False),
+                         (view.q_conv, True), (view.k_conv, True)):
+        if module is None:
+            continue
+        prefix = names[id(module)]
+        out[f"{prefix}.weight"] = (module.weight, conv)
+        if getattr(module, "bias", None) is not None:
+            out[f"{prefix}.bias"] = (module.bias, False)
+    return out
+
+
+# ---- config ------------------------------------------------------------------------------
+
+def resized_config(model, kept: int):
+    """The family's resized config, checked (and for GDN repaired) so fla rebuilds it exactly.
+
+    fla's GatedDeltaNet derives head_v_dim = int(head_dim * expand_v). With expand_v =
+    head_v_dim / head_dim the float product can land just below the integer (e.g. 49 * (32/49)
+    = 31.999...), and int() then truncates: the reloaded layer would have a different value
+    dim. We nudge expand_v up by ulps until the product truncates to the right value.
+    """
+    config = family(model).resized_config(model.config, kept)
+    if config.model_type == "gated_deltanet":
+        target = int(model.config.head_dim * model.config.expand_v)
+        expand_v = float(config.expand_v)
+        for _ in range(64):
+            if int(kept * expand_v) == target:
+                break
+            expand_v = math.nextafter(expand_v, math.inf)
+        config.expand_v = expand_v
+        if int(kept * config.expand_v) != target or config.head_dim != kept:
+            raise RuntimeError(f"cannot express head_dim={kept}, head_v_dim={target} in a "
+                               f"GatedDeltaNetConfig (expand_v={config.expand_v!r})")
+    elif config.model_type == "delta_net":
+        key_dim = round(config.hidden_size * config.expand_k)
+        if not math.isclose(config.hidden_size * config.expand_k, key_dim) \
+                or key_dim // config.num_heads != kept:
+            raise RuntimeError(f"resized DeltaNet config gives key dim "
+                               f"{config.hidden_size * config.expand_k}, expected "
+                               f"{kept * config.num_heads}")
+    return config
+
+
+# ---- public API --------------------------------------------------------------------------
+
+def prune_channels(model, keep: list[Tensor]):
+    """A new model with each layer's q/k key channels reduced to `keep` (see module doc)."""
+    import fla.models  # noqa: F401  registers fla configs with the Auto classes
+    from transformers import AutoModelForCausalLM
+
+    kept = check_keep(model, keep)
+    fam = family(model)
+    views = fam.attention(model)
+    names = _module_names(model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for view, entry in zip(views, keep):
+        for key, (tensor, conv) in _qk_tensors(model, view, names).items():
+            tensor = tensor.detach()
+            if is_rotation(entry):
+                state[key] = _rotate(tensor, entry, view.num_heads, squared=conv)
+            else:
+                state[key] = _take(tensor, entry, view.num_heads)
+
+    config = resized_config(model, kept)
+    param = next(model.parameters())
+    new = AutoModelForCausalLM.from_config(config, dtype=param.dtype)
+    new.load_state_dict(state, strict=True)
+    new.to(param.device)
+    new.train(model.training)
+    if getattr(model, "generation_config", None) is not None:
+        new.generation_config = copy.deepcopy(model.generation_config)
+    for view in fam.attention(new):
+        if view.head_k_dim != kept or view.head_v_dim != views[view.index].head_v_dim:
+            raise RuntimeError(f"layer {view.index}: rebuilt with d_k={view.head_k_dim}, "
+                               f"d_v={view.head_v_dim}; expected {kept}, "
+                               f"{views[view.index].head_v_dim}")
+    return new
+
+
+@torch.no_grad()
+def zero_channels(model, keep: list[Tensor]):
+    """A deep copy at the ORIGINAL d_k whose pruned channels are zero before the L2 norm.
+
+    Selection: q/k proj rows and q/k conv channels (weights and bias) outside `keep` are zeroed.
+    Rotation: q/k proj rows are projected onto span(U) per head, W <- U U^T W, and a conv bias
+    likewise, b <- U U^T b (conv kernels unchanged: the exact reference when they are equal
+    within a head and linear, see module doc).
+    """
+    check_keep(model, keep)
+    new = copy.deepcopy(model)
+    for view, entry in zip(family(new).attention(new), keep):
+        heads, d_k = view.num_heads, view.head_k_dim
+        if is_rotation(entry):
+            proj = entry.double() @ entry.double().mT  # [H, d_k, d_k]
+            for module in (view.q_proj, view.k_proj):
+                w = module.weight.reshape(heads, d_k, -1).double()
+                module.weight.copy_((proj @ w).reshape(module.weight.shape))
+            for module in (view.q_proj, view.k_proj, view.q_conv, view.k_conv):
+                if module is not None and getattr(module, "bias", None) is not None:
+                    b = module.bias.reshape(heads, d_k, 1).double()
+                    module.bias.copy_((proj @ b).reshape(module.bias.shape))
+            continue
+        mask = torch.zeros(heads, d_k, dtype=torch.bool)
+        mask.scatter_(1, entry.long().cpu(), True)
+        mask = mask.reshape(-1)
+        for module in (view.q_proj, view.k_proj, view.q_conv, view.k_conv):
+            if module is None:
+                continue
+            module.weight[~mask.to(module.weight.device)] = 0
+            if getattr(module, "bias", None) is not None:
+                module.bias[~mask.to(module.bias.device)] = 0
+    return new
+
+
+@torch.no_grad()
+def conv_mismatch(model, bases: list[Tensor]) -> list[dict]:
+    """Per layer, how far the PCA conv rule is from exact (0 = kernels equal within heads).
+
+    For q and k: sum_{h,j,c} U_cj^2 ||w_c - w'_j||^2 / sum_{h,j,c} U_cj^2 ||w_c||^2 with
+    w'_j = sum_c U_cj^2 w_c; plus whether the conv applies an activation (SiLU: not exact
+    either way). Layers without a short conv report None.
+    """
+    rows = []
+    for view, basis in zip(family(model).attention(model), bases):
+        row = {"layer": view.index}
+        for name, conv in (("q", view.q_conv), ("k", view.k_conv)):
+            if conv is None:
+                row[f"{name}_conv_mismatch"] = None
+                continue
+            w = conv.weight.detach().double().reshape(view.num_heads, view.head_k_dim, -1)
+            share = basis.double() ** 2                            # [H, d_k, d_k']
+            mixed = share.mT @ w                                   # [H, d_k', K]
+            diff = ((w[:, :, None, :] - mixed[:, None, :, :]) ** 2).sum(-1)  # [H, d_k, d_k']
+            num = (share * diff).sum()
+            den = (share * (w**2).sum(-1, keepdim=True)).sum()
+            row[f"{name}_conv_mismatch"] = float(num / den) if den > 0 else 0.0
+        row["conv_activation"] = None if view.q_conv is None else view.q_conv.activation
+        rows.append(row)
+    return rows
+
+
+def state_bytes(model, dtype: torch.dtype = torch.float32) -> list[int]:
+    """Recurrent-state bytes per sequence, per attention layer (fla keeps states in float32)."""
+    return [view.state_bytes(dtype) for view in family(model).attention(model)]
+
+
+def conv_state_bytes(model, dtype: torch.dtype = torch.float32) -> list[int]:
+    """Short-conv cache bytes per sequence, per layer (q, k and v convs; kernel_size each)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    out = []
+    for view in family(model).attention(model):
+        total = 0
+        for conv in (view.q_conv, view.k_conv, view.v_conv):
+            if conv is not None:
+                total += conv.weight.shape[0] * conv.weight.shape[-1] * size
+        out.append(total)
+    return out
+
+
+__all__ = ["check_keep", "conv_mismatch", "conv_state_bytes", "prune_channels",
+           "resized_config", "state_bytes", "zero_channels"]

@@ -1,0 +1,361 @@
+"""Read everything under results/PROFILE into tidy pandas frames (the report's only input).
+
+    res = collect("results/embedded")
+    res.evals          # one row per (model, method, ratio, task, metric)
+    res.problems       # files that exist but could not be read (skipped, never fatal)
+
+Only the result *files* described in LAYOUT.md are read; no stage module is imported. A stage that
+has not run yet gives an empty frame with the documented columns, so every builder downstream can
+test `frame.empty` instead of guarding against missing columns.
+
+Sources (relative to the results directory):
+
+  models/MODEL/metrics.json          -> pretrain (one row per model x eval corpus)
+  models/MODEL/loss_curve.csv        -> loss_curves (+ model)
+  profile/KEY/ranks.parquet          -> ranks (+ model, method, ratio)
+  profile/KEY/heads.csv              -> heads (+ model, method, ratio)
+  profile/KEY/consistency.csv        -> consistency (+ model, method, ratio)
+  profile/KEY/timing.json            -> timing (one row per profile)
+  pruned/MODEL/METHOD/RATIO/pruning.json -> pruning (one flat row per checkpoint)
+  eval/MODEL/METHOD/RATIO.csv        -> evals (method 'none', ratio 0 = unpruned)
+  bench/**/*.csv                     -> bench (+ source file)
+  heads/MODEL/METHOD/BUDGET.csv      -> head_pruning
+
+KEY is MODEL for the profile of an unpruned checkpoint (method 'none', ratio 0) or
+MODEL/METHOD/RATIO for the profile of a pruned checkpoint, if the workflow profiles those (the
+rank-utilisation vs perplexity scatter uses every profiled checkpoint that was also evaluated).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+PRETRAIN_COLUMNS = ["model", "family", "parameters", "steps", "planned_steps", "stopped_early",
+                    "train_tokens_seen", "train_time_s", "final_train_loss", "final_valid_loss",
+                    "corpus", "nll", "ppl", "tokens", "unigram_ppl", "beats_unigram"]
+CURVE_COLUMNS = ["model", "step", "tokens", "train_loss", "lr", "elapsed_s", "valid_loss"]
+KEY_COLUMNS = ["model", "method", "ratio"]
+RANK_COLUMNS = KEY_COLUMNS + ["context", "sample", "layer", "head", "position", "threshold_rank",
+                              "stable_rank", "utilisation", "entropy_rank", "frobenius", "spectral", "bound"]
+HEAD_COLUMNS = KEY_COLUMNS + ["layer", "head", "final_rank", "bound", "state_norm", "class",
+                              "stable_rank", "utilisation"]
+CONSISTENCY_COLUMNS = KEY_COLUMNS + ["context_a", "context_b", "n_heads", "spearman", "spearman_p",
+                                     "constant", "keep_fraction"]
+TIMING_COLUMNS = KEY_COLUMNS + ["device", "device_name", "T", "batch", "n_positions", "n_layers", "n_heads",
+                                "forward_s", "capture_s", "metrics_s", "capture_over_forward",
+                                "profile_over_forward", "calibration_s", "total_s"]
+PRUNING_COLUMNS = KEY_COLUMNS + ["kind", "effective_ratio", "multiple", "family", "d_k_before", "d_k_after",
+                                 "d_v", "state_bytes_before", "state_bytes_after", "state_fraction",
+                                 "conv_state_bytes_before", "conv_state_bytes_after", "parameters_before",
+                                 "parameters_after", "recovery_enabled", "recovery_steps",
+                                 "recovery_first_loss", "recovery_last_loss"]
+EVAL_COLUMNS = ["model", "method", "ratio", "task", "metric", "value", "stderr", "n_docs", "limit"]
+BENCH_COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "phase", "B", "T", "H", "d_k",
+                 "d_v", "ms_median", "ms_iqr", "tokens_per_s", "peak_mem_bytes", "state_bytes", "error",
+                 "model", "method", "ratio", "state_bytes_per_seq", "source"]
+HEAD_PRUNING_COLUMNS = ["model", "method", "budget", "task", "metric", "value", "state_bytes",
+                        "state_bytes_full", "state_saved_frac", "application"]
+
+UNPRUNED = "none"  # the method name of unpruned rows (ratio 0)
+
+
+def ratio_value(x) -> float:
+    """A ratio / budget as a float rounded to 6 decimals (file names like '0.5', '0', '0.25')."""
+    return round(float(x), 6)
+
+
+@dataclass
+class Results:
+    """Tidy frames of one results directory; `problems` lists files skipped (path: reason)."""
+
+    root: Path
+    pretrain: pd.DataFrame
+    loss_curves: pd.DataFrame
+    ranks: pd.DataFrame
+    heads: pd.DataFrame
+    consistency: pd.DataFrame
+    timing: pd.DataFrame
+    pruning: pd.DataFrame
+    evals: pd.DataFrame
+    bench: pd.DataFrame
+    head_pruning: pd.DataFrame
+    bench_files: list[Path] = field(default_factory=list)
+    profile_dirs: dict = field(default_factory=dict)  # (model, method, ratio) -> profile directory
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def profile_name(self) -> str:
+        return self.root.name
+
+    def stages(self) -> dict[str, bool]:
+        """Which stages left results: name -> present."""
+        return {"pretrain": not self.pretrain.empty, "profile": not (self.ranks.empty and self.heads.empty),
+                "prune": not self.pruning.empty, "evaluate": not self.evals.empty,
+                "bench": not self.bench.empty, "heads": not self.head_pruning.empty}
+
+
+def _empty(columns) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _frame(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Concatenate parts; documented columns first (added empty when absent), extras after."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return _empty(columns)
+    df = pd.concat(parts, ignore_index=True)
+    for c in columns:
+        if c not in df.columns:
+            df[c] = math.nan
+    return df[columns + [c for c in df.columns if c not in columns]]
+
+
+def _problem(problems: list, path: Path, err: Exception) -> None:
+    problems.append(f"{path}: {type(err).__name__}: {err}")
+
+
+def _visible(paths, base: Path) -> list[Path]:
+    """Paths without a hidden component below `base` (atomic writes in flight are '.name.*.tmp')."""
+    return sorted(p for p in paths if not any(part.startswith(".") for part in p.relative_to(base).parts))
+
+
+def _read_json(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    return doc
+
+
+# ----------------------------------------------------------------------------- pretrain
+
+def load_pretrain(root: Path, problems: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, curves = [], []
+    for model_dir in (p for p in _visible((root / "models").glob("*"), root) if p.is_dir()):
+        model = model_dir.name
+        curve = None
+        curve_path = model_dir / "loss_curve.csv"
+        if curve_path.is_file():
+            try:
+                curve = pd.read_csv(curve_path)
+                curves.append(curve.assign(model=model))
+            except Exception as err:  # noqa: BLE001 - a broken file is reported, not fatal
+                _problem(problems, curve_path, err)
+                curve = None
+        path = model_dir / "metrics.json"
+        if not path.is_file():
+            continue
+        try:
+            doc = _read_json(path)
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+            continue
+        base = {k: doc.get(k) for k in ("family", "parameters", "steps", "planned_steps", "stopped_early",
+                                        "train_tokens_seen", "train_time_s")}
+        base["model"] = model
+        base["final_train_loss"] = math.nan
+        base["final_valid_loss"] = math.nan
+        if curve is not None and len(curve):
+            if "train_loss" in curve:
+                base["final_train_loss"] = float(curve["train_loss"].dropna().iloc[-1]) \
+                    if curve["train_loss"].notna().any() else math.nan
+            if "valid_loss" in curve and curve["valid_loss"].notna().any():
+                base["final_valid_loss"] = float(curve["valid_loss"].dropna().iloc[-1])
+        corpora = {k: v for k, v in doc.items() if isinstance(v, dict) and "ppl" in v}
+        if not corpora:
+            rows.append({**base, "corpus": None})
+        for corpus, m in corpora.items():
+            rows.append({**base, "corpus": corpus, **{k: m.get(k) for k in
+                                                       ("nll", "ppl", "tokens", "unigram_ppl", "beats_unigram")}})
+    pretrain = _frame([pd.DataFrame(rows)] if rows else [], PRETRAIN_COLUMNS)
+    return pretrain, _frame(curves, CURVE_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- profiling
+
+PROFILE_FILES = ("ranks.parquet", "heads.csv", "consistency.csv", "timing.json")
+
+
+def _profile_key(profile_root: Path, directory: Path):
+    parts = directory.relative_to(profile_root).parts
+    if len(parts) == 1:
+        return parts[0], UNPRUNED, 0.0
+    if len(parts) == 3:
+        return parts[0], parts[1], ratio_value(parts[2])
+    raise ValueError(f"unexpected profile directory depth {len(parts)} (want MODEL or MODEL/METHOD/RATIO)")
+
+
+def load_profiles(root: Path, problems: list):
+    profile_root = root / "profile"
+    ranks, heads, cons, timing, dirs = [], [], [], [], {}
+    if not profile_root.is_dir():
+        return (_empty(RANK_COLUMNS), _empty(HEAD_COLUMNS), _empty(CONSISTENCY_COLUMNS),
+                _empty(TIMING_COLUMNS), dirs)
+    found = sorted({p.parent for name in PROFILE_FILES for p in _visible(profile_root.rglob(name), profile_root)})
+    for d in found:
+        try:
+            model, method, ratio = _profile_key(profile_root, d)
+        except ValueError as err:
+            _problem(problems, d, err)
+            continue
+        key = {"model": model, "method": method, "ratio": ratio}
+        dirs[(model, method, ratio)] = d
+        for name, sink in (("ranks.parquet", ranks), ("heads.csv", heads), ("consistency.csv", cons)):
+            path = d / name
+            if not path.is_file():
+                continue
+            try:
+                df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+                sink.append(df.assign(**key))
+            except Exception as err:  # noqa: BLE001
+                _problem(problems, path, err)
+        path = d / "timing.json"
+        if path.is_file():
+            try:
+                doc = _read_json(path)
+                timing.append(pd.DataFrame([{**key, **{c: doc.get(c) for c in TIMING_COLUMNS[3:]}}]))
+            except Exception as err:  # noqa: BLE001
+                _problem(problems, path, err)
+    return (_frame(ranks, RANK_COLUMNS), _frame(heads, HEAD_COLUMNS), _frame(cons, CONSISTENCY_COLUMNS),
+            _frame(timing, TIMING_COLUMNS), dirs)
+
+
+# ----------------------------------------------------------------------------- pruning
+
+def _flatten_pruning(doc: dict, model: str, method: str, ratio: float) -> dict:
+    state = doc.get("state_bytes_per_sequence") or {}
+    conv = doc.get("conv_state_bytes_per_sequence") or {}
+    params = doc.get("parameters") or {}
+    rec = doc.get("recovery") or {}
+    before, after = state.get("before"), state.get("after")
+    fraction = state.get("fraction")
+    if fraction is None and before and after is not None:
+        fraction = after / before
+    return {"model": model, "method": doc.get("method", method),
+            "ratio": ratio_value(doc["ratio"]) if doc.get("ratio") is not None else ratio,
+            "kind": doc.get("kind"), "effective_ratio": doc.get("effective_ratio"), "multiple": doc.get("multiple"),
+            "family": doc.get("family"), "d_k_before": doc.get("d_k_before"), "d_k_after": doc.get("d_k_after"),
+            "d_v": doc.get("d_v"), "state_bytes_before": before, "state_bytes_after": after,
+            "state_fraction": fraction, "conv_state_bytes_before": conv.get("before"),
+            "conv_state_bytes_after": conv.get("after"), "parameters_before": params.get("before"),
+            "parameters_after": params.get("after"), "recovery_enabled": bool(rec.get("enabled", False)),
+            "recovery_steps": rec.get("steps_run"), "recovery_first_loss": rec.get("first_loss"),
+            "recovery_last_loss": rec.get("last_loss")}
+
+
+def load_pruning(root: Path, problems: list) -> pd.DataFrame:
+    rows = []
+    for path in _visible((root / "pruned").glob("*/*/*/pruning.json"), root):
+        model, method, ratio = path.parts[-4], path.parts[-3], path.parts[-2]
+        try:
+            rows.append(_flatten_pruning(_read_json(path), model, method, ratio_value(ratio)))
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    return _frame([pd.DataFrame(rows)] if rows else [], PRUNING_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _fill_key(df: pd.DataFrame, **key) -> pd.DataFrame:
+    """Columns model/method/ratio from the file's path where the file lacks them or leaves them empty."""
+    df = df.copy()
+    for col, value in key.items():
+        if col not in df.columns:
+            df[col] = value
+        else:
+            df[col] = df[col].where(df[col].notna(), value)
+    return df
+
+
+def load_evals(root: Path, problems: list) -> pd.DataFrame:
+    parts = []
+    for path in _visible((root / "eval").glob("*/*/*.csv"), root):
+        model, method = path.parts[-3], path.parts[-2]
+        try:
+            df = pd.read_csv(path)
+            missing = {"task", "metric", "value"} - set(df.columns)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)}")
+            df = _fill_key(df, model=model, method=method, ratio=ratio_value(path.stem))
+            df["ratio"] = df["ratio"].map(ratio_value)
+            df["model"] = df["model"].astype(str)
+            df["method"] = df["method"].astype(str)
+            parts.append(df)
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    df = _frame(parts, EVAL_COLUMNS)
+    if len(df):
+        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        df["stderr"] = pd.to_numeric(df["stderr"], errors="coerce")
+    return df
+
+
+# ----------------------------------------------------------------------------- bench
+
+def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
+    parts, files = [], []
+    bench_root = root / "bench"
+    for path in _visible(bench_root.rglob("*.csv"), root) if bench_root.is_dir() else []:
+        try:
+            df = pd.read_csv(path)
+            if "d_k" not in df.columns or "ms_median" not in df.columns:
+                raise ValueError("not a bench table (no d_k / ms_median column)")
+            df["error"] = df["error"].astype(object).fillna("").astype(str) if "error" in df.columns else ""
+            if "level" not in df.columns:
+                df["level"] = "op"
+            df["source"] = str(path.relative_to(root))
+            parts.append(df)
+            files.append(path)
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    df = _frame(parts, BENCH_COLUMNS)
+    if len(df) and "ratio" in df:
+        df["ratio"] = pd.to_numeric(df["ratio"], errors="coerce")
+    return df, files
+
+
+# ----------------------------------------------------------------------------- head pruning
+
+def load_head_pruning(root: Path, problems: list) -> pd.DataFrame:
+    parts = []
+    for path in _visible((root / "heads").glob("*/*/*.csv"), root):
+        model, method = path.parts[-3], path.parts[-2]
+        try:
+            df = pd.read_csv(path)
+            missing = {"task", "metric", "value"} - set(df.columns)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)}")
+            df = _fill_key(df, model=model, method=method, budget=ratio_value(path.stem))
+            df["budget"] = df["budget"].map(ratio_value)
+            df["model"] = df["model"].astype(str)
+            df["method"] = df["method"].astype(str)
+            parts.append(df)
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    df = _frame(parts, HEAD_PRUNING_COLUMNS)
+    if len(df):
+        for c in ("value", "state_bytes", "state_bytes_full", "state_saved_frac"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+# ----------------------------------------------------------------------------- everything
+
+def collect(results_dir) -> Results:
+    """All result frames of one results directory (results/PROFILE). Never raises on missing stages."""
+    root = Path(results_dir)
+    problems: list[str] = []
+    pretrain, curves = load_pretrain(root, problems)
+    ranks, heads, cons, timing, dirs = load_profiles(root, problems)
+    bench, bench_files = load_bench(root, problems)
+    return Results(root=root, pretrain=pretrain, loss_curves=curves, ranks=ranks, heads=heads,
+                   consistency=cons, timing=timing, pruning=load_pruning(root, problems),
+                   evals=load_evals(root, problems), bench=bench, head_pruning=load_head_pruning(root, problems),
+                   bench_files=bench_files, profile_dirs=dirs, problems=problems)
+
+
+__all__ = ["Results", "collect", "ratio_value", "UNPRUNED", "load_pretrain", "load_profiles", "load_pruning",
+           "load_evals", "load_bench", "load_head_pruning"]

@@ -1,0 +1,383 @@
+"""Report figures from `collect.Results`: matplotlib, PNG (dpi 200) + PDF, sized for a paper.
+
+    paths = build_figures(collect("results/embedded"), "figures/embedded")
+
+Own figures (always written; a figure whose inputs are missing shows a 'no data' notice instead, so
+the set of files is fixed and a Snakemake rule can name them):
+- loss_curves        pretraining train / validation loss vs tokens seen, one colour per model.
+- ppl_vs_ratio       paper A: perplexity vs pruning ratio r per method; one panel per model (columns)
+                     and eval corpus (rows); the unpruned model as a dashed line.
+- utilisation_vs_ppl paper A: mean rank utilisation vs perplexity, one point per checkpoint that has
+                     both a profile and an evaluation.
+- lm_eval_bars       zero-shot accuracies per task and method at r = 0.5 (one panel per model).
+- head_pruning       paper B: perplexity and NIAH accuracy vs state memory saved per head method.
+
+Delegated figures (`delegate_figures`): the stage helpers' plot modules, when importable —
+lapr.profiling.plots (per profile, under profile/KEY/), lapr.bench.plots (bench/), lapr.heads.plots
+(heads/). A failing helper is reported, never fatal.
+
+Figures use matplotlib's object API (no pyplot state, no global backend switch) and are written
+atomically (lapr.provenance.atomic_path).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lapr import provenance
+from lapr.report import FIGURES
+from lapr.report.collect import UNPRUNED, Results
+from lapr.report.tables import (baseline_ppl, head_metric_rows, is_accuracy, method_label, natural_last,
+                                nearest_ratio, pick_task_metrics, ppl_rows, primary_ppl_task, sorted_methods)
+
+FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+        "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2,
+        "lines.markersize": 3.5, "axes.grid": True, "grid.linewidth": 0.3, "grid.alpha": 0.5,
+        "pdf.fonttype": 42}  # TrueType in PDFs: venues reject Type 3 fonts
+SINGLE, DOUBLE = 3.3, 7.0  # column widths (inches)
+DPI = 200
+MARKERS = "osD^vP*X<>h"
+
+
+@dataclass
+class Figure:
+    """A written figure: name, files, whether it shows data (else a 'no data' notice), a note."""
+
+    name: str
+    paths: list[Path] = field(default_factory=list)
+    has_data: bool = True
+    note: str = ""
+    mpl: object = field(default=None, repr=False)  # the matplotlib Figure (tests read its artists)
+
+
+def _rc():
+    import matplotlib
+    return matplotlib.rc_context(FONT)
+
+
+def _new(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{stem}.{ext}")
+        with provenance.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=DPI)
+        out.append(path)
+    return out
+
+
+def _no_data(stem: Path, title: str, reason: str) -> list[Path]:
+    with _rc():
+        fig = _new(SINGLE, 1.4)
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.set_title(title)
+        ax.text(0.5, 0.5, f"no data yet:\n{reason}", ha="center", va="center", fontsize=8, color="0.35",
+                wrap=True, transform=ax.transAxes)
+        return _save(fig, stem)
+
+
+def method_colors(methods) -> dict:
+    """Colour per method, assigned in METHOD_ORDER order among the methods given (the channel-pruning
+    figures all show the same methods, so their colours agree); the unpruned model is dark grey."""
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10"]
+    ordered = [m for m in sorted_methods(methods) if m != UNPRUNED]
+    colors = {m: cmap(i % 10) for i, m in enumerate(ordered)}
+    colors[UNPRUNED] = (0.2, 0.2, 0.2, 1.0)
+    return colors
+
+
+def method_markers(methods) -> dict:
+    ordered = [m for m in sorted_methods(methods) if m != UNPRUNED]
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(ordered)}
+    markers[UNPRUNED] = "*"
+    return markers
+
+
+def _thousands(ax, axis="x"):
+    from matplotlib.ticker import EngFormatter
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(EngFormatter(sep=""))
+
+
+# ----------------------------------------------------------------------------- own figures
+
+def loss_curves(res: Results, stem: Path, smooth: int = 10) -> Figure:
+    title = "Pretraining loss"
+    df = res.loss_curves
+    if df.empty:
+        return Figure("loss_curves", _no_data(stem, title, "pretrain stage (models/*/loss_curve.csv)"), False)
+    import matplotlib
+    with _rc():
+        fig = _new(SINGLE, 2.5)
+        ax = fig.subplots()
+        cmap = matplotlib.colormaps["tab10"]
+        for i, (model, g) in enumerate(df.groupby("model", sort=True)):
+            g = g.sort_values("step")
+            x = g["tokens"] if g["tokens"].notna().all() else g["step"]
+            train = g["train_loss"].astype(float).rolling(smooth, min_periods=1).mean()
+            ax.plot(x, train, color=cmap(i), lw=1.0, label=f"{model} train")
+            v = g[g["valid_loss"].notna()]
+            if len(v):
+                xv = v["tokens"] if g["tokens"].notna().all() else v["step"]
+                ax.plot(xv, v["valid_loss"], color=cmap(i), ls="--", marker="o", label=f"{model} valid")
+        uses_tokens = df["tokens"].notna().all()
+        ax.set_xlabel("training tokens seen" if uses_tokens else "training step")
+        _thousands(ax)
+        ax.set_ylabel("loss (nats / token)")
+        ax.set_title(f"{title} (train: {smooth}-step running mean)")
+        ax.legend(frameon=False, ncol=1 if df["model"].nunique() <= 3 else 2)
+        return Figure("loss_curves", _save(fig, stem), mpl=fig)
+
+
+def ppl_vs_ratio(res: Results, stem: Path) -> Figure:
+    title = "Perplexity vs key-channel pruning ratio"
+    rows = ppl_rows(res.evals)
+    if rows.empty:
+        return Figure("ppl_vs_ratio", _no_data(stem, title, "evaluate stage (eval/*/*/*.csv, ppl rows)"), False)
+    base = baseline_ppl(res.evals).set_index(["model", "corpus"])["ppl"]
+    models = sorted(pd.unique(rows["model"]))
+    corpora = sorted(pd.unique(rows["corpus"]))
+    pruned = rows[(rows["method"] != UNPRUNED) & (rows["ratio"] > 0)]
+    methods = sorted_methods(pruned["method"])
+    colors, markers = method_colors(methods), method_markers(methods)
+    with _rc():
+        width = DOUBLE if len(models) > 1 else SINGLE
+        fig = _new(width, 0.6 + 2.1 * len(corpora))
+        axes = fig.subplots(len(corpora), len(models), squeeze=False)
+        handles = {}
+        for i, corpus in enumerate(corpora):
+            for j, model in enumerate(models):
+                ax = axes[i][j]
+                b = base.get((model, corpus), math.nan)
+                part = pruned[(pruned["model"] == model) & (pruned["corpus"] == corpus)]
+                values = [b] if not math.isnan(b) else []
+                for method in sorted_methods(part["method"]):
+                    g = part[part["method"] == method].groupby("ratio")["value"].first().sort_index()
+                    x, y = list(g.index), list(g.values)
+                    if not math.isnan(b):
+                        x, y = [0.0] + x, [b] + y
+                    (h,) = ax.plot(x, y, color=colors[method], marker=markers[method], label=method)
+                    handles.setdefault(method, h)
+                    values += list(g.values)
+                if not math.isnan(b):
+                    h = ax.axhline(b, color="k", ls="--", lw=0.9, label="unpruned")
+                    handles.setdefault("unpruned", h)
+                vals = np.array([v for v in values if np.isfinite(v) and v > 0])
+                if len(vals) and vals.max() / vals.min() > 5:
+                    ax.set_yscale("log")
+                ax.set_title(f"{model} — {corpus}")
+                ax.set_xlabel("pruning ratio r (fraction of $d_k$ removed)")
+                ax.set_ylabel("perplexity" + (" (log scale)" if ax.get_yscale() == "log" else ""))
+                if len(part):
+                    ax.set_xticks(sorted({0.0, *part["ratio"]}))
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncol=min(len(handles), 5), frameon=False)
+        return Figure("ppl_vs_ratio", _save(fig, stem), mpl=fig)
+
+
+def utilisation_points(res: Results, ppl_task: str | None = None) -> pd.DataFrame:
+    """One row per profiled checkpoint with an evaluation: model, method, ratio, utilisation, ppl."""
+    last = natural_last(res.ranks)
+    rows = ppl_rows(res.evals)
+    if last.empty or rows.empty:
+        return pd.DataFrame(columns=["model", "method", "ratio", "utilisation", "ppl", "task"])
+    task = primary_ppl_task(rows["task"], ppl_task)
+    rows = rows[rows["task"] == task]
+    util = last.groupby(["model", "method", "ratio"], as_index=False)["utilisation"].mean()
+    ppl = rows.groupby(["model", "method", "ratio"], as_index=False)["value"].first().rename(columns={"value": "ppl"})
+    # unpruned evals may be stored as method 'none' ratio 0: same key as an unpruned profile
+    pts = util.merge(ppl, on=["model", "method", "ratio"], how="inner")
+    pts["task"] = task
+    return pts
+
+
+def utilisation_vs_ppl(res: Results, stem: Path, ppl_task: str | None = None) -> Figure:
+    title = "Rank utilisation vs perplexity"
+    pts = utilisation_points(res, ppl_task)
+    if pts.empty:
+        return Figure("utilisation_vs_ppl", _no_data(
+            stem, title, "needs a profile (profile/KEY/ranks.parquet) and an evaluation of the same checkpoint"), False)
+    import matplotlib
+    task = pts["task"].iloc[0]
+    cmap = matplotlib.colormaps["tab10"]
+    markers = method_markers(pts["method"])
+    with _rc():
+        fig = _new(SINGLE, 2.6)
+        ax = fig.subplots()
+        for i, (model, g) in enumerate(pts.groupby("model", sort=True)):
+            for method, gm in g.groupby("method", sort=False):
+                marker = markers[method]
+                ax.scatter(gm["utilisation"], gm["ppl"], color=cmap(i), marker=marker, s=30 if marker == "*" else 16,
+                           label=f"{model}, {method_label(method)}", zorder=3)
+                for r in gm.itertuples(index=False):
+                    if r.method != UNPRUNED:
+                        ax.annotate(f"r={r.ratio:g}", (r.utilisation, r.ppl), fontsize=5, xytext=(2, 2),
+                                    textcoords="offset points")
+        ax.set_xlim(0, max(0.05, 1.15 * float(pts["utilisation"].max())))  # utilisation lives in [0, 1]
+        ax.set_xlabel("mean rank utilisation (stable rank / min($d_k$, $d_v$))")
+        ax.set_ylabel(f"perplexity ({task[4:]})")
+        ax.set_title(title if (pts["method"] != UNPRUNED).any() else f"{title}\n(unpruned checkpoints only)")
+        ax.legend(frameon=False, fontsize=6, ncol=1 if len(pts) <= 6 else 2)
+        return Figure("utilisation_vs_ppl", _save(fig, stem), mpl=fig)
+
+
+def lm_eval_bars(res: Results, stem: Path, ratio: float = 0.5) -> Figure:
+    title = "Zero-shot accuracy"
+    ev = res.evals
+    acc = ev[ev["metric"].map(is_accuracy) & ~ev["task"].astype(str).str.startswith("ppl/")] if not ev.empty else ev
+    if acc.empty:
+        return Figure("lm_eval_bars", _no_data(stem, title, "evaluate stage (lm-eval accuracy rows)"), False)
+    r = nearest_ratio(acc.loc[acc["method"] != UNPRUNED, "ratio"], ratio)
+    sel = acc[(acc["method"] == UNPRUNED) | (acc["ratio"] == r)]
+    r_text = f"{r:g}" if r is not None else "n/a (unpruned only)"
+    # one accuracy metric per task: acc_norm where the table uses it, else acc
+    picks = [(t, m) for t, m in pick_task_metrics(sel) if is_accuracy(m)]
+    models = sorted(pd.unique(sel["model"]))
+    methods = sorted_methods(sel["method"])
+    colors = method_colors(methods)
+    with _rc():
+        fig = _new(DOUBLE, 0.7 + 1.9 * len(models))
+        axes = fig.subplots(len(models), 1, squeeze=False)[:, 0]
+        width = 0.8 / max(1, len(methods))
+        handles = {}
+        for ax, model in zip(axes, models):
+            part = sel[sel["model"] == model]
+            x = np.arange(len(picks))
+            for k, method in enumerate(methods):
+                m = part[part["method"] == method]
+                vals, errs = [], []
+                for task, metric in picks:
+                    v = m[(m["task"] == task) & (m["metric"] == metric)]
+                    vals.append(100 * float(v["value"].iloc[0]) if len(v) else np.nan)
+                    errs.append(100 * float(v["stderr"].iloc[0]) if len(v) and pd.notna(v["stderr"].iloc[0]) else 0)
+                label = method_label(method) if method == UNPRUNED else f"{method} (r={r_text})"
+                h = ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=errs, color=colors[method], label=label,
+                           error_kw={"elinewidth": 0.5, "capsize": 1})
+                handles.setdefault(label, h)
+            ax.set_xticks(x, [f"{t.removeprefix('lapr_')}\n{m}" for t, m in picks])
+            ax.set_ylabel("accuracy (%)")
+            ax.set_xlabel("task (metric)")
+            ax.set_title(f"{model}: zero-shot accuracy at r={r_text} (error bars: lm-eval stderr)")
+            ax.set_ylim(0, None)
+            ax.grid(True, axis="y")
+            ax.grid(False, axis="x")
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncol=min(len(handles), 5), frameon=False)
+        return Figure("lm_eval_bars", _save(fig, stem), note=f"r={r_text}", mpl=fig)
+
+
+def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figure:
+    title = "Head pruning by state rank"
+    hp = res.head_pruning
+    if hp.empty:
+        return Figure("head_pruning", _no_data(stem, title, "heads stage (heads/*/*/*.csv)"), False)
+    task = primary_ppl_task(hp["task"], ppl_task)
+    rows = head_metric_rows(hp, task)
+    models = sorted(pd.unique(rows["model"]))
+    methods = list(pd.unique(rows["method"]))  # head_metric_rows' order: joint, low, high, norm, random
+    colors, markers = method_colors(methods), method_markers(methods)
+    colors = {m: colors[m] for m in methods}
+    panels = [("ppl", f"perplexity ({task[4:] if task else 'n/a'})"), ("niah", "NIAH accuracy (%)")]
+    if rows["mqar"].notna().any():
+        panels.append(("mqar", "MQAR accuracy (%)"))
+    with _rc():
+        fig = _new(DOUBLE, 0.7 + 2.0 * len(models))
+        axes = fig.subplots(len(models), len(panels), squeeze=False)
+        handles = {}
+        for i, model in enumerate(models):
+            part = rows[rows["model"] == model]
+            base = part[(part["method"] == UNPRUNED) | (part["budget"] == 0)]
+            for j, (col, ylabel) in enumerate(panels):
+                ax = axes[i][j]
+                scale = 100 if col != "ppl" else 1
+                for method in methods:
+                    g = part[(part["method"] == method) & (part["budget"] > 0)].sort_values("state_saved_frac")
+                    if g.empty or g[col].isna().all():
+                        continue
+                    (h,) = ax.plot(100 * g["state_saved_frac"], scale * g[col], color=colors[method],
+                                   marker=markers[method], label=method)
+                    handles.setdefault(method, h)
+                b = base[col].dropna()
+                if col == "ppl" and b.empty and not res.evals.empty and task:
+                    ev = ppl_rows(res.evals)
+                    b = ev[(ev["model"] == model) & (ev["method"] == UNPRUNED) & (ev["task"] == task)]["value"]
+                if len(b):
+                    h = ax.axhline(scale * float(b.iloc[0]), color="k", ls="--", lw=0.9, label="unpruned")
+                    handles.setdefault("unpruned", h)
+                ax.set_xlabel("state memory saved (%)")
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"{model}")
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncol=min(len(handles), 6), frameon=False)
+        return Figure("head_pruning", _save(fig, stem), mpl=fig)
+
+
+def build_figures(res: Results, out_dir, ratio: float = 0.5, ppl_task: str | None = None) -> list[Figure]:
+    """Every own figure under out_dir (NAME.png + NAME.pdf)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [loss_curves(res, out / "loss_curves"), ppl_vs_ratio(res, out / "ppl_vs_ratio"),
+            utilisation_vs_ppl(res, out / "utilisation_vs_ppl", ppl_task),
+            lm_eval_bars(res, out / "lm_eval_bars", ratio), head_pruning(res, out / "head_pruning", ppl_task)]
+
+
+# ----------------------------------------------------------------------------- delegated figures
+
+def _plots_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def delegate_figures(res: Results, out_dir) -> tuple[list[Path], list[str]]:
+    """Figures drawn by the stage helpers' plot modules; returns (paths, problems)."""
+    out = Path(out_dir)
+    paths, problems = [], []
+    prof = _plots_module("lapr.profiling.plots")
+    if prof is not None:
+        for (model, method, ratio), d in sorted(res.profile_dirs.items(), key=lambda kv: str(kv[1])):
+            if not (d / "ranks.parquet").is_file():
+                continue
+            key = model if method == UNPRUNED else f"{model}/{method}/{ratio:g}"
+            try:
+                paths += prof.make_figures(d, out / "profile" / key)
+            except Exception as err:  # noqa: BLE001 - one broken helper must not stop the report
+                problems.append(f"lapr.profiling.plots on {d}: {type(err).__name__}: {err}")
+    elif res.profile_dirs:
+        problems.append("lapr.profiling.plots not importable: profile figures skipped")
+    bench = _plots_module("lapr.bench.plots")
+    if res.bench_files:
+        if bench is None:
+            problems.append("lapr.bench.plots not importable: bench figures skipped")
+        else:
+            try:
+                paths += bench.make_figures(res.bench_files, out / "bench")
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"lapr.bench.plots: {type(err).__name__}: {err}")
+    heads = _plots_module("lapr.heads.plots")
+    if not res.head_pruning.empty and heads is not None:
+        try:
+            got = heads.make_figures(res.root / "heads", out / "heads")
+            paths += [Path(p) for p in (got or [])]
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"lapr.heads.plots: {type(err).__name__}: {err}")
+    return paths, problems
+
+
+__all__ = ["FIGURES", "Figure", "build_figures", "delegate_figures", "loss_curves", "ppl_vs_ratio",
+           "utilisation_vs_ppl", "utilisation_points", "lm_eval_bars", "head_pruning", "method_colors"]

@@ -1,0 +1,122 @@
+"""The profile stage end to end on a tiny saved checkpoint, and its input validation."""
+import argparse
+import json
+
+import pandas as pd
+import pytest
+import torch
+from profiling_helpers import tiny_model
+
+from lapr.profiling import stage
+from lapr.profiling.metrics import RANK_COLUMNS
+
+SETTINGS = {"T": 48, "n_positions": 32, "batch": 2, "spectrum_positions": 3, "seed": 1,
+            "calib": {"n_batches": 2, "seq_len": 16, "batch_size": 2, "rows": 20, "source": "gutenberg_valid"}}
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    stage.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "gdn"
+    tiny_model("gated_deltanet", vocab=8192).save_pretrained(path)  # gutenberg-bpe-8k ids fit
+    return path
+
+
+@pytest.fixture(scope="module")
+def profile_dir(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile") / "gdn"
+    stage.run(parse(["--model", str(checkpoint), "--out", str(out), "--settings", json.dumps(SETTINGS)]))
+    return out
+
+
+def test_outputs(profile_dir):
+    files = {p.name for p in profile_dir.iterdir()}
+    assert files == {"ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
+                     "timing.json", "provenance.json"}
+    ranks = pd.read_parquet(profile_dir / "ranks.parquet")
+    assert list(ranks.columns) == stage.RANK_ORDER
+    assert set(ranks.columns) == set(RANK_COLUMNS) | {"context", "sample"}
+    contexts = ["gutenberg", "wikitext", "attack", "needle"]
+    assert list(pd.unique(ranks["context"])) == contexts
+    n_pos = ranks["position"].nunique()
+    assert n_pos >= 32 and ranks["position"].max() == 48
+    assert len(ranks) == len(contexts) * 2 * n_pos * 2 * 2  # contexts x samples x positions x layers x heads
+    assert (ranks["threshold_rank"] <= ranks["bound"]).all()
+    assert (ranks.loc[ranks["position"] == 1, "threshold_rank"] <= 1).all()
+
+    spec = pd.read_parquet(profile_dir / "spectrum.parquet")
+    assert spec["position"].nunique() == 3 and {"context", "sample", "sigma", "sigma_rel"} <= set(spec.columns)
+
+    heads = pd.read_csv(profile_dir / "heads.csv")
+    assert list(heads.columns[:6]) == ["layer", "head", "final_rank", "bound", "state_norm", "class"]
+    assert len(heads) == 4 and set(heads["class"]) <= {"low", "high"}
+    natural = ranks[(ranks["position"] == 48) & ranks["context"].isin(["gutenberg", "wikitext"])]
+    want = natural.groupby(["layer", "head"])["threshold_rank"].mean().to_numpy()
+    assert heads["final_rank"].to_numpy() == pytest.approx(want)
+    assert ((heads["final_rank"] >= 0.5 * heads["bound"]) == (heads["class"] == "high")).all()
+
+    cons = pd.read_csv(profile_dir / "consistency.csv")
+    assert len(cons) == 6 and {"context_a", "context_b", "spearman", "keep_fraction"} <= set(cons.columns)
+
+    calib = torch.load(profile_dir / "calib.pt")
+    assert calib["meta"]["family"] == "gated_deltanet" and calib["meta"]["rows"] == 20
+    assert calib["meta"]["seed"] == 1 and calib["meta"]["n_tokens"] == 64 and len(calib["layers"]) == 2
+    assert calib["layers"][0]["q_act"].shape == (2, 20, 16)
+
+    timing = json.loads((profile_dir / "timing.json").read_text())
+    assert timing["forward_s"] > 0 and timing["capture_s"] > 0 and timing["device"] == "cpu"
+    assert set(timing["contexts"]) == set(contexts)
+    prov = json.loads((profile_dir / "provenance.json").read_text())
+    assert prov["settings"]["T"] == 48 and prov["seed"] == 1 and len(prov["positions"]) == n_pos
+
+
+def test_deterministic_rerun(checkpoint, profile_dir, tmp_path):
+    out = tmp_path / "again"
+    stage.run(parse(["--model", str(checkpoint), "--out", str(out), "--settings",
+                     json.dumps({**SETTINGS, "contexts": ["needle"], "calib": SETTINGS["calib"]})]))
+    a = pd.read_parquet(profile_dir / "ranks.parquet").query("context == 'needle'").reset_index(drop=True)
+    b = pd.read_parquet(out / "ranks.parquet")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-4)
+
+
+@pytest.mark.parametrize("settings,match", [
+    ("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"Tee": 5}', "unknown profile settings"),
+    ('{"T": 0}', "settings.T"), ('{"T": 16, "n_positions": 32}', "exceeds T"),
+    ('{"eps": 2}', "settings.eps"), ('{"contexts": ["gutenberg", "poetry"]}', "poetry"),
+    ('{"contexts": "needle"}', "non-empty list"), ('{"calib": {"rows": 0}}', "calib.rows"),
+    ('{"calib": {"row": 5}}', "unknown calib"), ('{"batch": 1.5}', "settings.batch"),
+    ('{"class_rule": "median"}', "class_rule"),
+])
+def test_bad_settings(settings, match):
+    with pytest.raises(ValueError, match=match):
+        stage.parse_settings(settings, torch.device("cpu"))
+
+
+def test_defaults_and_overrides():
+    s = stage.parse_settings("{}", torch.device("cpu"), seed=7)
+    assert s["T"] == 512 and s["n_positions"] == 32 and s["eps"] == 1e-4 and s["seed"] == 7
+    assert s["contexts"] == ["gutenberg", "wikitext", "attack", "needle"] and s["calib"]["rows"] == 2048
+    assert stage.parse_settings("{}", torch.device("cuda"))["T"] == 2048
+    assert stage.parse_settings('{"calib": {"rows": 5}}', torch.device("cpu"))["calib"]["seq_len"] == 512
+    with pytest.warns(UserWarning, match="n_positions"):
+        stage.parse_settings('{"n_positions": 8}', torch.device("cpu"))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        stage.run(parse(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()
+
+
+def test_tokenizer_mismatch(tmp_path):
+    path = tmp_path / "small_vocab"
+    tiny_model("delta_net", vocab=256).save_pretrained(path)
+    with pytest.raises(ValueError, match="vocab"):
+        stage.run(parse(["--model", str(path), "--out", str(tmp_path / "o"), "--settings",
+                         json.dumps({**SETTINGS, "contexts": ["wikitext"]})]))
+    assert not (tmp_path / "o").exists()

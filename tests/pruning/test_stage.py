@@ -1,0 +1,156 @@
+"""The `prune` stage end to end on tiny checkpoints, and its up-front input errors."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from pruning_helpers import VOCAB, make_calib, one_thread, tiny_model, tokens  # noqa: F401
+
+from lapr.models import family
+from lapr.pruning import stage
+from lapr.pruning.surgery import prune_channels
+
+TOKENIZER = {"tokenizer.json": '{"fake": true}\n', "tokenizer_config.json": '{"x": 1}\n'}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for fam in ("delta_net", "gated_deltanet"):
+        model = tiny_model(fam)
+        path = root / fam
+        model.save_pretrained(path)
+        for name, text in TOKENIZER.items():
+            (path / name).write_text(text)
+        torch.save(make_calib(model), root / f"{fam}-calib.pt")
+        out[fam] = (path, root / f"{fam}-calib.pt")
+    np.save(root / "tokens.npy", np.random.default_rng(0).integers(0, VOCAB, 4000))
+    out["tokens"] = root / "tokens.npy"
+    return out
+
+
+def args_for(model, out, method="l1", ratio="0.5", calib=None, settings=None, seed=None):
+    parser = argparse.ArgumentParser()
+    stage.add_arguments(parser)
+    argv = ["--model", str(model), "--method", method, "--ratio", str(ratio), "--out", str(out),
+            "--settings", json.dumps(settings or {})]
+    if calib is not None:
+        argv += ["--calib", str(calib)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return parser.parse_args(argv)
+
+
+def reload(path):
+    import fla.models  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path)).float().eval()
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(tokens(2, seed=11)).logits
+
+
+def test_weights_only_method_without_calib(checkpoints, tmp_path):
+    src, _ = checkpoints["gated_deltanet"]
+    out = tmp_path / "l1" / "0.3"
+    stage.run(args_for(src, out, "l1", "0.3", settings={"multiple": 4, "methods": ["l1"]}))
+    record = json.loads((out / "pruning.json").read_text())
+    assert (record["d_k_before"], record["d_k_after"]) == (12, 8)  # floor(8.4)=8, multiple of 4
+    assert record["ratio"] == 0.3 and record["effective_ratio"] == pytest.approx(1 / 3)
+    assert record["kind"] == "selection" and record["calib"] is None
+    layer = record["layers"][0]
+    assert (layer["heads"], layer["value_heads"], layer["d_v"]) == (2, 4, 16)
+    assert len(layer["kept"]) == 2 and all(len(row) == 8 for row in layer["kept"])
+    assert layer["state_bytes_before"] == 4 * 12 * 16 * 4
+    assert layer["state_bytes_after"] == 4 * 8 * 16 * 4
+    assert record["state_bytes_per_sequence"]["fraction"] == pytest.approx(8 / 12)
+    assert record["provenance"]["git_commit"] and "versions" in record["provenance"]
+    assert (out / "provenance.json").is_file()
+    for name, text in TOKENIZER.items():
+        assert (out / name).read_text() == text
+    assert sorted(record["tokenizer_files"]) == sorted(TOKENIZER)
+    # the checkpoint reloads with stock transformers and equals in-memory surgery
+    original = reload(src)
+    keep = [torch.tensor(row["kept"]) for row in record["layers"]]
+    back = reload(out)
+    assert all(v.head_k_dim == 8 for v in family(back).attention(back))
+    torch.testing.assert_close(logits(back), logits(prune_channels(original, keep)),
+                               rtol=0, atol=0)
+    assert not list(tmp_path.glob("l1/.*tmp"))           # nothing left from the atomic write
+
+
+def test_pca_with_calib(checkpoints, tmp_path):
+    src, calib = checkpoints["delta_net"]
+    out = tmp_path / "pca"
+    stage.run(args_for(src, out, "pca", 0.25, calib=calib))
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["kind"] == "rotation" and record["d_k_after"] == 9
+    assert record["calib_meta"]["family"] == "delta_net"
+    assert "does not commute" in record["short_conv"]
+    assert all(layer["kept"] is None and layer["q_conv_mismatch"] > 0
+               for layer in record["layers"])
+    bases = torch.load(out / "pca_basis.pt")["bases"]
+    assert tuple(bases[0].shape) == (2, 12, 9)
+    back = reload(out)
+    torch.testing.assert_close(logits(back), logits(prune_channels(reload(src), bases)),
+                               rtol=0, atol=0)
+
+
+def test_strong_rrqr_with_recovery_and_distillation(checkpoints, tmp_path):
+    src, calib = checkpoints["gated_deltanet"]
+    out = tmp_path / "rrqr"
+    recovery = {"enabled": True, "steps": 2, "lr": 1e-3, "lora_r": 4, "lora_alpha": 8,
+                "distill": True, "seq_len": 16, "batch_size": 2, "data": str(checkpoints["tokens"])}
+    stage.run(args_for(src, out, "strong_rrqr", 0.5, calib=calib, seed=7,
+                       settings={"seed": 1, "recovery": recovery}))
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["seed"] == 7                          # --seed overrides settings.seed
+    assert record["recovery"]["steps_run"] == 2 and record["recovery"]["distill"] is True
+    assert (out / "recovery_log.csv").read_text().startswith("step,loss,ce,kl,lr")
+    pruned = prune_channels(reload(src), [torch.tensor(r["kept"]) for r in record["layers"]])
+    back = reload(out)
+    assert (logits(back) - logits(pruned)).abs().max() > 0   # recovery changed the weights
+    assert back.config.head_dim == 6
+
+
+@pytest.mark.parametrize("method,ratio,calib,settings,error,message", [
+    ("magnitude", "0.5", None, {}, ValueError, "unknown pruning method 'magnitude'"),
+    ("l1", "1.0", None, {}, ValueError, "strictly between 0 and 1.*'1.0'"),
+    ("l1", "0", None, {}, ValueError, "strictly between 0 and 1.*'0'"),
+    ("l1", "0.95", None, {}, ValueError, "ratio 0.95 leaves no channel of d_k=12"),
+    ("wanda", "0.5", None, {}, ValueError, "'wanda' needs --calib"),
+    ("taylor", "0.5", "missing.pt", {}, FileNotFoundError, "missing.pt"),
+    ("l1", "0.5", None, {"multipel": 4}, ValueError, "unknown prune setting.*multipel"),
+    ("l1", "0.5", None, {"recovery": {"rank": 4}}, ValueError, "unknown recovery setting"),
+])
+def test_bad_input_fails_before_writing(checkpoints, tmp_path, method, ratio, calib, settings,
+                                        error, message):
+    src, _ = checkpoints["delta_net"]
+    out = tmp_path / "out"
+    with pytest.raises(error, match=message):
+        stage.run(args_for(src, out, method, ratio, calib=calib and tmp_path / calib,
+                           settings=settings))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        stage.run(args_for(tmp_path / "nope", tmp_path / "out"))
+
+
+def test_calib_for_another_model_is_rejected(checkpoints, tmp_path):
+    src, _ = checkpoints["delta_net"]
+    _, other = checkpoints["gated_deltanet"]
+    with pytest.raises(ValueError, match="calibrated on family 'gated_deltanet'"):
+        stage.run(args_for(src, tmp_path / "out", "pivoted_qr", 0.5, calib=other))

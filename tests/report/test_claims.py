@@ -1,0 +1,152 @@
+"""claims: verdicts follow the documented thresholds; missing stages give 'missing' rows, not crashes."""
+import math
+
+import pytest
+from report_synth import write_bench, write_evals, write_heads, write_profile
+
+from lapr.report.claims import CLAIMS, THRESHOLDS, claims_frame, claims_table, thresholds
+from lapr.report.collect import collect
+
+ONE = {"deltanet": "delta_net"}
+
+
+def verdicts(root, cid, **kw):
+    df = claims_frame(collect(root), **kw)
+    return df[df["id"] == cid]
+
+
+def one(root, cid, **kw):
+    rows = verdicts(root, cid, **kw)
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+@pytest.mark.parametrize("best_slope, verdict", [(0.06, "supported"), (0.2, "inconclusive"), (0.5, "contradicted")])
+def test_a1_marginal_ppl(tmp_path, best_slope, verdict):
+    write_evals(tmp_path, models=ONE, methods=("random", "wanda"), ratios=(0.5,), lm=False,
+                slope={"random": 0.9, "wanda": best_slope})
+    row = one(tmp_path, "A1")
+    assert row["verdict"] == verdict
+    assert row["value"] == pytest.approx(best_slope * 0.5)  # relative increase on wikitext2 (primary)
+    assert "wanda" in row["measured"] and "wikitext2_test_raw" in row["measured"]
+
+
+def test_a1_threshold_override_and_corpus(tmp_path):
+    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.5,), lm=False, slope={"wanda": 0.06})
+    assert one(tmp_path, "A1", overrides={"marginal_ppl": 0.02})["verdict"] == "inconclusive"
+    row = one(tmp_path, "A1", ppl_task="gutenberg_valid")
+    assert "gutenberg_valid" in row["measured"] and row["verdict"] == "supported"
+    with pytest.raises(ValueError, match="unknown threshold"):
+        thresholds({"nope": 1})
+
+
+def test_a1_missing_ratio(tmp_path):
+    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.25, 0.75), lm=False)
+    row = one(tmp_path, "A1")
+    assert row["verdict"] == "missing" and "r=0.5" in row["reason"] and math.isnan(row["value"])
+
+
+@pytest.mark.parametrize("u, verdict", [(0.1, "supported"), (0.35, "inconclusive"), (0.6, "contradicted")])
+def test_a2_utilisation(tmp_path, u, verdict):
+    write_profile(tmp_path, "deltanet", utilisation=u)
+    row = one(tmp_path, "A2")
+    assert row["verdict"] == verdict and row["value"] == pytest.approx(u)
+
+
+@pytest.mark.parametrize("speed, verdict", [(1.8, "supported"), (1.3, "inconclusive"), (1.0, "contradicted")])
+def test_a3_speedup(tmp_path, speed, verdict):
+    write_bench(tmp_path, speed=speed)
+    rows = verdicts(tmp_path, "A3")
+    assert len(rows) == 4  # 2 families x 2 phases
+    assert set(rows["verdict"]) == {verdict}
+    assert rows["value"].tolist() == pytest.approx([speed] * 4)
+
+
+@pytest.mark.parametrize("ranks, verdict", [
+    ([1, 2, 16, 15, 1, 16, 14, 2], "supported"),
+    ([16, 16, 15, 16, 14, 16, 16, 16], "contradicted"),
+    ([1, 8, 8, 8, 8, 8, 16, 2], "inconclusive"),
+    ([1, 16, 1, 16], "inconclusive"),  # fewer than min_heads
+])
+def test_b1_groups(tmp_path, ranks, verdict):
+    write_profile(tmp_path, "deltanet", final_ranks=ranks)
+    assert one(tmp_path, "B1")["verdict"] == verdict
+
+
+@pytest.mark.parametrize("rho, keep, verdict", [
+    ((0.9, 0.8, 1.0), (1.0, 0.9, 1.0), "supported"),
+    ((0.1, 0.2, 0.3), (1.0, 1.0, 1.0), "contradicted"),
+    ((0.9, 0.9, 0.9), (0.5, 0.5, 0.5), "contradicted"),
+    ((0.5, 0.5, 0.5), (0.9, 0.9, 0.9), "inconclusive"),
+    ((math.nan, math.nan, math.nan), (1.0, 1.0, 1.0), "inconclusive"),
+])
+def test_b2_stability(tmp_path, rho, keep, verdict):
+    write_profile(tmp_path, "deltanet", spearman=rho, keep=keep)
+    row = one(tmp_path, "B2")
+    assert row["verdict"] == verdict
+    if not math.isnan(rho[0]):
+        assert row["value"] == pytest.approx(sum(rho) / 3)
+
+
+def _heads(joint_ppl=110.0, joint_saved=0.4, **kw):
+    ppl = {"none": {0.0: 100.0}, "joint": {0.25: 101.0, 0.5: joint_ppl}}
+    saved = {"none": {0.0: 0.0}, "joint": {0.25: 0.25, 0.5: joint_saved}}
+    niah = {"none": {0.0: 0.9}, "joint": {0.25: 0.9, 0.5: 0.8}}
+    return dict(ppl=ppl, saved=saved, niah=niah, models=("deltanet",), **kw)
+
+
+@pytest.mark.parametrize("joint_ppl, verdict", [(102.0, "supported"), (110.0, "inconclusive"), (150.0, "contradicted")])
+def test_b3_state_reduction_by_ppl(tmp_path, joint_ppl, verdict):
+    write_heads(tmp_path, **_heads(joint_ppl))
+    row = one(tmp_path, "B3")
+    assert row["verdict"] == verdict and row["value"] == pytest.approx(100.0 / joint_ppl)
+    assert "40.0%" in row["measured"]
+
+
+def test_b3_prefers_accuracy_and_needs_target_saving(tmp_path):
+    acc = {"none": {0.0: 0.60}, "joint": {0.25: 0.60, 0.5: 0.59}}
+    write_heads(tmp_path / "a", **_heads(150.0, accuracy=acc))  # ppl says contradicted, accuracy says kept
+    row = one(tmp_path / "a", "B3")
+    assert row["verdict"] == "supported" and row["value"] == pytest.approx(0.59 / 0.60)
+    write_heads(tmp_path / "b", **_heads(joint_saved=0.3))
+    row = one(tmp_path / "b", "B3")
+    assert row["verdict"] == "inconclusive" and "no budget reaches" in row["reason"]
+
+
+@pytest.mark.parametrize("low, high, base, verdict", [
+    (0.3, 0.8, 0.9, "supported"), (0.8, 0.8, 0.9, "contradicted"), (0.7, 0.8, 0.9, "inconclusive"),
+    (0.0, 0.4, 0.3, "inconclusive"),  # unpruned NIAH below the floor
+])
+def test_b4_niah(tmp_path, low, high, base, verdict):
+    niah = {"none": {0.0: base}, "low_rank": {0.25: 0.9, 0.5: low}, "high_rank": {0.25: 0.9, 0.5: high}}
+    ppl = {m: {b: 100.0 for b in v} for m, v in niah.items()}
+    saved = {m: {b: b for b in v} for m, v in niah.items()}
+    write_heads(tmp_path, models=("deltanet",), niah=niah, ppl=ppl, saved=saved)
+    row = one(tmp_path, "B4")
+    assert row["verdict"] == verdict and row["value"] == pytest.approx(high - low)  # largest common budget 0.5
+
+
+def test_everything_missing(tmp_path):
+    t = claims_table(collect(tmp_path / "none"))
+    df = t.df
+    assert set(df["verdict"]) == {"missing"}
+    assert set(df["id"]) == set(CLAIMS)
+    assert (df["reason"].str.len() > 0).all()
+    assert list(df["id"]) == sorted(df["id"], key=list(CLAIMS).index)
+
+
+def test_partial_results_one_row_per_model(tmp_path):
+    write_profile(tmp_path, "deltanet")
+    write_evals(tmp_path, models={"gdn": "gated_deltanet"}, methods=("wanda",), ratios=(0.5,), lm=False)
+    df = claims_frame(collect(tmp_path))
+    a1 = df[df["id"] == "A1"].set_index("model")
+    assert a1.at["gdn", "verdict"] == "inconclusive" and a1.at["deltanet", "verdict"] == "missing"  # wanda +10%
+    b1 = df[df["id"] == "B1"].set_index("model")
+    assert b1.at["deltanet", "verdict"] == "supported" and b1.at["gdn", "verdict"] == "missing"
+    assert set(df.loc[df["id"].isin(["B3", "B4"]), "verdict"]) == {"missing"}
+
+
+def test_thresholds_documented():
+    import lapr.report.claims as c
+    for key in THRESHOLDS:
+        assert key in c.__doc__ or key in c.__doc__.replace("_", " "), key

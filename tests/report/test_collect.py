@@ -1,0 +1,95 @@
+"""collect: synthetic results files -> tidy frames; missing stages -> empty frames, broken files -> problems."""
+import json
+
+import pandas as pd
+import pytest
+from report_synth import BASE_PPL, METHODS, RATIOS, write_all, write_evals, write_profile
+
+from lapr.report.collect import (BENCH_COLUMNS, EVAL_COLUMNS, HEAD_COLUMNS, PRETRAIN_COLUMNS, RANK_COLUMNS,
+                                 collect)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    root = write_all(tmp_path_factory.mktemp("res") / "embedded")
+    return collect(root)
+
+
+def test_every_stage_is_read(full):
+    assert full.stages() == {k: True for k in ("pretrain", "profile", "prune", "evaluate", "bench", "heads")}
+    assert full.problems == []
+    assert full.profile_name == "embedded"
+
+
+def test_pretrain_rows_match_metrics(full):
+    p = full.pretrain
+    assert list(p.columns[:len(PRETRAIN_COLUMNS)]) == PRETRAIN_COLUMNS
+    assert len(p) == 4  # 2 models x 2 corpora
+    row = p[(p["model"] == "gdn") & (p["corpus"] == "wikitext2_test_raw")].iloc[0]
+    assert row["ppl"] == BASE_PPL["gdn"]["wikitext2_test_raw"]
+    assert row["family"] == "gated_deltanet" and row["parameters"] == 1_300_000
+    curve = full.loss_curves[full.loss_curves["model"] == "gdn"]
+    assert row["final_valid_loss"] == pytest.approx(curve["valid_loss"].dropna().iloc[-1])
+    assert row["final_train_loss"] == pytest.approx(curve["train_loss"].iloc[-1])
+
+
+def test_evals_keys_and_values(full):
+    e = full.evals
+    assert list(e.columns[:len(EVAL_COLUMNS)]) == EVAL_COLUMNS
+    keys = e[["model", "method", "ratio"]].drop_duplicates()
+    assert len(keys) == 2 * (1 + len(METHODS) * len(RATIOS))
+    assert set(e.loc[e["method"] == "none", "ratio"]) == {0.0}
+    v = e[(e["model"] == "deltanet") & (e["method"] == "wanda") & (e["ratio"] == 0.5)
+          & (e["task"] == "ppl/gutenberg_valid") & (e["metric"] == "ppl")]["value"]
+    assert v.item() == pytest.approx(80.0 * (1 + 0.2 * 0.5))
+
+
+def test_profiles_pruning_bench_heads(full):
+    assert set(full.ranks.columns) >= set(RANK_COLUMNS)
+    assert set(full.ranks["model"]) == {"deltanet", "gdn"} and set(full.ranks["method"]) == {"none"}
+    assert set(full.heads.columns) >= set(HEAD_COLUMNS) and len(full.heads) == 16
+    assert len(full.consistency) == 6 and len(full.timing) == 2
+    assert len(full.pruning) == 2 * len(METHODS) * len(RATIOS)
+    row = full.pruning[(full.pruning["model"] == "gdn") & (full.pruning["method"] == "l2")
+                       & (full.pruning["ratio"] == 0.75)].iloc[0]
+    assert row["d_k_after"] == 16 and row["state_fraction"] == pytest.approx(0.25)
+    assert set(full.bench.columns) >= set(BENCH_COLUMNS)
+    assert set(full.bench["level"]) == {"op", "model"} and len(full.bench_files) == 2
+    assert set(full.head_pruning["method"]) == {"none", "low_rank", "high_rank", "joint", "random"}
+
+
+def test_missing_everything_gives_empty_frames(tmp_path):
+    res = collect(tmp_path / "nothing")
+    assert not any(res.stages().values())
+    for name in ("pretrain", "loss_curves", "ranks", "heads", "consistency", "timing", "pruning", "evals",
+                 "bench", "head_pruning"):
+        df = getattr(res, name)
+        assert isinstance(df, pd.DataFrame) and df.empty and len(df.columns) > 0
+
+
+def test_broken_files_are_reported_not_fatal(tmp_path):
+    root = tmp_path / "p"
+    write_evals(root, models={"deltanet": "delta_net"}, methods=("l2",), ratios=(0.5,), lm=False)
+    (root / "eval" / "deltanet" / "l2" / "0.25.csv").write_text("nonsense\n1\n")
+    (root / "models" / "deltanet").mkdir(parents=True)
+    (root / "models" / "deltanet" / "metrics.json").write_text("{broken")
+    (root / "pruned" / "deltanet" / "l2" / "0.5").mkdir(parents=True)
+    (root / "pruned" / "deltanet" / "l2" / "0.5" / "pruning.json").write_text(json.dumps([1, 2]))
+    res = collect(root)
+    assert len(res.problems) == 3
+    assert set(res.evals["ratio"]) == {0.0, 0.5}
+    assert res.pretrain.empty and res.pruning.empty
+
+
+def test_key_from_path_and_hidden_dirs(tmp_path):
+    root = tmp_path / "p"
+    d = root / "eval" / "gdn" / "wanda"
+    d.mkdir(parents=True)
+    pd.DataFrame({"task": ["ppl/x"], "metric": ["ppl"], "value": [5.0]}).to_csv(d / "0.25.csv", index=False)
+    hidden = root / "eval" / "gdn" / ".tmp123"  # an atomic write in flight
+    hidden.mkdir()
+    pd.DataFrame({"task": ["ppl/x"], "metric": ["ppl"], "value": [9.0]}).to_csv(hidden / "0.5.csv", index=False)
+    write_profile(root, "gdn", key="gdn/wanda/0.25")  # a pruned checkpoint's profile
+    res = collect(root)
+    assert res.evals[["model", "method", "ratio", "value"]].values.tolist() == [["gdn", "wanda", 0.25, 5.0]]
+    assert set(map(tuple, res.heads[["model", "method", "ratio"]].drop_duplicates().values)) == {("gdn", "wanda", 0.25)}
