@@ -99,9 +99,41 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _lm_eval_env_info(enabled: bool):
+    """Unless `enabled`, make simple_evaluate skip its environment report and git lookup."""
+    import lm_eval.evaluator as ev
+
+    if enabled:
+        yield
+        return
+    saved = ev.add_env_info, ev.get_git_commit_hash
+    ev.add_env_info, ev.get_git_commit_hash = (lambda storage: None), (lambda: None)
+    try:
+        yield
+    finally:
+        ev.add_env_info, ev.get_git_commit_hash = saved
+
+
+def _hflm_class(float_logits: bool):
+    from lm_eval.models.huggingface import HFLM
+
+    if not float_logits:
+        return HFLM
+
+    class FloatLogitsHFLM(HFLM):
+        """HFLM whose model call returns float32 logits (log-probabilities are then taken in float32)."""
+
+        def _model_call(self, inps, attn_mask=None, labels=None):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels).float()
+
+    return FloatLogitsHFLM
+
+
 def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | None = None,
              batch_size: int | str = 1, max_length: int | None = None, device: str | None = None,
-             bootstrap_iters: int = 1000, seed: int = 0) -> pd.DataFrame:
+             bootstrap_iters: int = 1000, seed: int = 0, float_logits: bool = True,
+             env_info: bool = False) -> pd.DataFrame:
     """Zero-shot lm-eval of `model` on `tasks`; one row per (task, metric).
 
     model: causal LM module (transformers PreTrainedModel or one with `.config` and
@@ -121,20 +153,26 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
         process pool; here 1,000 draws run in-process (DISABLE_MULTIPROC is set
         for the call), which is plenty for a standard error and costs < 1 s.
     seed: lm-eval's random/numpy/torch seeds (nothing here is sampled at 0-shot).
+    float_logits: upcast the model's logits to float32 before lm-eval's log_softmax
+        (stock HFLM takes it in the model's dtype, bf16 on GPU). A no-op for float32
+        models (CPU); requests are unchanged either way (see tasks/README.md).
+    env_info: let simple_evaluate collect its environment report (torch's
+        collect_env: `pip list`, nvidia-smi and git in subprocesses, ~1.3 s per call
+        on the 2-core machine, more than a 50-document task). Off by default: the
+        report is dropped anyway, and lapr.provenance records versions/hardware.
 
     Returns a DataFrame with columns task, metric, value, stderr, n_docs, limit
     (stderr NaN where lm-eval gives none); `df.attrs` holds the run settings.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     names = task_names(tasks)
     if device is not None:
         model = model.to(device)
-    lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), backend="causal",
-              batch_size=batch_size, max_length=max_length)
+    lm = _hflm_class(float_logits)(pretrained=model, tokenizer=copy.deepcopy(tokenizer), backend="causal",
+                                   batch_size=batch_size, max_length=max_length)
     start = time.perf_counter()
-    with _env(DISABLE_MULTIPROC="1"):
+    with _env(DISABLE_MULTIPROC="1"), _lm_eval_env_info(env_info):
         results = lm_eval.simple_evaluate(
             model=lm, tasks=names, task_manager=task_manager(names), limit=limit,
             bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
@@ -143,6 +181,6 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
     df = tidy(results, limit)
     df.attrs.update({"lm_eval_version": lm_eval.__version__, "max_length": lm.max_length,
                      "batch_size": batch_size, "device": str(lm.device), "tasks": names,
-                     "seconds": seconds, "bootstrap_iters": bootstrap_iters,
+                     "seconds": seconds, "bootstrap_iters": bootstrap_iters, "float_logits": float_logits,
                      "n_docs_total": {t: v.get("original") for t, v in results.get("n-samples", {}).items()}})
     return df

@@ -16,12 +16,17 @@ Rows (columns model, method, ratio, task, metric, value, stderr, n_docs, limit):
   with the standard error over windows; `n_docs` = windows scored; `limit` =
   the `max_tokens` cap (empty = whole corpus).
 * unigram floors (when `unigram` is on): `unigram_ppl` for each `ppl/<dataset>`
-  and `unigram_perplexity` for lapr_lambada_openai (same passages, same target
+  and `unigram_perplexity` for (lapr_)lambada_openai (same passages, same target
   tokens as lm-eval), from an add-one unigram model of `unigram_corpus`.
 
 A provenance JSON `<out stem>.provenance.json` (settings as resolved, versions,
-hardware, per-part timings, lm-eval's max_length and document counts) is written
-beside the CSV; both atomically, the CSV last.
+hardware, per-part wall and CPU seconds, lm-eval's max_length and document counts)
+is written beside the CSV; both atomically, the CSV last.
+
+Several checkpoints with the same settings can share one process (the imports
+cost ~10 s of CPU per process on the embedded machine): give `--model` and
+`--out` one value per checkpoint and `--model-name/--method/--ratio` one value
+each or one per checkpoint; or call `evaluate_checkpoint` in a loop.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ DEFAULTS: dict = {
     "device": None,              # None = cuda if available, else cpu
     "dtype": None,               # None = bfloat16 on cuda, float32 on cpu; or "float32" | "bfloat16" | "float16"
     "bootstrap_iters": 1000,     # lm-eval bootstrap draws (LAMBADA perplexity stderr); 0 = no stderrs
+    "float_logits": True,        # log-probabilities from float32 logits (matters for bf16 models only)
     "tokenizer": None,           # None = the one saved in the checkpoint dir; else a lapr.data.load_tokenizer name/dir
     "threads": None,             # torch intra-op threads; None = torch's default (OMP_NUM_THREADS)
     "perplexity": {
@@ -143,6 +149,8 @@ def resolve_settings(settings: dict | str | None) -> dict:
     out["batch_size"] = _positive_int(out["batch_size"], "batch_size")
     out["max_length"] = _positive_int(out["max_length"], "max_length", allow_none=True)
     out["threads"] = _positive_int(out["threads"], "threads", allow_none=True)
+    if not isinstance(out["float_logits"], bool):
+        raise ValueError(f"settings.float_logits must be true or false, got {out['float_logits']!r}")
     if not isinstance(out["bootstrap_iters"], int) or out["bootstrap_iters"] < 0:
         raise ValueError(f"settings.bootstrap_iters must be an integer >= 0, got {out['bootstrap_iters']!r}")
     if out["dtype"] is not None:
@@ -265,14 +273,15 @@ def evaluate_model(model, tokenizer, settings: dict, unigram: bool, seed: int = 
         with _Timer(info, task):
             df = evaluate(model, tokenizer, [task], limit=limit,
                           batch_size=settings["batch_size"], max_length=settings["max_length"],
-                          bootstrap_iters=settings["bootstrap_iters"], seed=seed)
+                          bootstrap_iters=settings["bootstrap_iters"], seed=seed,
+                          float_logits=settings["float_logits"])
         info["max_length"] = df.attrs["max_length"]
         info["lm_eval_version"] = df.attrs["lm_eval_version"]
         info["n_docs_total"].update(df.attrs["n_docs_total"])
         frames.append(df)
         shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(df.metric, df.value))
         log(f"[evaluate]   {shown}  ({info['seconds'][task]:.1f} s)", flush=True)
-        if logp is not None and task == "lapr_lambada_openai":
+        if logp is not None and task in ("lapr_lambada_openai", "lambada_openai"):  # same passages
             from lapr.eval.docs import lambada_docs
             texts = lambada_docs()["test"]["text"]
             n = int(df["n_docs"].iloc[0]) if len(df) else len(texts)

@@ -195,7 +195,8 @@ def state_figure(heads: pd.DataFrame, mq: pd.DataFrame, stem: Path) -> list[Path
     fig, axes = _figure(len(parts))
     for ax, (title, d) in zip(axes, parts):
         for i, ((model, method), g) in enumerate(d[d["method"] != "none"].groupby(["model", "method"])):
-            g = g.sort_values("x")
+            base = d[(d["method"] == "none") & (d["model"] == model)]
+            g = pd.concat([base, g]).sort_values("x")
             c, mk = _style(method, i)
             masked = g["application"] == "masked"
             ax.plot(g["x"], 100 * g["state_saved_frac"], color=c if method in STYLE else None, lw=0.8,

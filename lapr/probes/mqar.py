@@ -199,8 +199,8 @@ def chance(vocab_size: int) -> float:
     return 1.0 / (vocab_size - vocab_size // 2)
 
 
-TRAIN_DEFAULTS = {"steps": 600, "batch_size": 64, "lr": 3e-3, "warmup": 30, "weight_decay": 0.1,
-                  "grad_clip": 1.0, "eval_every": 100, "eval_n": 512, "target_recall": 0.99,
+TRAIN_DEFAULTS = {"steps": 500, "batch_size": 128, "lr": 3e-3, "warmup": 30, "weight_decay": 0.1,
+                  "grad_clip": 1.0, "eval_every": 50, "eval_n": 512, "target_recall": 0.99,
                   "time_limit_s": None, "threads": 1}
 
 

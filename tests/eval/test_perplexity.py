@@ -84,3 +84,10 @@ def test_lambada_unigram_uses_lm_eval_target_tokens(tiny_model, tokenizer):
     n_tok = sum(len(continuation_tokens(tokenizer, *lambada_pair(t))) for t in texts)
     assert res["tokens"] == n_tok and res["docs"] == 20
     assert res["nll"] == pytest.approx(n_tok / 20 * math.log(len(tokenizer)))
+
+
+def test_float_logits_is_a_no_op_in_float32(tiny_model, tokenizer):
+    kw = dict(limit=3, batch_size=4, max_length=MAX_LENGTH, bootstrap_iters=0)
+    a = evaluate(tiny_model, tokenizer, ["lapr_lambada_openai"], float_logits=True, **kw)
+    b = evaluate(tiny_model, tokenizer, ["lapr_lambada_openai"], float_logits=False, **kw)
+    assert a.value.tolist() == b.value.tolist() and a.attrs["float_logits"] and not b.attrs["float_logits"]

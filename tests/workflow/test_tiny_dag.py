@@ -44,3 +44,64 @@ def test_pretrained_checkpoints_reload_with_stock_fla(tiny_run, model):
 def test_rerun_is_a_no_op(tiny_run):
     res = snakemake("-n", "--configfile", str(ROOT / "workflow/config/tiny.yaml"), "--directory", str(tiny_run))
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_every_stage_left_its_outputs(tiny_run):
+    import pandas as pd
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
+    r = tiny_run / "results/tiny"
+    for model in cfg["models"]:
+        ranks = pd.read_parquet(r / "profile" / model / "ranks.parquet")
+        assert {"context", "layer", "head", "position", "threshold_rank", "bound"} <= set(ranks.columns)
+        assert (ranks.threshold_rank <= ranks.bound + 1e-9).all()
+        for method in cfg["prune"]["methods"]:
+            for ratio in cfg["prune"]["ratios"]:
+                rec = json.loads((r / "pruned" / model / method / f"{ratio:g}" / "pruning.json").read_text())
+                assert rec["method"] == method
+                rows = pd.read_csv(r / "eval" / model / method / f"{ratio:g}.csv")
+                assert set(rows.method) == {method} and (rows.ratio == ratio).all()
+        base = pd.read_csv(r / "eval" / model / "none" / "0.csv")
+        assert {"ppl/gutenberg_valid", "lapr_lambada_openai"} <= set(base.task)
+    assert (r / "bench" / "ops_cpu.csv").exists()
+    index = (tiny_run / "figures/tiny/README.md").read_text()
+    assert "claim" in index.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["deltanet", "gdn"])
+def test_pruned_checkpoint_reloads_with_smaller_state(tiny_run, model):
+    from transformers import AutoModelForCausalLM
+
+    from lapr import backends
+    from lapr.models import attention_layers
+
+    backends.auto()
+    r = tiny_run / "results/tiny"
+    full = AutoModelForCausalLM.from_pretrained(r / "models" / model)
+    pruned = AutoModelForCausalLM.from_pretrained(r / "pruned" / model / "l2" / "0.5")
+    a, b = attention_layers(full)[0], attention_layers(pruned)[0]
+    assert b.head_k_dim == a.head_k_dim // 2 and b.head_v_dim == a.head_v_dim
+    assert b.state_bytes() * 2 == a.state_bytes()
+    with torch.no_grad():
+        assert torch.isfinite(pruned(torch.tensor([[1, 2, 3, 4]])).logits).all()
+
+
+@pytest.mark.slow
+def test_figures_rebuild_from_results_alone(tiny_run):
+    """Deleting figures/ and asking for the figures target schedules only the figures job."""
+    import shutil
+
+    shutil.rmtree(tiny_run / "figures")
+    for ckpt in (tiny_run / "results").rglob("*.safetensors"):  # as after a fresh clone
+        ckpt.unlink()
+    cfg = str(ROOT / "workflow/config/tiny.yaml")
+    dry = snakemake("-n", "--configfile", cfg, "--directory", str(tiny_run), "figures")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    table = dry.stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
+    assert [line.split()[0] for line in table] == ["figures", "total"], dry.stdout
+    res = snakemake("--cores", "1", "--configfile", cfg, "--directory", str(tiny_run), "figures")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tiny_run / "figures/tiny/README.md").exists()
