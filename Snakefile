@@ -11,6 +11,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/heads.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/report.smk"
 

@@ -17,6 +17,9 @@ STAGES = {
     "profile": ("lapr.profiling.stage", "state-rank profiling and calibration statistics"),
     "prune": ("lapr.pruning.stage", "query/key channel pruning of one checkpoint"),
     "evaluate": ("lapr.eval.stage", "perplexity and lm-eval tasks of one checkpoint"),
+    "heads": ("lapr.heads.stage", "whole-head pruning by state rank / norm (paper B) with ppl and NIAH"),
+    "mqar-train": ("lapr.probes.mqar_train", "train a small MQAR model"),
+    "mqar-eval": ("lapr.probes.mqar_eval", "MQAR recall under channel / head pruning and query noise"),
     "bench": ("lapr.bench.stage", "kernel / model throughput and memory"),
     "figures": ("lapr.report.stage", "tables and figures from results/"),
 }

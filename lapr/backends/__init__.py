@@ -6,7 +6,6 @@ cached generation — without touching the model code or the checkpoints.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 
 import torch
@@ -66,12 +65,12 @@ def cpu_backend_active() -> bool:
     return owner.chunk_delta_rule is delta_rule
 
 
-@functools.cache
 def auto() -> str:
-    """Pick the backend once per process: 'fla' (Triton) with CUDA, 'torch' otherwise."""
+    """Pick the backend: 'fla' (Triton) with CUDA, else install the 'torch' one (idempotent)."""
     if torch.cuda.is_available():
         return "fla"
-    use_cpu_backend(True)
+    if not cpu_backend_active():
+        use_cpu_backend(True)
     return "torch"
 
 

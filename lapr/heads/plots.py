@@ -19,8 +19,10 @@ results_dir/mqar/eval/*.csv (the `mqar-eval` stage); whatever is missing is skip
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,17 +33,37 @@ from lapr import provenance
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
         "xtick.labelsize": 7, "ytick.labelsize": 7}
 STYLE = {"joint_rank_norm": ("C0", "o"), "high_rank_first": ("C3", "^"), "low_rank_first": ("C2", "v"),
-         "norm_only": ("C1", "s"), "random": ("0.5", "D"), "none": ("k", "*")}
+         "norm_only": ("C1", "s"), "random": ("0.5", "D"), "none": ("k", "*"),
+         # channel methods (lapr.pruning.channels)
+         "l1": ("#1f77b4", "o"), "l2": ("#aec7e8", "s"), "wanda": ("#ff7f0e", "^"), "taylor": ("#9467bd", "v"),
+         "pivoted_qr": ("#2ca02c", "P"), "strong_rrqr": ("#98df8a", "X"), "pca": ("#d62728", "D")}
 
 
-def _figure(n_panels: int, width: float = 7.0, height: float = 2.3):
-    import matplotlib
+def _fonts(fn):
+    """Run a figure function under FONT: text properties are fixed when artists are created."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(FONT):
+            return fn(*args, **kwargs)
+    return wrapper
 
+
+def _legend(fig, axes, ncol: int = 4):
+    """One legend for the figure, below the panels (handles of every panel, deduplicated)."""
+    seen = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)),
+                   frameon=False)
+
+
+def _figure(n_panels: int, width: float = 7.0, height: float = 2.2, legend_rows: int = 1):
     cols = min(max(n_panels, 1), 3)
     rows = int(np.ceil(max(n_panels, 1) / cols))
-    with matplotlib.rc_context(FONT):
-        fig = Figure(figsize=(width if cols > 1 else 3.3, height * rows), layout="constrained")
-        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig = Figure(figsize=(width if cols > 1 else 3.3, height * rows + 0.18 * legend_rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     FigureCanvasAgg(fig)
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -84,6 +106,7 @@ def _with_baseline(df: pd.DataFrame, method_col="method", x="budget") -> dict[st
     return out
 
 
+@_fonts
 def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel: str, stem: Path,
                         logy: bool = False) -> list[Path]:
     sel = df[df["task"].astype(str).str.startswith(task_prefix) & (df["metric"] == metric)]
@@ -105,10 +128,11 @@ def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel:
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best")
+    _legend(fig, axes)
     return _save(fig, stem)
 
 
+@_fonts
 def heads_mqar_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
     sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["head", "none"])]
     if sel[sel["kind"] == "head"].empty:
@@ -125,66 +149,71 @@ def heads_mqar_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best")
+    _legend(fig, axes)
     return _save(fig, stem)
 
 
+@_fonts
 def mqar_dk_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
     sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["channel", "none"])]
     if sel[sel["kind"] == "channel"].empty:
         return []
     models = sorted(sel["model"].unique())
-    fig, axes = _figure(len(models))
+    fig, axes = _figure(len(models), legend_rows=2)
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
         for i, (method, line) in enumerate(_with_baseline(g, x="d_k").items()):
             c, m = _style(method, i)
-            ax.plot(line["d_k"], line["value"], marker=m, color=c if method in STYLE else None, label=method,
-                    lw=1, ms=3.5)
+            ax.plot(line["d_k"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
         ax.set_title(f"{model}: MQAR, channel pruning")
         ax.set_xlabel("key dimension $d_k$ per head (channels)")
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", ncol=2)
+    _legend(fig, axes)
     return _save(fig, stem)
 
 
+@_fonts
 def mqar_noise_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
     sel = mq[(mq["metric"] == "recall") & mq["kind"].isin(["channel", "none"])]
     if sel["noise"].nunique() < 2:
         return []
     models = sorted(sel["model"].unique())
-    fig, axes = _figure(len(models))
+    fig, axes = _figure(len(models), legend_rows=2)
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
         base = g[g["kind"] == "none"].sort_values("noise")
-        ax.plot(base["noise"], base["value"], color="k", marker="*", lw=1.2, ms=4,
-                label=f"unpruned ($d_k$={int(base['d_k'].iloc[0])})")
+        ax.plot(base["noise"], base["value"], color="k", marker="*", lw=1.4, ms=4, label="unpruned")
         ch = g[g["kind"] == "channel"]
+        title = f"{model}: recall vs query noise"
         if len(ch):
             ratios = sorted(ch["ratio"].unique())
             mid = ratios[len(ratios) // 2]
-            for i, (method, line) in enumerate(ch[ch["ratio"] == mid].groupby("method")):
+            cut = ch[ch["ratio"] == mid]
+            for i, (method, line) in enumerate(cut.groupby("method")):
+                c, m = _style(method, i)
                 line = line.sort_values("noise")
-                ax.plot(line["noise"], line["value"], marker="o", lw=0.9, ms=3,
-                        label=f"{method} ($d_k$={int(line['d_k'].iloc[0])})")
-        ax.set_title(f"{model}: recall vs query noise")
+                ax.plot(line["noise"], line["value"], marker=m, color=c, lw=0.9, ms=3, label=method)
+            title += f"\n($d_k$ {int(base['d_k'].iloc[0])} unpruned, {int(cut['d_k'].iloc[0])} pruned)"
+        ax.set_title(title)
         ax.set_xlabel(r"query noise $\sigma$ (relative to $\|q\|/\sqrt{d_k}$)")
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", ncol=1)
+    _legend(fig, axes, ncol=5)
     return _save(fig, stem)
 
 
+@_fonts
 def state_figure(heads: pd.DataFrame, mq: pd.DataFrame, stem: Path) -> list[Path]:
+    """State saved vs fraction removed, one line per model (every method removing the same number of
+    equal-sized heads / channels saves the same bytes); hollow markers where any result was masked."""
     parts = []
     if len(heads):
-        h = heads.drop_duplicates(["model", "method", "budget"])
-        parts.append(("LM head pruning", h.rename(columns={"budget": "x"})))
+        parts.append(("LM head pruning", heads.rename(columns={"budget": "x"})))
     if len(mq):
-        m = mq[(mq["metric"] == "recall") & (mq["noise"] == mq["noise"].min())]
+        m = mq[mq["metric"] == "recall"]
         if (m["kind"] == "head").any():
             parts.append(("MQAR head pruning", m[m["kind"].isin(["head", "none"])].rename(columns={"ratio": "x"})))
         if (m["kind"] == "channel").any():
@@ -194,23 +223,24 @@ def state_figure(heads: pd.DataFrame, mq: pd.DataFrame, stem: Path) -> list[Path
         return []
     fig, axes = _figure(len(parts))
     for ax, (title, d) in zip(axes, parts):
-        for i, ((model, method), g) in enumerate(d[d["method"] != "none"].groupby(["model", "method"])):
-            base = d[(d["method"] == "none") & (d["model"] == model)]
-            g = pd.concat([base, g]).sort_values("x")
-            c, mk = _style(method, i)
-            masked = g["application"] == "masked"
-            ax.plot(g["x"], 100 * g["state_saved_frac"], color=c if method in STYLE else None, lw=0.8,
-                    label=f"{model} / {method}")
-            ax.scatter(g["x"][~masked], 100 * g["state_saved_frac"][~masked], marker=mk, s=12,
-                       color=c if method in STYLE else None)
-            ax.scatter(g["x"][masked], 100 * g["state_saved_frac"][masked], marker=mk, s=12, facecolors="none",
-                       edgecolors=c if method in STYLE else "0.3")
-        ax.plot([0, 1], [0, 100], color="0.6", ls=":", lw=0.8, label="saved = fraction")
-        ax.set_title(f"{title} (hollow: masked)")
+        for i, (model, g) in enumerate(d.groupby("model")):
+            agg = g.groupby("x").agg(saved=("state_saved_frac", "mean"), lo=("state_saved_frac", "min"),
+                                     hi=("state_saved_frac", "max"),
+                                     masked=("application", lambda a: bool((a == "masked").any()))).reset_index()
+            c = f"C{i % 10}"
+            ax.plot(agg["x"], 100 * agg["saved"], color=c, lw=1, label=model)
+            ax.vlines(agg["x"], 100 * agg["lo"], 100 * agg["hi"], color=c, lw=2, alpha=0.5)
+            full, hollow = agg[~agg["masked"]], agg[agg["masked"]]
+            ax.scatter(full["x"], 100 * full["saved"], color=c, s=14, zorder=3)
+            ax.scatter(hollow["x"], 100 * hollow["saved"], facecolors="white", edgecolors=c, s=14, zorder=3)
+        ax.plot([0, 1], [0, 100], color="0.6", ls=":", lw=0.8, label="saved = fraction removed")
+        ax.set_title(f"{title}\n(filled: structural, hollow: masked)")
         ax.set_xlabel("fraction removed (heads or $d_k$ channels)")
         ax.set_ylabel("recurrent state saved (%)")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=5, ncol=1)
+    _legend(fig, axes, ncol=6)
     return _save(fig, stem)
 
 

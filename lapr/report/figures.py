@@ -372,7 +372,7 @@ def delegate_figures(res: Results, out_dir) -> tuple[list[Path], list[str]]:
     heads = _plots_module("lapr.heads.plots")
     if not res.head_pruning.empty and heads is not None:
         try:
-            got = heads.make_figures(res.root / "heads", out / "heads")
+            got = heads.make_figures(res.root, out / "heads")
             paths += [Path(p) for p in (got or [])]
         except Exception as err:  # noqa: BLE001
             problems.append(f"lapr.heads.plots: {type(err).__name__}: {err}")

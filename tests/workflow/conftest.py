@@ -1,17 +1,7 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def snakemake(*args, cwd=None, timeout=1200):
-    """Run this repo's workflow with the test interpreter's snakemake; returns CompletedProcess."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout)
+from workflow_helpers import ROOT
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Bad configs fail in `snakemake -n`, naming the bad key, before any job is scheduled."""
 import pytest
 
-from conftest import snakemake
+from workflow_helpers import snakemake
 
 
 def _set(path, value):

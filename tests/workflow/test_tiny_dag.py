@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import ROOT, snakemake
+from workflow_helpers import ROOT, snakemake
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,79 @@
+# Paper B: whole-head pruning by state rank and norm on the LMs, and the MQAR retrieval probe
+# (small models trained here, then channel- and head-pruned by every method).
+HEADS = config.get("heads", {})
+HEAD_METHODS = HEADS.get("methods", ["joint_rank_norm", "low_rank_first", "high_rank_first", "norm_only", "random"])
+BUDGETS = [ratio_name(b) for b in HEADS.get("budgets", [0.25, 0.5, 0.75])]
+HEAD_SETTINGS = json.dumps({k: v for k, v in HEADS.items() if k not in ("methods", "budgets")})
+MQAR = config.get("mqar", {})
+MQAR_FAMILIES = MQAR.get("families", ["delta_net", "gated_deltanet"])
+
+
+rule heads:
+    input:
+        model=lambda w: checkpoint(w.model),
+        heads=f"{R}/profile/{{model}}/heads.csv",
+    output:
+        f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv",
+    wildcard_constraints:
+        hmethod="[a-z_]+",
+        budget="[0-9.]+",
+    params:
+        settings=HEAD_SETTINGS,
+    log:
+        f"{R}/logs/heads/{{model}}/{{hmethod}}/{{budget}}.log",
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lapr heads --model {input.model} --heads-csv {input.heads} "
+        "--method {wildcards.hmethod} --budget {wildcards.budget} --model-name {wildcards.model} "
+        "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
+
+
+rule mqar_train:
+    output:
+        directory(f"{R}/mqar/models/{{family}}"),
+    wildcard_constraints:
+        family="|".join(MQAR_FAMILIES),
+    params:
+        settings=json.dumps(MQAR.get("train", {})),
+    log:
+        f"{R}/logs/mqar/train_{{family}}.log",
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lapr mqar-train --family {wildcards.family} "
+        "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
+
+
+rule mqar_eval:
+    input:
+        f"{R}/mqar/models/{{family}}",
+    output:
+        f"{R}/mqar/eval/{{family}}.csv",
+    wildcard_constraints:
+        family="|".join(MQAR_FAMILIES),
+    params:
+        settings=json.dumps(MQAR.get("eval", {})),
+    log:
+        f"{R}/logs/mqar/eval_{{family}}.log",
+    threads: config["threads"]
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lapr mqar-eval --model {input} --model-name {wildcards.family} "
+        "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
+
+
+HEAD_RESULTS = expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS) + expand(
+    f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS, hmethod=HEAD_METHODS, budget=BUDGETS)
+MQAR_RESULTS = expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
+
+
+rule head_pruning:
+    input:
+        HEAD_RESULTS + MQAR_RESULTS,
+
+
+TARGETS["heads"] = HEAD_RESULTS + MQAR_RESULTS
