@@ -114,3 +114,15 @@ def write_table(path: str | Path, df) -> Path:
         else:
             df.to_csv(tmp, index=False)
     return path
+
+
+def save_figure(fig, stem: str | Path, dpi: int = 200, **savefig) -> list[Path]:
+    """Write `fig` as <stem>.png and <stem>.pdf, each atomically; returns the paths."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{stem}.{ext}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi, **savefig)
+        paths.append(path)
+    return paths

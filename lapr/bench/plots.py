@@ -116,13 +116,7 @@ def _figure(figsize):
 
 
 def _save(fig, fig_dir: Path, name: str) -> list[Path]:
-    paths = []
-    for fmt in ("png", "pdf"):
-        path = fig_dir / f"{name}.{fmt}"
-        with provenance.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight")
-        paths.append(path)
-    return paths
+    return provenance.save_figure(fig, Path(fig_dir) / name, bbox_inches="tight")
 
 
 def _eng(ax):

@@ -71,14 +71,7 @@ def _figure(n_panels: int, width: float = 7.0, height: float = 2.2, legend_rows:
 
 
 def _save(fig, stem: Path) -> list[Path]:
-    out = []
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        path = stem.with_suffix(f".{ext}")
-        with provenance.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=200)
-        out.append(path)
-    return out
+    return provenance.save_figure(fig, stem)
 
 
 def _style(method: str, i: int = 0):

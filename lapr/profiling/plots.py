@@ -39,13 +39,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
-    out = []
-    for ext in ("png", "pdf"):
-        path = stem.with_suffix(f".{ext}")
-        with provenance.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=200)
-        out.append(path)
-    return out
+    return provenance.save_figure(fig, stem)
 
 
 def _natural(ranks: pd.DataFrame) -> pd.DataFrame:

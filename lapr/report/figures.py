@@ -70,13 +70,7 @@ def _new(width: float, height: float):
 
 
 def _save(fig, stem: Path) -> list[Path]:
-    out = []
-    for ext in ("png", "pdf"):
-        path = Path(f"{stem}.{ext}")
-        with provenance.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=DPI)
-        out.append(path)
-    return out
+    return provenance.save_figure(fig, stem, dpi=DPI)
 
 
 def _no_data(stem: Path, title: str, reason: str) -> list[Path]:
