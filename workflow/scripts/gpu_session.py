@@ -8,6 +8,11 @@ session cut short still brings back what it measured.
 
     python workflow/scripts/gpu_session.py --config workflow/config/gpu.yaml --out $OUT \
         --ratios 0.5 --budget-s 1500
+
+Timing only (no training: random-initialised models of the config's shapes, results under
+results/<name>/, never mixed with trained results):
+
+    python workflow/scripts/gpu_session.py --steps init,profile,bench --name gpu_timing --out $OUT
 """
 from __future__ import annotations
 
@@ -23,6 +28,19 @@ from pathlib import Path
 import yaml
 
 PY = sys.executable
+# a random-initialised model saved like a pretrained one; times like a trained model of its shape
+INIT = """import json, sys
+from lapr import provenance
+from lapr.data import load_tokenizer
+from lapr.models import build_model
+spec, tok, seed, out = json.loads(sys.argv[1]), load_tokenizer(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+model = build_model({"vocab_size": len(tok), **spec}, seed=seed)
+model.save_pretrained(out)
+tok.save_pretrained(out)
+provenance.write_json(out + "/provenance.json", {**provenance.record(spec, seed=seed),
+                      "note": "random initialisation, not trained: for timing only"})
+print(out, sum(p.numel() for p in model.parameters()), "parameters")
+"""
 
 
 def main() -> None:
@@ -32,9 +50,13 @@ def main() -> None:
     ap.add_argument("--ratios", default=None, help="comma list overriding prune.ratios (time)")
     ap.add_argument("--methods", default=None, help="comma list overriding prune.methods")
     ap.add_argument("--budget-s", type=float, default=1500)
-    ap.add_argument("--steps", default="tokens,pretrain,profile,bench,prune,evaluate")
+    ap.add_argument("--steps", default="tokens,pretrain,profile,bench,prune,evaluate",
+                    help="init = random-initialised models instead of pretrain (timing runs)")
+    ap.add_argument("--name", default=None, help="results/<name> instead of the config's name")
+    ap.add_argument("--bench-budget-s", type=float, default=None)
     args = ap.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg["name"] = args.name or cfg["name"]
     R = Path("results") / cfg["name"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +98,7 @@ def main() -> None:
     prune = cfg.get("prune", {})
     methods = args.methods.split(",") if args.methods else prune.get("methods", [
         "random", "l1", "l2", "wanda", "taylor", "pca", "pivoted_qr", "strong_rrqr"])
-    ratios = [f"{float(r):g}" for r in (args.ratios.split(",") if args.ratios else prune["ratios"])]
+    ratios = [f"{float(r):g}" for r in (args.ratios.split(",") if args.ratios else prune.get("ratios", []))]
     seed = str(cfg.get("seed", 0))
     lapr = [PY, "-m", "lapr"]
     logs = R / "logs"
@@ -99,6 +121,11 @@ def main() -> None:
                                            "--out", str(R / "models" / m)], logs / f"pretrain/{m}.log",
                    min(left() - 60, 1200)) for m, s in models.items()])
         pack()
+    if "init" in steps:
+        for m, s in models.items():
+            spec = json.dumps({k: v for k, v in s.items() if k != "source"})
+            sh(f"init {m}", [PY, "-c", INIT, spec, cfg["tokenizer"], seed, str(R / "models" / m)],
+               logs / f"init/{m}.log", 300)
     if "profile" in steps:
         for m in models:
             sh(f"profile {m}", lapr + ["profile", "--model", str(R / "models" / m), "--out", str(R / "profile" / m),
@@ -106,7 +133,7 @@ def main() -> None:
                logs / f"profile/{m}.log", min(left() - 60, 600))
         pack()
     if "bench" in steps:
-        budget = max(60.0, min(360.0, left() * 0.35))
+        budget = args.bench_budget_s or max(60.0, min(360.0, left() * 0.35))
         sh("bench gpu_run", [PY, "-m", "lapr.bench.gpu_run", "--out", str(R / "bench"), "--budget-s", str(budget)],
            logs / "bench/gpu_run.log", budget + 120)
         pack()
