@@ -125,46 +125,37 @@ def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel:
     return _save(fig, stem)
 
 
-@_fonts
-def heads_mqar_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
-    sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["head", "none"])]
-    if sel[sel["kind"] == "head"].empty:
+def _mqar_recall_figure(mq: pd.DataFrame, stem: Path, kind: str, x: str, xlabel: str, title: str,
+                        legend_rows: int = 1) -> list[Path]:
+    """Recall at noise 0 against `x`, one panel per model, one line per method (+ the unpruned)."""
+    sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin([kind, "none"])]
+    if sel[sel["kind"] == kind].empty:
         return []
     models = sorted(sel["model"].unique())
-    fig, axes = _figure(len(models))
+    fig, axes = _figure(len(models), legend_rows=legend_rows)
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
-        for i, (method, line) in enumerate(_with_baseline(g, x="ratio").items()):
+        for i, (method, line) in enumerate(_with_baseline(g, x=x).items()):
             c, m = _style(method, i)
-            ax.plot(line["ratio"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
-        ax.set_title(f"{model}: MQAR, head pruning")
-        ax.set_xlabel("fraction of heads removed")
+            ax.plot(line[x], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
+        ax.set_title(f"{model}: {title}")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     return _save(fig, stem)
+
+
+@_fonts
+def heads_mqar_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
+    return _mqar_recall_figure(mq, stem, "head", "ratio", "fraction of heads removed", "MQAR, head pruning")
 
 
 @_fonts
 def mqar_dk_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
-    sel = mq[(mq["metric"] == "recall") & (mq["noise"] == 0) & mq["kind"].isin(["channel", "none"])]
-    if sel[sel["kind"] == "channel"].empty:
-        return []
-    models = sorted(sel["model"].unique())
-    fig, axes = _figure(len(models), legend_rows=2)
-    for ax, model in zip(axes, models):
-        g = sel[sel["model"] == model]
-        for i, (method, line) in enumerate(_with_baseline(g, x="d_k").items()):
-            c, m = _style(method, i)
-            ax.plot(line["d_k"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
-        ax.set_title(f"{model}: MQAR, channel pruning")
-        ax.set_xlabel("key dimension $d_k$ per head (channels)")
-        ax.set_ylabel("recall accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    _legend(fig, axes)
-    return _save(fig, stem)
+    return _mqar_recall_figure(mq, stem, "channel", "d_k", "key dimension $d_k$ per head (channels)",
+                               "MQAR, channel pruning", legend_rows=2)
 
 
 @_fonts

@@ -45,8 +45,19 @@ class Family:
     def attention(self, model: nn.Module) -> list[AttentionView]:
         return [self.view(i, m) for i, m in enumerate(m for m in model.modules() if isinstance(m, self.layer_cls))]
 
+    gate_names: tuple[str, ...] = ()  # the layer's gate / step-size modules and parameters
+
     def view(self, index: int, layer: nn.Module) -> AttentionView:
-        raise NotImplementedError
+        """The view of an fla layer with the usual attribute names (q_proj, q_conv1d, ...)."""
+        conv = layer.use_short_conv
+        return AttentionView(
+            index=index, module=layer, q_proj=layer.q_proj, k_proj=layer.k_proj, v_proj=layer.v_proj,
+            o_proj=layer.o_proj, q_conv=layer.q_conv1d if conv else None,
+            k_conv=layer.k_conv1d if conv else None, v_conv=layer.v_conv1d if conv else None,
+            num_heads=layer.num_heads, num_v_heads=getattr(layer, "num_v_heads", layer.num_heads),
+            head_k_dim=layer.head_k_dim, head_v_dim=layer.head_v_dim,
+            gates={name: getattr(layer, name, None) for name in self.gate_names},
+        )
 
     def state_from_cache(self, layer_state: dict) -> torch.Tensor:
         """Recurrent state [B, HV, d_k, d_v] from the layer's entry in fla's cache."""

@@ -6,23 +6,14 @@ import copy
 from fla.layers.delta_net import DeltaNet
 from fla.models import DeltaNetConfig
 
-from lapr.models.base import AttentionView, Family
+from lapr.models.base import Family
 
 
 class DeltaNetFamily(Family):
     model_type = "delta_net"
     layer_cls = DeltaNet
 
-    def view(self, index, layer):
-        conv = layer.use_short_conv
-        return AttentionView(
-            index=index, module=layer, q_proj=layer.q_proj, k_proj=layer.k_proj, v_proj=layer.v_proj,
-            o_proj=layer.o_proj, q_conv=layer.q_conv1d if conv else None,
-            k_conv=layer.k_conv1d if conv else None, v_conv=layer.v_conv1d if conv else None,
-            num_heads=layer.num_heads, num_v_heads=layer.num_heads,
-            head_k_dim=layer.head_k_dim, head_v_dim=layer.head_v_dim,
-            gates={"b_proj": getattr(layer, "b_proj", None), "g_proj": getattr(layer, "g_proj", None)},
-        )
+    gate_names = ("b_proj", "g_proj")
 
     def resized_config(self, config, head_k_dim):
         # expand_v stays: values (and the state's d_v) are untouched by q/k pruning

@@ -7,7 +7,7 @@ import math
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.models import GatedDeltaNetConfig
 
-from lapr.models.base import AttentionView, Family
+from lapr.models.base import Family
 
 
 def _expand(head_v_dim: int, head_k_dim: int) -> float:
@@ -23,17 +23,7 @@ class GatedDeltaNetFamily(Family):
     model_type = "gated_deltanet"
     layer_cls = GatedDeltaNet
 
-    def view(self, index, layer):
-        conv = layer.use_short_conv
-        return AttentionView(
-            index=index, module=layer, q_proj=layer.q_proj, k_proj=layer.k_proj, v_proj=layer.v_proj,
-            o_proj=layer.o_proj, q_conv=layer.q_conv1d if conv else None,
-            k_conv=layer.k_conv1d if conv else None, v_conv=layer.v_conv1d if conv else None,
-            num_heads=layer.num_heads, num_v_heads=layer.num_v_heads,
-            head_k_dim=layer.head_k_dim, head_v_dim=layer.head_v_dim,
-            gates={"a_proj": layer.a_proj, "b_proj": layer.b_proj, "A_log": layer.A_log,
-                   "dt_bias": layer.dt_bias, "g_proj": getattr(layer, "g_proj", None)},
-        )
+    gate_names = ("a_proj", "b_proj", "A_log", "dt_bias", "g_proj")
 
     def state_from_cache(self, layer_state):
         # fla's GDN layer keeps the state value-first ([B, HV, d_v, d_k]); report it as d_k x d_v

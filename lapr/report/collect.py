@@ -270,27 +270,33 @@ def _fill_key(df: pd.DataFrame, **key) -> pd.DataFrame:
     return df
 
 
-def load_evals(root: Path, problems: list) -> pd.DataFrame:
+def _load_grid(root: Path, stage: str, x: str, columns, numeric, problems: list) -> pd.DataFrame:
+    """Tidy rows of results/<p>/<stage>/<model>/<method>/<x>.csv, keyed by the path where a file
+    leaves a key column empty."""
     parts = []
-    for path in _visible((root / "eval").glob("*/*/*.csv"), root):
+    for path in _visible((root / stage).glob("*/*/*.csv"), root):
         model, method = path.parts[-3], path.parts[-2]
         try:
             df = pd.read_csv(path)
             missing = {"task", "metric", "value"} - set(df.columns)
             if missing:
                 raise ValueError(f"missing columns {sorted(missing)}")
-            df = _fill_key(df, model=model, method=method, ratio=ratio_value(path.stem))
-            df["ratio"] = df["ratio"].map(ratio_value)
+            df = _fill_key(df, model=model, method=method, **{x: ratio_value(path.stem)})
+            df[x] = df[x].map(ratio_value)
             df["model"] = df["model"].astype(str)
             df["method"] = df["method"].astype(str)
             parts.append(df)
         except Exception as err:  # noqa: BLE001
             _problem(problems, path, err)
-    df = _frame(parts, EVAL_COLUMNS)
+    df = _frame(parts, columns)
     if len(df):
-        df["value"] = pd.to_numeric(df["value"], errors="coerce")
-        df["stderr"] = pd.to_numeric(df["stderr"], errors="coerce")
+        for c in numeric:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
+
+
+def load_evals(root: Path, problems: list) -> pd.DataFrame:
+    return _load_grid(root, "eval", "ratio", EVAL_COLUMNS, ("value", "stderr"), problems)
 
 
 # ----------------------------------------------------------------------------- bench
@@ -320,26 +326,8 @@ def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
 # ----------------------------------------------------------------------------- head pruning
 
 def load_head_pruning(root: Path, problems: list) -> pd.DataFrame:
-    parts = []
-    for path in _visible((root / "heads").glob("*/*/*.csv"), root):
-        model, method = path.parts[-3], path.parts[-2]
-        try:
-            df = pd.read_csv(path)
-            missing = {"task", "metric", "value"} - set(df.columns)
-            if missing:
-                raise ValueError(f"missing columns {sorted(missing)}")
-            df = _fill_key(df, model=model, method=method, budget=ratio_value(path.stem))
-            df["budget"] = df["budget"].map(ratio_value)
-            df["model"] = df["model"].astype(str)
-            df["method"] = df["method"].astype(str)
-            parts.append(df)
-        except Exception as err:  # noqa: BLE001
-            _problem(problems, path, err)
-    df = _frame(parts, HEAD_PRUNING_COLUMNS)
-    if len(df):
-        for c in ("value", "state_bytes", "state_bytes_full", "state_saved_frac"):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df
+    return _load_grid(root, "heads", "budget", HEAD_PRUNING_COLUMNS,
+                      ("value", "state_bytes", "state_bytes_full", "state_saved_frac"), problems)
 
 
 # ----------------------------------------------------------------------------- everything

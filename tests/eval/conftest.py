@@ -1,16 +1,5 @@
 """Shared fixtures for the eval tests: the shipped 8k BPE and a tiny random DeltaNet of that vocabulary."""
 import pytest
-import torch
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine is 2 shared cores: one intra-op thread is several times faster than two
-    # under contention (OpenMP spin-waiting); restored afterwards so other test modules are unaffected.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
