@@ -26,7 +26,7 @@ appears at once), into --out:
   provenance.json   lapr.provenance.record(...) + positions + the consistency summary
 
 Settings (--settings JSON object; every key optional):
-  T (2048 on CUDA, 512 on CPU), n_positions (32), eps (1e-4), batch (samples per context: 4),
+  T (2048 on CUDA, 512 on CPU), capture ("single_pass" | "segments", see capture.py), n_positions (32), eps (1e-4), batch (samples per context: 4),
   contexts (["gutenberg", "wikitext", "attack", "needle"]), spectrum_positions (4),
   class_rule ("fraction" | "gap"), class_fraction (0.5), tokenizer (null: the checkpoint's own if
   it has one, else "gutenberg-bpe-8k"), warmup (true: one untimed forward + capture first, so
@@ -54,8 +54,12 @@ from lapr.profiling.capture import capture_states, log_positions, plain_forward
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
 from lapr.profiling.metrics import DEFAULT_EPS, rank_table, spectrum_table
 
+CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
+    "single_pass": "one backbone forward; each attention op is lapr's chunked delta rule returning the states",
+    "segments": "segment-wise prefill with fla's cache (one backbone forward per segment)",
+}
 DEFAULTS = {
-    "T": None, "n_positions": 32, "eps": DEFAULT_EPS, "batch": 4,
+    "T": None, "capture": "single_pass", "n_positions": 32, "eps": DEFAULT_EPS, "batch": 4,
     "contexts": ["gutenberg", "wikitext", "attack", "needle"], "spectrum_positions": 4,
     "class_rule": "fraction", "class_fraction": 0.5, "tokenizer": None, "warmup": None, "seed": 0,
     "calib": dict(CALIB_DEFAULTS),
@@ -128,6 +132,8 @@ def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
         raise ValueError(f"settings.contexts: unknown {bad}; known: {sorted(CONTEXTS)}")
     if len(set(ctx)) != len(ctx):
         raise ValueError(f"settings.contexts has duplicates: {ctx}")
+    if s["capture"] not in CAPTURE_METHODS:
+        raise ValueError(f"settings.capture must be one of {sorted(CAPTURE_METHODS)}, got {s['capture']!r}")
     if s["class_rule"] not in ("fraction", "gap"):
         raise ValueError(f"settings.class_rule must be 'fraction' or 'gap', got {s['class_rule']!r}")
     if not 0 < float(s["class_fraction"]) <= 1:
@@ -223,14 +229,14 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
     if settings["warmup"]:  # compile / autotune kernels outside the timed region
         first = inputs[settings["contexts"][0]]
         plain_forward(model, first)
-        capture_states(model, first, positions)
+        capture_states(model, first, positions, method=settings["capture"])
         _sync(device)
 
     rank_frames, spec_frames, timing = [], [], {}
     for name in tqdm(settings["contexts"], desc="profile contexts", disable=not progress):
         ids = inputs[name].to(device)
         _, forward_s = _timed(lambda: plain_forward(model, ids), device)
-        states, capture_s = _timed(lambda: capture_states(model, ids, positions), device)
+        states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"]), device)
 
         def metrics():
             rank_frames.extend(_metrics(states, positions, settings, name, "rank"))
@@ -281,7 +287,7 @@ def run(args: argparse.Namespace) -> None:
         "cpu_threads": torch.get_num_threads(), "dtype": str(next(model.parameters()).dtype),
         "T": settings["T"], "batch": settings["batch"], "n_positions": len(result["positions"]),
         "n_layers": int(ranks["layer"].nunique()), "n_heads": int(ranks.groupby("layer")["head"].nunique().sum()),
-        "method": "segment-wise prefill with fla's cache (one backbone forward per segment)",
+        "method": CAPTURE_METHODS[settings["capture"]],
         "forward": "one plain forward of the full LM (logits, use_cache=False) on the same [batch, T] tokens",
         "warmup": settings["warmup"],
         "contexts": timing,

@@ -47,11 +47,15 @@ def reference(request):
     return model, ids, token_by_token(model, ids, list(range(1, T_REF + 1)))
 
 
+METHODS = ["single_pass", "segments"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("positions", [None, [5, 17, 40], [1, 66, 70], [64, 65]])
-def test_capture_equals_token_by_token(reference, positions):
+def test_capture_equals_token_by_token(reference, positions, method):
     model, ids, ref = reference
     positions = positions or log_positions(T_REF, 12)
-    got = capture_states(model, ids, positions)
+    got = capture_states(model, ids, positions, method=method)
     views = family(model).attention(model)
     assert sorted(got) == [v.index for v in views]
     idx = torch.tensor(positions) - 1
@@ -61,11 +65,12 @@ def test_capture_equals_token_by_token(reference, positions):
         assert_close(got[v.index], ref[v.index][:, :, idx])
 
 
-def test_final_state_equals_one_full_forward(family_name):
+@pytest.mark.parametrize("method", METHODS)
+def test_final_state_equals_one_full_forward(family_name, method):
     # the last captured state equals the cache state of a single full-length forward
     model = tiny_model(family_name)
     ids = torch.randint(0, 256, (1, 70), generator=torch.Generator().manual_seed(2))
-    got = capture_states(model, ids, [3, 30, 70])
+    got = capture_states(model, ids, [3, 30, 70], method=method)
     cache = Cache()
     with torch.no_grad():
         model(input_ids=ids, past_key_values=cache, use_cache=True)
@@ -84,6 +89,16 @@ def test_gdn_gate_matters():
             v.gates["A_log"].fill_(-30.0)
     no_gate = capture_states(model, ids, [30])[0]
     assert (with_gate - no_gate).abs().max() > 1e-2 * with_gate.abs().max()
+
+
+def test_single_pass_restores_the_ops_and_rejects_unknown_methods():
+    import fla.layers.delta_net as dn
+
+    before = dn.chunk_delta_rule
+    capture_states(tiny_model("delta_net"), torch.zeros(1, 8, dtype=torch.long), [4, 8])
+    assert dn.chunk_delta_rule is before
+    with pytest.raises(ValueError, match="unknown capture method"):
+        capture_states(tiny_model("delta_net"), torch.zeros(1, 8, dtype=torch.long), [8], method="tokens")
 
 
 def test_model_mode_restored_and_no_grad():
@@ -125,13 +140,14 @@ def test_input_shape_error():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and fla's Triton kernels")
-def test_capture_cuda_bf16_matches_token_by_token(family_name):
+@pytest.mark.parametrize("method", METHODS)
+def test_capture_cuda_bf16_matches_token_by_token(family_name, method):
     # fla kernels in bf16: the two paths round differently (chunk vs recurrent kernels, bf16
     # activations between layers), so agreement is to bf16 precision: 5e-2 of the state scale
     model = tiny_model(family_name).to("cuda", torch.bfloat16)
     ids = torch.randint(0, 256, (2, 200), generator=torch.Generator().manual_seed(1))
     positions = log_positions(200, 16)
-    got = capture_states(model, ids, positions)
+    got = capture_states(model, ids, positions, method=method)
     ref = token_by_token(model, ids.cuda(), positions)
     for k in got:
         assert got[k].is_cuda and got[k].dtype == torch.float32
