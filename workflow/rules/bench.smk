@@ -5,6 +5,7 @@ import shutil
 
 BENCH = config.get("bench", {})
 BENCH_DEVICE = config["device"] if config["device"] != "auto" else ("cuda" if shutil.which("nvidia-smi") else "cpu")
+BENCH_GPU = gpu_prefix(BENCH_DEVICE)
 PRUNED_DK = sorted({math.floor(s["head_k_dim"] * (1 - r)) // PRUNE.get("multiple", 1) * PRUNE.get("multiple", 1)
                     for s in config["models"].values() if "head_k_dim" in s for r in PRUNE["ratios"]})
 
@@ -20,7 +21,7 @@ rule bench_ops:
     resources:
         gpu=1 if BENCH_DEVICE == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr bench --settings {params.settings:q} --seed {SEED} "
+        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --seed {SEED} "
         "--out {output} > {log} 2>&1"
 
 
@@ -43,7 +44,7 @@ rule bench_model:
     resources:
         gpu=1 if BENCH_DEVICE == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr bench --settings {params.settings:q} --model {input.model} "
+        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --model {input.model} "
         "--seed {SEED} --out {output} > {log} 2>&1"
 
 

@@ -15,6 +15,15 @@ F = f"figures/{config['name']}"  # every figure of this profile
 PY = f'"{sys.executable}"'  # the interpreter running snakemake, never a bare python
 SEED = config["seed"]
 DEVICE = "" if config["device"] == "auto" else f"--device {config['device']}"
+
+
+def gpu_prefix(device):
+    """Prefix of a GPU job's command: `python -m lapr.gpus --` gives the job a free GPU of its own
+    (`--resources gpu=N` only bounds how many run at once; see lapr/gpus.py). Empty off CUDA."""
+    return f"{PY} -m lapr.gpus -- " if device == "cuda" else ""
+
+
+GPU = gpu_prefix(config["device"])
 MODELS = list(config["models"])
 TRAINED = [m for m, spec in config["models"].items() if spec["source"] == "train"]
 FETCHED = [m for m, spec in config["models"].items() if spec["source"] == "hub"]

@@ -20,7 +20,7 @@ rule evaluate:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr evaluate --model {input.model} --model-name {wildcards.model} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr evaluate --model {input.model} --model-name {wildcards.model} "
         "--method {wildcards.method} --ratio {wildcards.ratio} --settings {params.settings:q} --seed {SEED} "
         "--out {output} > {log} 2>&1"
 

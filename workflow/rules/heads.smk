@@ -25,7 +25,7 @@ rule heads:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr heads --model {input.model} --heads-csv {input.heads} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr heads --model {input.model} --heads-csv {input.heads} "
         "--method {wildcards.hmethod} --budget {wildcards.budget} --model-name {wildcards.model} "
         "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
 
@@ -43,7 +43,7 @@ rule mqar_train:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr mqar-train --family {wildcards.family} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr mqar-train --family {wildcards.family} "
         "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
 
 
@@ -62,7 +62,7 @@ rule mqar_eval:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr mqar-eval --model {input} --model-name {wildcards.family} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr mqar-eval --model {input} --model-name {wildcards.family} "
         "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
 
 

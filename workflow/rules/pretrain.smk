@@ -20,7 +20,7 @@ rule pretrain:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr pretrain --spec {params.spec:q} --settings {params.settings:q} --train {input.train} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr pretrain --spec {params.spec:q} --settings {params.settings:q} --train {input.train} "
         "--eval {params.evals} --tokenizer {config[tokenizer]} --seed {SEED} {DEVICE} --out {output} "
         "> {log} 2>&1"
 

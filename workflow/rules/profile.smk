@@ -17,7 +17,7 @@ rule profile:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr profile --model {input.model} --out {params.out} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr profile --model {input.model} --out {params.out} "
         "--settings {params.settings:q} --seed {SEED} {DEVICE} > {log} 2>&1"
 
 

@@ -18,7 +18,7 @@ rule prune:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr prune --model {input.model} --calib {input.calib} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {input.model} --calib {input.calib} "
         "--method {wildcards.method} --ratio {wildcards.ratio} --settings {params.settings:q} "
         "--seed {SEED} {DEVICE} --out {output} > {log} 2>&1"
 
