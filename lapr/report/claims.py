@@ -115,6 +115,20 @@ def _models(res: Results) -> list[str]:
 
 # ----------------------------------------------------------------------------- paper A
 
+def _no_better_than_unigram(res: Results, model: str, task: str, ppl: float) -> str:
+    """A reason to withhold a verdict when the unpruned model's perplexity on `task` is no better than
+    the unigram baseline of its tokenizer (the evaluate stage's `unigram_ppl` row): then pruning can
+    only be compared with noise, and a pruned model 'improving' on it says nothing."""
+    ev = res.evals
+    if ev.empty:
+        return ""
+    uni = ev[(ev["model"] == model) & (ev["task"] == task) & (ev["metric"] == "unigram_ppl")]["value"].dropna()
+    if uni.empty or ppl < float(uni.iloc[0]):
+        return ""
+    return (f"unpruned ppl {ppl:.4g} on {task[4:]} is not below the unigram baseline "
+            f"{float(uni.iloc[0]):.4g}: the model has not learnt this corpus")
+
+
 def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None) -> dict:
     r = ratio_value(t["ratio"])
     crit = (f"best method's relative ppl increase at r={r:g}: supported <= {t['marginal_ppl']:.0%}, "
@@ -141,6 +155,8 @@ def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     x = float(best["value"]) / b - 1
     measured = (f"{best['method']}: ppl {float(best['value']):.4g} vs {b:.4g} unpruned ({x:+.1%}) on "
                 f"{task[4:]}; {at['method'].nunique()} methods")
+    if weak := _no_better_than_unigram(res, model, task, b):
+        return _row("A1", model, prof, measured, x, crit, "inconclusive", weak)
     return _row("A1", model, prof, measured, x, crit,
                 _three_way(x, x <= t["marginal_ppl"], x > t["large_ppl"]))
 
@@ -289,6 +305,8 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
                         reason="no accuracy or perplexity of both the pruned and the unpruned model")
         q = base_ppl / p
         measured = f"{where}: ppl {p:.4g} vs {base_ppl:.4g} unpruned on {task[4:]} (q={q:.3f})"
+        if weak := _no_better_than_unigram(res, model, task, base_ppl):
+            return _row("B3", model, res.profile_name, measured, q, crit, "inconclusive", weak)
     return _row("B3", model, res.profile_name, measured, q, crit,
                 _three_way(q, q >= t["kept_quality"], q < t["lost_quality"]))
 

@@ -312,6 +312,8 @@ def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figur
                 if len(b):
                     h = ax.axhline(scale * float(b.iloc[0]), color="k", ls="--", lw=0.9, label="unpruned")
                     handles.setdefault("unpruned", h)
+                if col != "ppl":
+                    ax.set_ylim(-3, 103)  # accuracies on their full scale: a flat 0 % reads as such
                 ax.set_xlabel("state memory saved (%)")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{model}")

@@ -40,6 +40,20 @@ def test_a1_threshold_override_and_corpus(tmp_path):
         thresholds({"nope": 1})
 
 
+def test_a1_withheld_when_unpruned_model_does_not_beat_unigram(tmp_path):
+    import pandas as pd
+
+    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.5,), lm=False, slope={"wanda": 0.06})
+    assert one(tmp_path, "A1")["verdict"] == "supported"
+    base = tmp_path / "eval" / "deltanet" / "none" / "0.csv"
+    df = pd.read_csv(base)
+    df.loc[df["metric"] == "unigram_ppl", "value"] = 1.0  # the unigram model now wins
+    df.to_csv(base, index=False)
+    row = one(tmp_path, "A1")
+    assert row["verdict"] == "inconclusive" and "unigram" in row["reason"]
+    assert row["value"] == pytest.approx(0.06 * 0.5)  # the measurement is still reported
+
+
 def test_a1_missing_ratio(tmp_path):
     write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.25, 0.75), lm=False)
     row = one(tmp_path, "A1")
