@@ -131,7 +131,7 @@ def _no_better_than_unigram(res: Results, model: str, task: str, ppl: float) -> 
 
 def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None) -> dict:
     r = ratio_value(t["ratio"])
-    crit = (f"best method's relative ppl increase at r={r:g}: supported <= {t['marginal_ppl']:.0%}, "
+    crit = (f"best method's relative ppl increase at r={r:g} (no recovery): supported <= {t['marginal_ppl']:.0%}, "
             f"contradicted > {t['large_ppl']:.0%}")
     prof = res.profile_name
     rows = ppl_rows(res.evals)
@@ -145,7 +145,9 @@ def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     base = rows[(rows["method"] == UNPRUNED) | (rows["ratio"] == 0)]
     if base.empty:
         return _row("A1", model, prof, criterion=crit, reason=f"no unpruned evaluation (eval/{model}/none/0.csv)")
-    at = rows[(rows["method"] != UNPRUNED) & (rows["ratio"] == r) & rows["value"].notna()]
+    # pruning alone: recovered checkpoints (METHOD+lora) are paper A's optional extra step
+    at = rows[(rows["method"] != UNPRUNED) & ~rows["method"].str.contains("+", regex=False)
+              & (rows["ratio"] == r) & rows["value"].notna()]
     if at.empty:
         have = sorted({float(x) for x in rows.loc[rows["method"] != UNPRUNED, "ratio"]})
         return _row("A1", model, prof, criterion=crit,

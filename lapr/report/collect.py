@@ -234,7 +234,7 @@ def _flatten_pruning(doc: dict, model: str, method: str, ratio: float) -> dict:
     fraction = state.get("fraction")
     if fraction is None and before and after is not None:
         fraction = after / before
-    return {"model": model, "method": doc.get("method", method),
+    return {"model": model, "method": method,  # the path's: pruning.json names a recovered one's base method
             "ratio": ratio_value(doc["ratio"]) if doc.get("ratio") is not None else ratio,
             "kind": doc.get("kind"), "effective_ratio": doc.get("effective_ratio"), "multiple": doc.get("multiple"),
             "family": doc.get("family"), "d_k_before": doc.get("d_k_before"), "d_k_after": doc.get("d_k_after"),

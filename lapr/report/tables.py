@@ -437,13 +437,21 @@ def recovery_table(res: Results, ppl_task: str | None = None) -> Table:
     rows = ppl_rows(res.evals)
     rows = rows[rows["task"] == task] if task else rows.iloc[0:0]
     out = []
+    def ppl(model, method, ratio):
+        v = rows.loc[(rows["model"] == model) & (rows["method"] == method) & (rows["ratio"] == ratio), "value"]
+        return float(v.iloc[0]) if len(v) else math.nan
+
+    name = (task or "ppl").removeprefix("ppl/")
     for r in rec.itertuples(index=False):
-        v = rows.loc[(rows["model"] == r.model) & (rows["method"] == r.method) & (rows["ratio"] == r.ratio), "value"]
+        base = r.method.split("+")[0]  # METHOD+lora: the same pruning without recovery is the "before"
         out.append({"model": r.model, "method": r.method, "ratio": float(r.ratio), "steps": r.recovery_steps,
                     "first loss (nats)": r.recovery_first_loss, "last loss (nats)": r.recovery_last_loss,
-                    f"{task or 'ppl'} after recovery": float(v.iloc[0]) if len(v) else math.nan})
+                    f"{name} unpruned": ppl(r.model, UNPRUNED, 0.0),
+                    f"{name} before recovery": ppl(r.model, base, r.ratio) if base != r.method else math.nan,
+                    f"{name} after recovery": ppl(r.model, r.method, r.ratio)})
     return Table("recovery_table", title, pd.DataFrame(out),
-                 "loss: recovery objective at the first / last fine-tuning step (pruning.json).")
+                 "loss: recovery objective at the first / last fine-tuning step (pruning.json); before: the "
+                 "same pruned checkpoint without recovery.")
 
 
 def profile_timing(res: Results) -> Table:

@@ -3,7 +3,7 @@ import math
 
 import pandas as pd
 import pytest
-from report_synth import BASE_PPL, METHODS, RATIOS, SLOPE, acc_value, write_all, write_pruning
+from report_synth import BASE_PPL, METHODS, RATIOS, SLOPE, acc_value, write_all, write_evals, write_pruning
 
 from lapr.report import tables as T
 from lapr.report.collect import collect
@@ -134,6 +134,21 @@ def test_recovery_table(tmp_path):
     write_pruning(root, models={"gdn": "gated_deltanet"}, methods=("wanda",), ratios=(0.5,), recovery=True)
     t = T.recovery_table(collect(root))
     assert len(t.df) == 1 and t.df["last loss (nats)"].item() == 4.5
+
+
+def test_recovery_table_before_after(tmp_path):
+    # METHOD+lora checkpoints: "before" is the same method's un-recovered checkpoint at that ratio
+    root = tmp_path / "r"
+    gdn = {"gdn": "gated_deltanet"}
+    write_pruning(root, models=gdn, methods=("wanda",), ratios=(0.5,))
+    write_pruning(root, models=gdn, methods=("wanda+lora",), ratios=(0.5,), recovery=True)
+    write_evals(root, models=gdn, methods=("wanda", "wanda+lora"), ratios=(0.5,), lm=False,
+                slope={"wanda": 0.4, "wanda+lora": 0.1})
+    df = T.recovery_table(collect(root)).df
+    assert df["method"].tolist() == ["wanda+lora"]
+    base = df["wikitext2_test_raw unpruned"].item()
+    assert df["wikitext2_test_raw before recovery"].item() == pytest.approx(base * (1 + 0.4 * 0.5))
+    assert df["wikitext2_test_raw after recovery"].item() == pytest.approx(base * (1 + 0.1 * 0.5))
 
 
 def test_empty_tables_have_notes(tmp_path):

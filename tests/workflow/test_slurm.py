@@ -98,6 +98,7 @@ def runs(cluster, tmp_path_factory):
     cfg["name"] = NAME
     cfg["models"] = {MODEL: cfg["models"][MODEL]}
     cfg["prune"]["methods"] = [METHOD]
+    cfg["prune"]["recovery"] = {**cfg["prune"].get("recovery", {}), "methods": [METHOD]}  # prune rule, recovered too
     cfg["heads"]["methods"] = cfg["heads"]["methods"][:1]
     cfg["mqar"]["families"] = cfg["mqar"]["families"][-1:]
     base = tmp_path_factory.mktemp("runs")

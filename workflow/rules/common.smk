@@ -64,8 +64,19 @@ def _check_ratios():
                                   f"(head_k_dim {d_k}, multiple {multiple})")
 
 
+def _check_recovery():
+    rec = config.get("prune", {}).get("recovery", {})
+    ratios = {float(r) for r in config.get("prune", {}).get("ratios", [])}
+    if extra := sorted({float(r) for r in rec.get("ratios", [])} - ratios):
+        raise ConfigError(f"prune.recovery.ratios {extra} are not in prune.ratios: each recovered "
+                          f"checkpoint is compared with the un-recovered one at the same ratio")
+    if rec.get("methods") and not set(rec["methods"]) <= set(config.get("prune", {}).get("methods", [])):
+        raise ConfigError(f"prune.recovery.methods must be among prune.methods; got {rec['methods']}")
+
+
 _check_models()
 _check_ratios()
+_check_recovery()
 
 
 def checkpoint(model):
@@ -86,5 +97,5 @@ def ratio_name(r):
 wildcard_constraints:
     model="|".join(MODELS),
     corpus="[A-Za-z0-9_]+",
-    method="[a-z_0-9]+",
+    method=r"[a-z_0-9]+(\+lora)?",
     ratio="[0-9.]+",

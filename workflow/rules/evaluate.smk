@@ -26,7 +26,8 @@ rule evaluate:
 
 
 EVALS = expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS) + expand(
-    f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS, ratio=RATIOS)
+    f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS, ratio=RATIOS) + expand(
+    f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)
 
 
 rule evaluations:

@@ -2,6 +2,19 @@
 PRUNE = config["prune"]
 METHODS = PRUNE["methods"]
 RATIOS = [ratio_name(r) for r in PRUNE["ratios"]]
+# Recovery (LoRA fine-tuning, paper A's optional step): `prune.recovery.methods` x `.ratios` add
+# checkpoints under the method name + LORA, pruned the same way and then fine-tuned, so the
+# un-recovered one at the same ratio is the "before". `enabled: true` recovers every checkpoint.
+LORA = "+lora"
+RECOVERY = {k: v for k, v in PRUNE.get("recovery", {}).items() if k not in ("methods", "ratios", "enabled")}
+RECOVER_ALL = PRUNE.get("recovery", {}).get("enabled", False)
+RECOVERED = [m + LORA for m in PRUNE.get("recovery", {}).get("methods", [])]
+RECOVER_RATIOS = [ratio_name(r) for r in PRUNE.get("recovery", {}).get("ratios", PRUNE["ratios"])]
+
+
+def prune_settings(w):
+    recovery = {**RECOVERY, "enabled": RECOVER_ALL or w.method.endswith(LORA)}
+    return json.dumps({**{k: v for k, v in PRUNE.items() if k != "recovery"}, "recovery": recovery})
 
 
 rule prune:
@@ -11,7 +24,8 @@ rule prune:
     output:
         directory(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}"),
     params:
-        settings=settings("prune"),
+        settings=prune_settings,
+        method=lambda w: w.method.removesuffix(LORA),
     log:
         f"{R}/logs/prune/{{model}}/{{method}}/{{ratio}}.log",
     threads: config["threads"]
@@ -19,11 +33,12 @@ rule prune:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {input.model} --calib {input.calib} "
-        "--method {wildcards.method} --ratio {wildcards.ratio} --settings {params.settings:q} "
+        "--method {params.method} --ratio {wildcards.ratio} --settings {params.settings:q} "
         "--seed {SEED} {DEVICE} --out {output} > {log} 2>&1"
 
 
-PRUNED = expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
+PRUNED = expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS) + expand(
+    f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)
 
 
 rule pruned:
