@@ -25,6 +25,19 @@ STAGES = {
 }
 
 
+def settings_object(raw) -> dict:
+    """A stage's settings given as a dict or a JSON object string ('' or blank: no settings);
+    ValueError for anything else, so library callers and the CLI get the same messages."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--settings is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+    return raw
+
+
 def settings(text: str) -> dict:
     """--settings value: a JSON object (the stage's section of the workflow config)."""
     try:

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from pathlib import Path
 
 import pandas as pd
+
+from lapr.cli import settings_object
 
 COLUMNS = ["model", "method", "ratio", "task", "metric", "value", "stderr", "n_docs", "limit"]
 
@@ -115,14 +116,7 @@ def _limits(limit, tasks: list[str]) -> dict:
 
 def resolve_settings(settings: dict | str | None) -> dict:
     """User settings (dict or JSON string) merged over DEFAULTS and validated; raises ValueError naming the key."""
-    if isinstance(settings, str):
-        try:
-            settings = json.loads(settings) if settings.strip() else {}
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from err
-    settings = settings or {}
-    if not isinstance(settings, dict):
-        raise ValueError(f"--settings must be a JSON object, got {type(settings).__name__}")
+    settings = settings_object(settings or {})
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")

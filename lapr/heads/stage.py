@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
+
+from lapr.cli import settings_object
 
 COLUMNS = ["model", "method", "budget", "task", "metric", "value", "state_bytes", "state_bytes_full",
            "state_saved_frac", "application", "context_len", "depth", "n", "heads_removed",
@@ -73,14 +74,7 @@ def resolve_settings(raw) -> dict:
     from lapr.heads import apply, methods
     from lapr.probes import niah
 
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--settings is not valid JSON: {e}") from e
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError("--settings must be a JSON object")
+    raw = settings_object(raw or {})
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")

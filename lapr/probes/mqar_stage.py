@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from lapr.cli import settings_object
 from lapr.probes import mqar
 
 MODEL_DEFAULTS = {"family": "delta_net", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
@@ -58,17 +59,6 @@ EVAL_SETTINGS = {
 }
 COLUMNS = ["model", "family", "kind", "method", "ratio", "d_k", "heads_removed", "removed_low", "removed_high",
            "noise", "metric", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac", "application"]
-
-
-def _parse(raw) -> dict:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--settings is not valid JSON: {e}") from e
-    if not isinstance(raw or {}, dict):
-        raise ValueError("--settings must be a JSON object")
-    return raw or {}
 
 
 def _merged(raw: dict, defaults: dict, where: str = "settings") -> dict:
@@ -95,7 +85,7 @@ def _device(name):
 # ------------------------------------------------------------------------------------------ train
 
 def resolve_train_settings(raw) -> dict:
-    s = _merged(_parse(raw), TRAIN_SETTINGS)
+    s = _merged(settings_object(raw or {}), TRAIN_SETTINGS)
     t = s["task"]
     mqar.check_config(t["vocab_size"], t["seq_len"], t["num_kv_pairs"], t["num_queries"])
     from lapr.models import family
@@ -167,7 +157,7 @@ def train_run(args: argparse.Namespace) -> None:
 def resolve_eval_settings(raw) -> dict:
     from lapr.heads import apply, methods
 
-    s = _merged(_parse(raw), EVAL_SETTINGS)
+    s = _merged(settings_object(raw or {}), EVAL_SETTINGS)
     noise = s["noise"]
     if not isinstance(noise, list) or not noise or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 and math.isfinite(x) for x in noise):

@@ -26,11 +26,11 @@ lapr/report/captions/NAME.rst.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from lapr import provenance
+from lapr.cli import settings_object
 from lapr.report import CSV_ONLY, FIGURES, TABLES
 
 DEFAULTS = {"ratio": 0.5, "ppl_task": None, "claims": {}, "delegate": True}
@@ -45,13 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(raw) -> dict:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+    raw = settings_object(raw)
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown figures setting(s) {unknown}; known: {sorted(DEFAULTS)}")

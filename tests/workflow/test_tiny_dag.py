@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from workflow_helpers import ROOT, snakemake
+from workflow_helpers import ROOT, scheduled, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,7 @@ def test_figures_rebuild_from_results_alone(tiny_run):
     cfg = str(ROOT / "workflow/config/tiny.yaml")
     dry = snakemake("-n", "--configfile", cfg, "--directory", str(tiny_run), "figures")
     assert dry.returncode == 0, dry.stderr[-2000:]
-    table = dry.stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
-    assert [line.split()[0] for line in table] == ["figures", "total"], dry.stdout
+    assert scheduled(dry.stdout) == ["figures", "total"], dry.stdout
     res = snakemake("--cores", "1", "--configfile", cfg, "--directory", str(tiny_run), "figures")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tiny_run / "figures/tiny/README.md").exists()
@@ -126,8 +125,7 @@ def test_redraw_after_a_fresh_clone(tiny_run):
     assert "evaluate" in full.stdout  # what `figures` would redo here, the reason for `redraw`
     dry = snakemake("-n", "--configfile", cfg, "--directory", str(tiny_run), "redraw")
     assert dry.returncode == 0, dry.stderr[-2000:]
-    table = dry.stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
-    assert [line.split()[0] for line in table] == ["redraw", "total"], dry.stdout
+    assert scheduled(dry.stdout) == ["redraw", "total"], dry.stdout
     res = snakemake("--cores", "1", "--configfile", cfg, "--directory", str(tiny_run), "redraw")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tiny_run / "figures/tiny/README.md").exists() and (tiny_run / "figures/tiny/ppl_vs_ratio.png").exists()

@@ -10,3 +10,9 @@ def snakemake(*args, cwd=None, timeout=1800):
     """Run this repo's workflow with the test interpreter's snakemake; returns CompletedProcess."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
     return subprocess.run(cmd, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def scheduled(dry_run_stdout: str) -> list[str]:
+    """Rule names in a dry run's "Job stats" table, in its order, ending with 'total'."""
+    table = dry_run_stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
+    return [line.split()[0] for line in table]

@@ -6,10 +6,11 @@ RATIOS = [ratio_name(r) for r in PRUNE["ratios"]]
 # checkpoints under the method name + LORA, pruned the same way and then fine-tuned, so the
 # un-recovered one at the same ratio is the "before". `enabled: true` recovers every checkpoint.
 LORA = "+lora"
-RECOVERY = {k: v for k, v in PRUNE.get("recovery", {}).items() if k not in ("methods", "ratios", "enabled")}
-RECOVER_ALL = PRUNE.get("recovery", {}).get("enabled", False)
-RECOVERED = [m + LORA for m in PRUNE.get("recovery", {}).get("methods", [])]
-RECOVER_RATIOS = [ratio_name(r) for r in PRUNE.get("recovery", {}).get("ratios", PRUNE["ratios"])]
+_REC = PRUNE.get("recovery", {})
+RECOVERY = {k: v for k, v in _REC.items() if k not in ("methods", "ratios", "enabled")}  # the fine-tuning itself
+RECOVER_ALL = _REC.get("enabled", False)
+RECOVERED = [m + LORA for m in _REC.get("methods", [])]
+RECOVER_RATIOS = [ratio_name(r) for r in _REC.get("ratios", PRUNE["ratios"])]
 
 
 def prune_settings(w):

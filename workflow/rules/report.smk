@@ -20,30 +20,34 @@ def _out(rel, name):
 RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]
 
 
+FIGURE_OUTPUTS = [_out(rel, name) for rel, name in fixed_outputs().items()]
+DRAW = "{PY} -m lapr figures --results {R} --out {F} --settings {params.settings:q} > {log} 2>&1"
+
+
 rule figures:
     input:
         RESULT_TABLES,
     output:
-        [_out(rel, name) for rel, name in fixed_outputs().items()],
+        FIGURE_OUTPUTS,
     params:
         settings=settings("figures"),
     log:
         f"{R}/logs/figures.log",
     threads: 1
     shell:
-        "{PY} -m lapr figures --results {R} --out {F} --settings {params.settings:q} > {log} 2>&1"
+        DRAW
 
 
 rule redraw:
     output:
-        [_out(rel, name) for rel, name in fixed_outputs().items()],
+        FIGURE_OUTPUTS,
     params:
         settings=settings("figures"),
     log:
         f"{R}/logs/redraw.log",
     threads: 1
     shell:
-        "{PY} -m lapr figures --results {R} --out {F} --settings {params.settings:q} > {log} 2>&1"
+        DRAW
 
 
 ruleorder: figures > redraw
