@@ -7,6 +7,7 @@ cached generation — without touching the model code or the checkpoints.
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 
 import torch
 
@@ -44,6 +45,24 @@ def _owner(path: str):
 # refuses the chunk backward (fla issue #640). Forward-only work keeps fla's kernel.
 GATED_DELTA_RULE = [("fla.layers.gated_deltanet", "chunk_gated_delta_rule"),
                     ("fla.layers.gated_deltanet", "fused_recurrent_gated_delta_rule")]
+
+
+# The delta-rule entry points alone (chunk and fused-recurrent, both families): the attention math.
+DELTA_RULE_OPS = [key for key, impl in _REPLACEMENTS.items() if impl is delta_rule]
+
+
+@contextmanager
+def swapped(impl, entries: list[tuple[str, str]]):
+    """Within the block the (module, name) `entries` of fla are `impl`; whatever was there (fla's
+    kernel or lapr's stand-in) is restored afterwards."""
+    saved = {(path, name): getattr(_owner(path), name) for path, name in entries}
+    try:
+        for path, name in entries:
+            setattr(_owner(path), name, impl)
+        yield
+    finally:
+        for (path, name), previous in saved.items():
+            setattr(_owner(path), name, previous)
 
 
 def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = None) -> None:
@@ -94,4 +113,4 @@ def for_training(model) -> str:
     return auto()
 
 
-__all__ = ["for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]
+__all__ = ["DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]

@@ -22,7 +22,6 @@ segments, and GDN's decay gate and beta are applied by the model's own layer cod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -77,29 +76,14 @@ def _backbone(model):
     return base if isinstance(base, torch.nn.Module) else model
 
 
-# the attention ops fla's DeltaNet / Gated DeltaNet layers call (module globals, looked up per call)
-_OPS = [(path, name) for (path, name), impl in backends._REPLACEMENTS.items() if impl is backends.delta_rule]
-
-
-@contextmanager
-def _states_from_ops(want: list[int], sink: list):
-    """Within the block, every fla delta-rule op call runs lapr's chunked op and appends the states
-    after the 0-based token indices `want` ([B, HV, P, d_k, d_v] float32) to `sink`, in call order."""
+def _states_op(want: list[int], sink: list):
+    """An fla delta-rule op that runs lapr's chunked op and appends the states after the 0-based
+    token indices `want` ([B, HV, P, d_k, d_v] float32) to `sink`, in call order (= layer order)."""
     def op(*args, **kwargs):
         o, final, states = backends.delta_rule(*args, **kwargs, states_at=want)
         sink.append(states)
         return o, final
-
-    saved = {}
-    try:
-        for path, name in _OPS:
-            owner = backends._owner(path)
-            saved[(path, name)] = getattr(owner, name)
-            setattr(owner, name, op)
-        yield
-    finally:
-        for (path, name), impl in saved.items():
-            setattr(backends._owner(path), name, impl)
+    return op
 
 
 @torch.no_grad()
@@ -134,7 +118,7 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
     if method == "single_pass":
         sink: list[torch.Tensor] = []
         try:
-            with _states_from_ops([p - 1 for p in pos], sink):
+            with backends.swapped(_states_op([p - 1 for p in pos], sink), backends.DELTA_RULE_OPS):
                 backbone(input_ids=input_ids, use_cache=False)
         finally:
             model.train(was_training)

@@ -36,7 +36,6 @@ Settings (--settings JSON object; every key optional):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lapr import provenance
+from lapr.cli import settings_object
 from lapr.profiling import stratify
 from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward
@@ -81,14 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
     """Defaults + the user's settings, validated; ValueError names the bad key."""
-    if isinstance(raw, str):
-        text = Path(raw).read_text() if raw.strip().endswith(".json") and Path(raw).is_file() else raw
-        try:
-            raw = json.loads(text or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+    if isinstance(raw, str) and raw.strip().endswith(".json") and Path(raw).is_file():
+        raw = Path(raw).read_text()
+    raw = settings_object(raw)
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown profile settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -189,11 +184,11 @@ def consistency_table(ranks: pd.DataFrame, rule: str, fraction: float) -> strati
     return stratify.consistency(pd.concat(parts, ignore_index=True))
 
 
-def _metrics(states: dict, positions, settings: dict, context: str, kind: str) -> list[pd.DataFrame]:
-    """Rank (or spectrum) frames per sample. The SVDs run on the CPU, one thread per (sample, layer):
-    CUDA has no batched SVD for 128 x 128 matrices (cuSOLVER loops over them, ~5 ms each; measured
-    53 s for one context of a 14-layer model on an H100), while LAPACK takes ~1 ms per matrix and
-    releases the GIL, so the work spreads over the cores."""
+def _metrics(states: dict, positions, settings: dict, context: str) -> tuple[list, list]:
+    """Rank and spectrum frames, one of each per sample. The SVDs run on the CPU, one thread per
+    (sample, layer): CUDA has no batched SVD for 128 x 128 matrices (cuSOLVER loops over them, ~5 ms
+    each; measured 53 s for one context of a 14-layer model on an H100), while LAPACK takes ~1 ms per
+    matrix and releases the GIL, so the work spreads over the cores."""
     states = {layer: s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
     n_samples = next(iter(states.values())).shape[0]
     jobs = [(b, layer) for b in range(n_samples) for layer in states]
@@ -201,16 +196,20 @@ def _metrics(states: dict, positions, settings: dict, context: str, kind: str) -
     def one(job):
         b, layer = job
         per_layer = {layer: states[layer][b].transpose(0, 1)}  # [P, HV, dk, dv]
-        if kind == "rank":
-            return rank_table(per_layer, positions, eps=settings["eps"])
-        return spectrum_table(per_layer, positions, keep=settings["spectrum_positions"])
+        return (rank_table(per_layer, positions, eps=settings["eps"]),
+                spectrum_table(per_layer, positions, keep=settings["spectrum_positions"]))
 
     with ThreadPoolExecutor(max(1, min(len(jobs), torch.get_num_threads()))) as pool:
         parts = list(pool.map(one, jobs))
-    by = ["position", "layer", "head"] + (["index"] if kind == "spectrum" else [])
-    return [pd.concat(parts[i * len(states):(i + 1) * len(states)], ignore_index=True)
-            .sort_values(by, kind="stable", ignore_index=True).assign(context=context, sample=b)
-            for i, b in enumerate(range(n_samples))]
+
+    def per_sample(kind: int, by: list[str]) -> list[pd.DataFrame]:
+        n = len(states)
+        return [pd.concat([p[kind] for p in parts[i * n:(i + 1) * n]], ignore_index=True)
+                .sort_values(by, kind="stable", ignore_index=True).assign(context=context, sample=b)
+                for i, b in enumerate(range(n_samples))]
+
+    return (per_sample(0, ["position", "layer", "head"]),
+            per_sample(1, ["position", "layer", "head", "index"]))
 
 
 def profile(model, tokenizer, settings: dict, device: torch.device, progress: bool = True) -> dict:
@@ -239,8 +238,9 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
         states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"]), device)
 
         def metrics():
-            rank_frames.extend(_metrics(states, positions, settings, name, "rank"))
-            spec_frames.extend(_metrics(states, positions, settings, name, "spectrum"))
+            ranks, spectra = _metrics(states, positions, settings, name)
+            rank_frames.extend(ranks)
+            spec_frames.extend(spectra)
         _, metrics_s = _timed(metrics, device)
         timing[name] = {"forward_s": forward_s, "capture_s": capture_s, "metrics_s": metrics_s,
                         "capture_over_forward": capture_s / forward_s,
