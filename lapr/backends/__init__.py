@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from lapr.backends import modules
-from lapr.backends.delta_rule import delta_rule, delta_rule_recurrent
+from lapr.backends.delta_rule import delta_rule, delta_rule_recurrent, states_in_chunks
 
 # (module, attribute) -> replacement. Every Triton entry point a DeltaNet/GDN forward reaches.
 _REPLACEMENTS = {
@@ -32,7 +32,7 @@ _REPLACEMENTS = {
 _ORIGINALS: dict = {}
 
 
-def _owner(path: str):
+def owner(path: str):
     """Import 'pkg.module' or 'pkg.module.Class' and return the object holding the attribute."""
     try:
         return importlib.import_module(path)
@@ -55,14 +55,14 @@ DELTA_RULE_OPS = [key for key, impl in _REPLACEMENTS.items() if impl is delta_ru
 def swapped(impl, entries: list[tuple[str, str]]):
     """Within the block the (module, name) `entries` of fla are `impl`; whatever was there (fla's
     kernel or lapr's stand-in) is restored afterwards."""
-    saved = {(path, name): getattr(_owner(path), name) for path, name in entries}
+    saved = {(path, name): getattr(owner(path), name) for path, name in entries}
     try:
         for path, name in entries:
-            setattr(_owner(path), name, impl)
+            setattr(owner(path), name, impl)
         yield
     finally:
         for (path, name), previous in saved.items():
-            setattr(_owner(path), name, previous)
+            setattr(owner(path), name, previous)
 
 
 def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = None) -> None:
@@ -71,17 +71,16 @@ def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = No
     for (path, name), impl in _REPLACEMENTS.items():
         if only is not None and (path, name) not in only:
             continue
-        owner = _owner(path)
+        holder = owner(path)
         if enable:
-            _ORIGINALS.setdefault((path, name), getattr(owner, name))
-            setattr(owner, name, impl)
+            _ORIGINALS.setdefault((path, name), getattr(holder, name))
+            setattr(holder, name, impl)
         elif (path, name) in _ORIGINALS:
-            setattr(owner, name, _ORIGINALS[(path, name)])
+            setattr(holder, name, _ORIGINALS[(path, name)])
 
 
 def cpu_backend_active() -> bool:
-    owner = _owner("fla.layers.delta_net")
-    return owner.chunk_delta_rule is delta_rule
+    return owner("fla.layers.delta_net").chunk_delta_rule is delta_rule
 
 
 def auto() -> str:
@@ -113,4 +112,4 @@ def for_training(model) -> str:
     return auto()
 
 
-__all__ = ["DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]
+__all__ = ["owner", "states_in_chunks", "DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]

@@ -110,28 +110,55 @@ def delta_rule(q, k, v, beta=None, g=None, scale=None, initial_state=None, outpu
 
     if S is None:
         S = q.new_zeros(B, HV, K, Vd)
-    want = None if states_at is None else torch.as_tensor(states_at, dtype=torch.long)
-    picked = []
-    outs = []
+    starts, v_news, outs = [], [], []                               # per chunk, for states_at
     for n in range(N):
         v_new = u[:, :, n] - w[:, :, n] @ S
         outs.append((q[:, :, n] * gamma[:, :, n, :, None].exp()) @ S + qk[:, :, n] @ v_new)
+        if states_at is not None:
+            starts.append(S)
+            v_news.append(v_new)
         g_n = gamma[:, :, n]
-        if want is not None:
-            for p in want[(want >= n * C) & (want < (n + 1) * C)].tolist():
-                i = p - n * C
-                kd = k[:, :, n, : i + 1] * (g_n[..., i : i + 1] - g_n[..., : i + 1]).exp()[..., None]
-                picked.append(S * g_n[..., i, None, None].exp() + kd.transpose(-1, -2) @ v_new[:, :, : i + 1])
         k_dec = k[:, :, n] * (g_n[..., -1:] - g_n).exp()[..., None]
         S = S * g_n[..., -1, None, None].exp() + k_dec.transpose(-1, -2) @ v_new
     o = torch.stack(outs, 2).reshape(B, HV, N * C, Vd)[:, :, :T].transpose(1, 2).to(out_dtype)
     final = None
     if output_final_state:
         final = S.transpose(-1, -2).contiguous() if state_v_first else S
-    if want is not None:
-        states = torch.stack(picked, 2) if picked else S.new_zeros(B, HV, 0, K, Vd)
+    if states_at is not None:
+        states = states_in_chunks(torch.stack(starts, 2), k.flatten(2, 3), torch.cat(v_news, 2),
+                                  gamma.flatten(2, 3), states_at, C)
         return o, final, states
     return o, final
+
+
+def states_in_chunks(h: torch.Tensor, k: torch.Tensor, v_new: torch.Tensor, g_cum: torch.Tensor,
+                     positions, chunk_size: int) -> torch.Tensor:
+    """States after the 0-based token `positions`, read out of a chunked pass's by-products.
+
+    h [B, HV, N, K, V]: the state at the start of each chunk; k [B, HV, T, K] (normalised keys,
+    value-head layout); v_new [B, HV, T, V]: the WY "new values" u - w @ h of every token; g_cum
+    [B, HV, T]: log decay cumulated from each chunk's start (natural log; zeros without a gate).
+    The state after token p (chunk n, offset i) is
+        S_p = exp(g_i) h_n + sum_{j <= i} exp(g_i - g_j) k_j^T v_new_j,
+    the chunk kernels' own state update stopped at i, so any chunked implementation that exposes
+    h and v_new (lapr's loop above, fla's `chunk_gated_delta_rule_fwd_h`) yields exact states at
+    near no cost. Returns [B, HV, P, K, V] float32.
+    """
+    pos = torch.as_tensor(positions, dtype=torch.long, device=h.device)
+    if pos.numel() == 0:
+        return h.new_zeros(*h.shape[:2], 0, *h.shape[3:], dtype=torch.float32)
+    T = k.shape[2]
+    if int(pos.min()) < 0 or int(pos.max()) >= T:
+        raise ValueError(f"positions must lie in [0, {T - 1}], got {pos.tolist()}")
+    n, i = pos // chunk_size, pos % chunk_size
+    j = torch.arange(chunk_size, device=h.device)
+    rows = (n[:, None] * chunk_size + j).clamp(max=T - 1)           # [P, C] tokens of p's chunk
+    g_cum = g_cum.float()
+    g_i = g_cum[..., pos]                                           # [B, HV, P]
+    logw = g_i[..., None] - g_cum[..., rows]                        # [B, HV, P, C]
+    logw = logw.masked_fill(j > i[:, None], float("-inf"))          # tokens after p do not count
+    kv = torch.einsum("bhpc,bhpck,bhpcv->bhpkv", logw.exp(), k.float()[:, :, rows], v_new.float()[:, :, rows])
+    return g_i.exp()[..., None, None] * h.float()[:, :, n] + kv
 
 
 def delta_rule_recurrent(q, k, v, beta=None, g=None, scale=None, initial_state=None,

@@ -36,7 +36,7 @@ log = functools.partial(print, flush=True)
 
 OPS = {"families": list(ops.FAMILIES), "phases": list(ops.PHASES), "d_k": [128, 64, 32, 96, 48],
        "B": 8, "T": 4096, "H": 16, "d_v": 128, "repeats": 100, "max_warmup": 50}
-MODEL = {"hidden_size": 2048, "num_layers": 4, "num_heads": 16, "head_v_dim": 128, "vocab_size": 32000,
+MODEL = {"families": list(ops.FAMILIES), "hidden_size": 2048, "num_layers": 4, "num_heads": 16, "head_v_dim": 128, "vocab_size": 32000,
          "d_k": [128, 64, 32], "prefill_batch": [8], "prefill_len": [2048], "decode_batch": [1, 32],
          "prompt_len": 64, "repeats": 50, "max_warmup": 30}
 DRY_OPS = {**OPS, "d_k": [32, 16, 24], "B": 1, "T": 64, "H": 2, "d_v": 16, "repeats": 5, "max_warmup": 5}
@@ -84,7 +84,7 @@ def run_models(settings: dict, device, deadline: float, path: Path) -> list[dict
 
     dtype = ops.default_dtype(device)
     write = functools.partial(write_rows, path, columns=models.MODEL_COLUMNS)
-    jobs = [(d_k, fam) for d_k in settings["d_k"] for fam in ops.FAMILIES]
+    jobs = [(d_k, fam) for d_k in settings["d_k"] for fam in settings["families"]]
     log(f"== model level: {len(jobs)} models, dtype {dtype}; {max(deadline - time.monotonic(), 0):.0f} s budget")
     rows: list[dict] = []
     for d_k, family in jobs:
@@ -118,11 +118,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--dry", action="store_true", help="tiny shapes (smoke test)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall-time budget for all shapes (s)")
     parser.add_argument("--no-model", action="store_true", help="op level only")
+    parser.add_argument("--no-ops", action="store_true", help="model level only")
     parser.add_argument("--figures", default=None, help="also write the figures to this directory")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
+    # a later session can fill the cells an earlier one ran out of time for
+    parser.add_argument("--ops-dk", default=None, help="comma list of op-level d_k (default: the grid above)")
+    parser.add_argument("--ops-families", default=None, help="comma list: delta_net,gated_deltanet")
+    parser.add_argument("--ops-phases", default=None, help="comma list: prefill,decode")
+    parser.add_argument("--model-dk", default=None, help="comma list of model-level d_k")
+    parser.add_argument("--model-families", default=None, help="comma list of model-level families")
     args = parser.parse_args(argv)
     with timing.torch_threads(args.threads):
         return _run(args)
+
+
+def override(settings: tuple[dict, dict], args) -> tuple[dict, dict]:
+    """The op and model settings with the command line's grid overrides applied (checked)."""
+    ops_s, model_s = dict(settings[0]), dict(settings[1])
+    for target, key, value, cast, allowed in [
+            (ops_s, "d_k", args.ops_dk, int, None), (ops_s, "families", args.ops_families, str, ops.FAMILIES),
+            (ops_s, "phases", args.ops_phases, str, ops.PHASES), (model_s, "d_k", args.model_dk, int, None),
+            (model_s, "families", args.model_families, str, ops.FAMILIES)]:
+        if value is None:
+            continue
+        items = [cast(x) for x in value.split(",") if x.strip()]
+        bad = [x for x in items if (allowed is not None and x not in allowed) or (cast is int and x < 1)]
+        if bad or not items:
+            raise ValueError(f"bad value for {key}: {value!r} (allowed: {allowed or 'positive integers'})")
+        target[key] = items
+    return ops_s, model_s
 
 
 def _run(args) -> dict:
@@ -131,8 +155,8 @@ def _run(args) -> dict:
     label = timing.device_label(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ops_settings, model_settings = (DRY_OPS, DRY_MODEL) if args.dry else (OPS, MODEL)
-    settings = {"ops": ops_settings, "model": None if args.no_model else model_settings,
+    ops_settings, model_settings = override((DRY_OPS, DRY_MODEL) if args.dry else (OPS, MODEL), args)
+    settings = {"ops": None if args.no_ops else ops_settings, "model": None if args.no_model else model_settings,
                 "budget_s": args.budget_s, "dry": args.dry, "device": label, "threads": args.threads}
     facts = stage.hardware_facts(device)
     versions = provenance.versions()
@@ -147,15 +171,16 @@ def _run(args) -> dict:
             settings=settings, seed=0, device=device, bench=facts, complete=complete,
             elapsed_s=round(time.monotonic() - t0, 1), rows={"ops": len(ops_rows), "model": len(model_rows)},
             errors=sum(bool(r.get("error")) for r in all_rows),
-            results=[ops_csv.name] + ([model_csv.name] if model_rows else []),
+            results=([ops_csv.name] if ops_rows else []) + ([model_csv.name] if model_rows else []),
             notes="forward only (inference_mode); the first call per shape (Triton compile + autotune) is "
                   "excluded from the statistics and reported as first_call_ms")
         provenance.write_json(out / "provenance.json", meta)
         return meta
 
     write_provenance([], [], complete=False)  # an interrupted run still says what it was
-    ops_rows = run_ops(ops_settings, device, t0 + OPS_SHARE * args.budget_s, ops_csv)
-    write_rows(ops_csv, ops_rows, ops.COLUMNS)
+    ops_rows = [] if args.no_ops else run_ops(ops_settings, device, t0 + OPS_SHARE * args.budget_s, ops_csv)
+    if ops_rows:
+        write_rows(ops_csv, ops_rows, ops.COLUMNS)
     model_rows = [] if args.no_model else run_models(model_settings, device, t0 + args.budget_s, model_csv)
     if model_rows:
         write_rows(model_csv, model_rows, models.MODEL_COLUMNS)
@@ -163,7 +188,7 @@ def _run(args) -> dict:
     if args.figures:
         from lapr.bench.plots import make_figures
 
-        csvs = [ops_csv] + ([model_csv] if model_rows else [])
+        csvs = ([ops_csv] if ops_rows else []) + ([model_csv] if model_rows else [])
         try:
             log("figures: " + ", ".join(str(p) for p in make_figures(csvs, args.figures)))
         except Exception:  # noqa: BLE001 — the tables are the result; figures can be redrawn later

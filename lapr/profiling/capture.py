@@ -1,11 +1,16 @@
 """Capture the recurrent states S_t of every linear-attention layer at chosen token counts t.
 
-Method "single_pass" (default): one forward of the backbone in which each layer's attention op is
-lapr's chunked delta rule (`lapr.backends.delta_rule`) asked for the states after the wanted
-tokens (`states_at`): the op gets exactly the q, k, v, beta and gates the layer computes (GDN's
-decay gate and beta included), so the states are the model's own, and the cost is one forward plus
-the state read-outs. On a GPU this avoids the per-segment kernel launches of the method below
-(measured on an H100 for a 106M DeltaNet at T = 2048 with 32 positions: segments = 27x a forward).
+Method "single_pass" (default): one forward of the backbone; every chunked delta-rule pass already
+computes the state at each chunk start (h) and the WY "new values" of every token (v_new), and the
+state after any token follows from those in closed form (`lapr.backends.delta_rule.states_in_chunks`).
+On CUDA the forward is fla's own: its `chunk_gated_delta_rule_fwd_h` (shared by DeltaNet and Gated
+DeltaNet) is wrapped, and for the read-out called once more in float32, because in bf16 it stores h
+rounded to bf16 and element-wise rounding would fill the spectrum of a low-rank state with noise at
+~1e-3 of sigma_1, far above the rank threshold. Elsewhere (or when fla takes its recurrent path,
+T <= 64) the op is lapr's chunked delta rule with `states_at`. Either way the op sees exactly the
+q, k, v, beta and gates the layer computes (GDN's decay gate and beta included), so the states are
+the model's own, at the cost of one forward plus the read-outs (on an H100, the segment method
+below cost 27x a forward for a 106M DeltaNet at T = 2048 with 32 positions).
 
 Method "segments": segment-wise prefill. The model runs on consecutive segments [p_{i-1}, p_i) of the input
 with fla's cache (`use_cache=True, past_key_values=cache`); after each segment every layer's cache
@@ -21,6 +26,7 @@ segments, and GDN's decay gate and beta are applied by the model's own layer cod
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -86,6 +92,45 @@ def _states_op(want: list[int], sink: list):
     return op
 
 
+# where fla's chunked forwards of both families look up the state pass (module globals)
+FLA_STATE_PASS = [("fla.ops.delta_rule.chunk", "chunk_gated_delta_rule_fwd_h"),
+                  ("fla.ops.gated_delta_rule.chunk", "chunk_gated_delta_rule_fwd_h")]
+
+
+def fla_states_pass(state_pass, want: list[int], sink: list):
+    """Wrap fla's `chunk_gated_delta_rule_fwd_h(k, w, u, g, ...)` -> (h, v_new, final): the forward
+    gets the original's result unchanged; a second float32 call supplies h and v_new for the
+    read-out of the states after the 0-based tokens `want`, appended to `sink` ([B, HV, P, K, V]).
+    fla's layouts: k [B, T, H, K]; w [B, T, HV, K]; u, v_new [B, T, HV, V]; g [B, T, HV] is the
+    chunk-local cumulative log decay in log2 units (fla scales it by 1/ln 2 for exp2); h is
+    [B, NT, HV, K, V], or [B, NT, HV, V, K] with state_v_first (Gated DeltaNet's layer)."""
+    def wrapped(k, w, u, g=None, gk=None, initial_state=None, output_final_state=False, chunk_size=64,
+                save_new_value=True, state_v_first=False, cu_seqlens=None, **kwargs):
+        if gk is not None or cu_seqlens is not None:
+            raise NotImplementedError("state capture supports scalar gates and unpacked batches only")
+        out = state_pass(k, w, u, g=g, initial_state=initial_state, output_final_state=output_final_state,
+                         chunk_size=chunk_size, save_new_value=save_new_value, state_v_first=state_v_first,
+                         **kwargs)
+        h, v_new, _ = state_pass(k.float(), w.float(), u.float(), g=g,
+                                 initial_state=None if initial_state is None else initial_state.float(),
+                                 output_final_state=False, chunk_size=chunk_size, save_new_value=True,
+                                 state_v_first=state_v_first, **kwargs)
+        sink.append(read_out(h, k, v_new, g, want, chunk_size, state_v_first))
+        return out
+    return wrapped
+
+
+def read_out(h, k, v_new, g, want: list[int], chunk_size: int, state_v_first: bool) -> torch.Tensor:
+    """fla's state-pass results in fla's layouts (see fla_states_pass) -> states [B, HV, P, K, V]."""
+    HV, H = v_new.shape[2], k.shape[2]
+    h = h.transpose(1, 2)                                        # [B, HV, NT, ., .]
+    if state_v_first:
+        h = h.transpose(-1, -2)
+    k = k.transpose(1, 2).repeat_interleave(HV // H, dim=1)      # value head i reads key head i // (HV/H)
+    g = torch.zeros(v_new.shape[:3], device=v_new.device) if g is None else g.float() * math.log(2.0)
+    return backends.states_in_chunks(h, k, v_new.transpose(1, 2), g.transpose(1, 2), want, chunk_size)
+
+
 @torch.no_grad()
 def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out_device=None,
                    progress: bool = False, method: str = "single_pass") -> dict[int, torch.Tensor]:
@@ -117,9 +162,15 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
     model.eval()
     if method == "single_pass":
         sink: list[torch.Tensor] = []
+        want = [p - 1 for p in pos]
         try:
-            with backends.swapped(_states_op([p - 1 for p in pos], sink), backends.DELTA_RULE_OPS):
-                backbone(input_ids=input_ids, use_cache=False)
+            if reader(model) == "fla":
+                state_pass = backends.owner("fla.ops.common.chunk_delta_h").chunk_gated_delta_rule_fwd_h
+                with backends.swapped(fla_states_pass(state_pass, want, sink), FLA_STATE_PASS):
+                    backbone(input_ids=input_ids, use_cache=False)
+            if not sink:  # lapr's op (CPU), or fla took its recurrent path (T <= 64)
+                with backends.swapped(_states_op(want, sink), backends.DELTA_RULE_OPS):
+                    backbone(input_ids=input_ids, use_cache=False)
         finally:
             model.train(was_training)
         if len(sink) != len(views):
@@ -146,6 +197,13 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
     return {layer: torch.stack(s, dim=2) for layer, s in per_layer.items()}
 
 
+def reader(model) -> str:
+    """Which single-pass read-out capture_states uses for `model`: 'fla' (fla's state pass, CUDA
+    with fla's kernels installed) or 'lapr' (lapr's chunked op)."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    return "fla" if on_cuda and not backends.cpu_backend_active() else "lapr"
+
+
 @torch.no_grad()
 def plain_forward(model, input_ids: torch.Tensor):
     """One ordinary forward of the full LM (logits, no cache): the reference for profiling timings."""
@@ -155,4 +213,5 @@ def plain_forward(model, input_ids: torch.Tensor):
     return model(input_ids=input_ids.to(device), use_cache=False).logits
 
 
-__all__ = ["log_positions", "check_positions", "capture_states", "plain_forward"]
+__all__ = ["log_positions", "check_positions", "capture_states", "plain_forward", "reader",
+           "fla_states_pass", "read_out", "FLA_STATE_PASS"]

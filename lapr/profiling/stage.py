@@ -50,12 +50,13 @@ from lapr import provenance
 from lapr.cli import settings_object
 from lapr.profiling import stratify
 from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
-from lapr.profiling.capture import capture_states, log_positions, plain_forward
+from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
 from lapr.profiling.metrics import DEFAULT_EPS, rank_table, spectrum_table
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
-    "single_pass": "one backbone forward; each attention op is lapr's chunked delta rule returning the states",
+    "single_pass": "one backbone forward; states read out of its chunked state pass (reader: 'fla' = fla's "
+                   "chunk_gated_delta_rule_fwd_h, 'lapr' = lapr's chunked delta rule)",
     "segments": "segment-wise prefill with fla's cache (one backbone forward per segment)",
 }
 DEFAULTS = {
@@ -288,6 +289,7 @@ def run(args: argparse.Namespace) -> None:
         "T": settings["T"], "batch": settings["batch"], "n_positions": len(result["positions"]),
         "n_layers": int(ranks["layer"].nunique()), "n_heads": int(ranks.groupby("layer")["head"].nunique().sum()),
         "method": CAPTURE_METHODS[settings["capture"]],
+        "reader": reader(model) if settings["capture"] == "single_pass" else None,
         "forward": "one plain forward of the full LM (logits, use_cache=False) on the same [batch, T] tokens",
         "warmup": settings["warmup"],
         "contexts": timing,

@@ -153,3 +153,24 @@ def test_capture_cuda_bf16_matches_token_by_token(family_name, method):
         assert got[k].is_cuda and got[k].dtype == torch.float32
         scale = ref[k].abs().max().item()
         assert (got[k] - ref[k]).abs().max().item() <= 5e-2 * scale
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and fla's Triton kernels")
+def test_cuda_single_pass_reads_fla_state_pass(family_name):
+    # on CUDA the single pass is fla's own forward with its state pass wrapped (reader 'fla'); the
+    # same tokens through lapr's op (reader 'lapr') differ only by bf16 activations between layers
+    from lapr import backends
+    from lapr.profiling.capture import _states_op, reader
+
+    model = tiny_model(family_name).to("cuda", torch.bfloat16)
+    assert reader(model) == "fla"
+    ids = torch.randint(0, 256, (2, 300), generator=torch.Generator().manual_seed(2)).cuda()
+    positions = log_positions(300, 20)
+    got = capture_states(model, ids, positions)
+    sink = []
+    with torch.no_grad(), backends.swapped(_states_op([p - 1 for p in positions], sink), backends.DELTA_RULE_OPS):
+        model.base_model(input_ids=ids, use_cache=False)
+    for layer, ref in zip(sorted(got), sink):
+        assert got[layer].shape == ref.shape
+        assert (got[layer] - ref).abs().max().item() <= 5e-2 * ref.abs().max().item()
