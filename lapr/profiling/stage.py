@@ -36,6 +36,7 @@ Settings (--settings JSON object; every key optional):
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -152,12 +153,21 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device):
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return out, time.perf_counter() - t0
+def _timed(fn, device, repeats: int = 1):
+    """fn's last result and the median wall time of `repeats` calls (synchronised on CUDA)."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
+
+
+# forward and capture are timed as the median of 3 calls on a GPU (a single ~40 ms call varied 2x
+# between contexts on the H100); once on a CPU, where one call is long and steady
+TIMING_REPEATS = {"cuda": 3}
 
 
 def head_table(ranks: pd.DataFrame, contexts: list[str], rule: str, fraction: float) -> pd.DataFrame:
@@ -235,8 +245,10 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
     rank_frames, spec_frames, timing = [], [], {}
     for name in tqdm(settings["contexts"], desc="profile contexts", disable=not progress):
         ids = inputs[name].to(device)
-        _, forward_s = _timed(lambda: plain_forward(model, ids), device)
-        states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"]), device)
+        reps = TIMING_REPEATS.get(device.type, 1)
+        _, forward_s = _timed(lambda: plain_forward(model, ids), device, reps)
+        states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"]),
+                                   device, reps)
 
         def metrics():
             ranks, spectra = _metrics(states, positions, settings, name)
@@ -291,6 +303,7 @@ def run(args: argparse.Namespace) -> None:
         "method": CAPTURE_METHODS[settings["capture"]],
         "reader": reader(model) if settings["capture"] == "single_pass" else None,
         "forward": "one plain forward of the full LM (logits, use_cache=False) on the same [batch, T] tokens",
+        "timing_repeats": TIMING_REPEATS.get(device.type, 1),
         "warmup": settings["warmup"],
         "contexts": timing,
         "forward_s": fwd, "capture_s": cap, "metrics_s": met,
