@@ -184,6 +184,8 @@ def _ratio_axis(axis, hi: float):
 
 
 def speedup_figure(df: pd.DataFrame, device: str, fig_dir: Path) -> list[Path]:
+    from matplotlib.lines import Line2D
+
     sp = speedup_table(df)
     levels = [lvl for lvl in ("op", "model") if (sp["level"] == lvl).any()]
     phases = [ph for ph in PHASES if (sp["phase"] == ph).any()]
@@ -201,9 +203,11 @@ def speedup_figure(df: pd.DataFrame, device: str, fig_dir: Path) -> list[Path]:
             hi = max(part["ideal"].max(), part["speedup"].max(), 1.0) * 1.15
             ax.plot([1, hi], [1, hi], ls="--", color="0.4", lw=1, label="ideal $1/(1-r) = d_{k0}/d_k$")
             ax.axhline(1, ls=":", color="0.6", lw=1, label="no speed-up")
+            series = []
             for label, color, marker, s in _series(part, _series_cols(part, level)):
                 s = s.sort_values("ideal")
-                ax.plot(s["ideal"], s["speedup"], color=color, lw=1.2, marker=marker, ms=0, label=label)
+                ax.plot(s["ideal"], s["speedup"], color=color, lw=1.2)
+                series.append(Line2D([], [], color=color, lw=1.2, marker=marker, ms=4, label=label))
                 _points(ax, s["ideal"].tolist(), s["speedup"].tolist(), s["d_k"].tolist(), color, marker)
                 for x, y, d in zip(s["ideal"], s["speedup"], s["d_k"]):
                     if not is_pow2(d):
@@ -220,13 +224,16 @@ def speedup_figure(df: pd.DataFrame, device: str, fig_dir: Path) -> list[Path]:
             d_k0 = "/".join(str(int(d)) for d in sorted(set(part["d_k0"])))
             ax.set_title(f"{level} level, {phase} ($d_{{k0}}$ = {d_k0})", fontsize=9)
             ax.grid(alpha=0.3)
+            # series legend per panel (markers differ between panels); the upper left stays free
+            # because measured speed-ups lie below the ideal diagonal
+            ax.legend(handles=series, loc="upper left", fontsize=6, frameon=False, handlelength=1.8)
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
     for h in _marker_legend(axes[0, 0]):
         handles.setdefault(h.get_label(), h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(f"Speed-up vs state-size reduction — {_title(device, df)}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(handles) / 3) / len(levels), 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, fig_dir, f"bench_speedup_{device}")
 
 
