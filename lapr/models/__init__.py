@@ -9,6 +9,10 @@ from pathlib import Path
 import torch
 
 from lapr import backends
+from lapr.models import _fla_import
+
+_fla_import.import_families()  # fla's DeltaNet / GDN without fla importing all its ~40 families
+
 from lapr.models.base import AttentionView, Family
 from lapr.models.delta_net import DeltaNetFamily
 from lapr.models.gated_deltanet import GatedDeltaNetFamily
@@ -41,7 +45,7 @@ def default_dtype(device) -> torch.dtype:
 
 def build_model(spec: dict, seed: int = 0):
     """A freshly initialised model from a plain spec (family, hidden_size, num_layers, ...)."""
-    import fla.models  # noqa: F401  registers fla configs with transformers' Auto classes
+    _fla_import.import_families()  # registers the fla configs with transformers' Auto classes
     from transformers import AutoModelForCausalLM
 
     backends.auto()
@@ -52,7 +56,7 @@ def build_model(spec: dict, seed: int = 0):
 
 def load_model(path_or_id: str | Path, device=None, dtype=None):
     """Load a causal LM from a local HF directory or (online) a hub id, on `device` in `dtype`."""
-    import fla.models  # noqa: F401
+    _fla_import.import_families()
     from transformers import AutoModelForCausalLM
 
     backends.auto()

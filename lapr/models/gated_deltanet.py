@@ -4,8 +4,12 @@ from __future__ import annotations
 import copy
 import math
 
+from lapr.models import _fla_import
+
+_fla_import.install()  # before the first fla import: skip fla's import of every other family
+
 from fla.layers.gated_deltanet import GatedDeltaNet
-from fla.models import GatedDeltaNetConfig
+from fla.models.gated_deltanet import GatedDeltaNetConfig  # the family package registers it
 
 from lapr.models.base import Family
 

@@ -4,6 +4,8 @@ EVAL_CORPORA = [c for c in CORPORA if c != "train"]
 
 
 rule tokens:
+    # critical path first (every other stage waits on the models); mqar_* / bench_ops only fill free cores
+    priority: 10
     output:
         f"{R}/data/{{corpus}}.npy",
     params:

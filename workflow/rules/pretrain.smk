@@ -3,6 +3,8 @@
 
 
 rule pretrain:
+    # critical path first (every other stage waits on the models); mqar_* / bench_ops only fill free cores
+    priority: 10
     input:
         train=f"{R}/data/train.npy",
         evals=expand(f"{R}/data/{{corpus}}.npy", corpus=EVAL_CORPORA),

@@ -4,6 +4,8 @@ PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.
 
 
 rule profile:
+    # critical path first (every other stage waits on the models); mqar_* / bench_ops only fill free cores
+    priority: 10
     input:
         model=lambda w: checkpoint(w.model),
     output:
