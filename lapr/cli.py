@@ -39,14 +39,14 @@ def settings_object(raw) -> dict:
 
 
 def settings(text: str) -> dict:
-    """--settings value: a JSON object (the stage's section of the workflow config)."""
+    """argparse type for --settings (train, data stages): settings_object's rules, but a blank value
+    is an error here, as it always was for these stages."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--settings is empty: pass a JSON object ('{}' for none)")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"--settings is not valid JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--settings must be a JSON object")
-    return value
+        return settings_object(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:

@@ -216,7 +216,6 @@ def _head_config(model, kept: int):
 @torch.no_grad()
 def remove_heads(model, removed: Iterable):
     """A new model without the removed heads (see module doc); raises if not structural-able."""
-    import fla.models  # noqa: F401
     from transformers import AutoModelForCausalLM
 
     removed = list(removed)

@@ -11,7 +11,9 @@ import torch
 from lapr import backends
 from lapr.models import _fla_import
 
-_fla_import.import_families()  # fla's DeltaNet / GDN without fla importing all its ~40 families
+# fla's DeltaNet / GDN without fla importing all its ~40 families; importing the family packages
+# registers their configs with transformers' Auto classes, for every lapr module that imports this one
+_fla_import.import_families()
 
 from lapr.models.base import AttentionView, Family
 from lapr.models.delta_net import DeltaNetFamily
@@ -45,7 +47,6 @@ def default_dtype(device) -> torch.dtype:
 
 def build_model(spec: dict, seed: int = 0):
     """A freshly initialised model from a plain spec (family, hidden_size, num_layers, ...)."""
-    _fla_import.import_families()  # registers the fla configs with transformers' Auto classes
     from transformers import AutoModelForCausalLM
 
     backends.auto()
@@ -56,7 +57,6 @@ def build_model(spec: dict, seed: int = 0):
 
 def load_model(path_or_id: str | Path, device=None, dtype=None):
     """Load a causal LM from a local HF directory or (online) a hub id, on `device` in `dtype`."""
-    _fla_import.import_families()
     from transformers import AutoModelForCausalLM
 
     backends.auto()

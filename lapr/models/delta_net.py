@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import copy
 
-from lapr.models import _fla_import
-
-_fla_import.install()  # before the first fla import: skip fla's import of every other family
-
 from fla.layers.delta_net import DeltaNet
 from fla.models.delta_net import DeltaNetConfig  # the family package registers it with transformers
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 import copy
 import math
 
-from lapr.models import _fla_import
-
-_fla_import.install()  # before the first fla import: skip fla's import of every other family
-
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.models.gated_deltanet import GatedDeltaNetConfig  # the family package registers it
 

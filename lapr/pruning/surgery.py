@@ -175,7 +175,6 @@ def resized_config(model, kept: int):
 
 def prune_channels(model, keep: list[Tensor]):
     """A new model with each layer's q/k key channels reduced to `keep` (see module doc)."""
-    import fla.models  # noqa: F401  registers fla configs with the Auto classes
     from transformers import AutoModelForCausalLM
 
     kept = check_keep(model, keep)
