@@ -1,9 +1,20 @@
-"""`heads` stage: remove a budget of heads from one LM by one method; perplexity, NIAH and state saved.
+"""`heads` stage: remove one or more budgets of heads from one LM by one method; perplexity, NIAH and state saved.
 
     python -m lapr heads --model results/embedded/models/gdn \\
-        --heads-csv results/embedded/profile/gdn/heads.csv --method joint_rank_norm --budget 0.25 \\
+        --heads-csv results/embedded/profile/gdn/heads.csv --method joint_rank_norm \\
+        --budget 0.25 0.5 0.75 \\
         --out results/embedded/heads/gdn/joint_rank_norm/0.25.csv \\
+              results/embedded/heads/gdn/joint_rank_norm/0.5.csv \\
+              results/embedded/heads/gdn/joint_rank_norm/0.75.csv \\
         --settings '{"alpha": 0.5, "scope": "global", "eval": {"ppl": ["gutenberg_valid"]}}'
+
+`--budget` and `--out` take one or more values, paired in order (same count). The checkpoint,
+tokenizer and heads table are loaded once, every budget is validated and planned before anything
+is evaluated or written, then each budget is applied to the unmodified model (structural removal
+builds a new model; masking hooks are removed after each budget), evaluated and written: the
+files of each budget are exactly those of a run with that budget alone (timings aside). The
+evaluation inputs (perplexity token streams, NIAH samples) do not depend on the budget and are
+built once.
 
 `--method none --budget 0` evaluates the unpruned model (the baseline row of every curve).
 
@@ -16,8 +27,8 @@ Rows (LAYOUT.md heads format, plus descriptive columns):
 - task `niah`: per (context_len, depth) cell metrics accuracy (greedy passkey), token_accuracy,
   answer_logprob (n = samples); and over all cells accuracy_mean, token_accuracy_mean.
 state_bytes are bytes per sequence of the recurrent states after removal (lapr.heads.apply).
-Beside the CSV: `<stem>.provenance.json` (settings, the head plan with every head's scores, the
-state accounting, timings) and `<stem>.niah.csv` (one row per NIAH sample, with the continuation).
+Beside each CSV: `<stem>.provenance.json` (settings, the head plan with every head's scores, the
+state accounting, timings, the budgets of the batch) and `<stem>.niah.csv` (one row per NIAH sample, with the continuation).
 
 Settings (--settings JSON, defaults in DEFAULTS):
   alpha (0.5)            weight of the normalised rank in joint_rank_norm
@@ -135,17 +146,26 @@ def check_heads_match(table: pd.DataFrame, model, where: str) -> None:
                          f"{len(want)} (layer, value head) pairs: a heads.csv of another model?")
 
 
-def evaluate(model, tokenizer, settings: dict, log=print) -> tuple[list[dict], pd.DataFrame | None, dict]:
-    """ppl + NIAH rows (task, metric, value, context_len, depth, n) of one (pruned) model."""
+def evaluate(model, tokenizer, settings: dict, log=print,
+             inputs: dict | None = None) -> tuple[list[dict], pd.DataFrame | None, dict]:
+    """ppl + NIAH rows (task, metric, value, context_len, depth, n) of one (pruned) model.
+
+    `inputs`: a dict shared by the evaluations of several models with the same tokenizer and
+    settings (one per budget); the token streams and NIAH samples, which depend on neither the
+    model nor the budget, are built on the first call and reused from it after.
+    """
     from lapr.eval.perplexity import token_perplexity
     from lapr.eval.stage import corpus_tokens
     from lapr.probes import niah
 
+    inputs = {} if inputs is None else inputs
     rows, seconds = [], {}
     ev = settings["eval"]
     for name in ev["ppl"]:
         t0 = time.perf_counter()
-        tokens = corpus_tokens(name, tokenizer, ev["max_tokens"])
+        if ("ppl", name) not in inputs:
+            inputs[("ppl", name)] = corpus_tokens(name, tokenizer, ev["max_tokens"])
+        tokens = inputs[("ppl", name)]
         with torch.inference_mode():
             res = token_perplexity(model, tokens, ev["seq_len"], batch_size=ev["batch_size"])
         for metric in ("ppl", "nll"):
@@ -156,10 +176,11 @@ def evaluate(model, tokenizer, settings: dict, log=print) -> tuple[list[dict], p
     if settings["niah"] is not None:
         nh = settings["niah"]
         t0 = time.perf_counter()
-        filler = niah.filler_tokens(tokenizer, nh["corpus"], nh["max_chars"])
-        items = niah.make_samples(tokenizer, filler, nh["lengths"], nh["depths"], nh["n"], settings["seed"],
-                                  nh["digits"])
-        samples = niah.evaluate(model, tokenizer, items, batch_size=nh["batch_size"])
+        if "niah" not in inputs:
+            filler = niah.filler_tokens(tokenizer, nh["corpus"], nh["max_chars"])
+            inputs["niah"] = niah.make_samples(tokenizer, filler, nh["lengths"], nh["depths"], nh["n"],
+                                               settings["seed"], nh["digits"])
+        samples = niah.evaluate(model, tokenizer, inputs["niah"], batch_size=nh["batch_size"])
         cells = niah.cell_table(samples)
         for c in cells.itertuples():
             for metric in ("accuracy", "token_accuracy", "answer_logprob"):
@@ -175,9 +196,13 @@ def evaluate(model, tokenizer, settings: dict, log=print) -> tuple[list[dict], p
     return rows, samples, seconds
 
 
-def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str, budget: float,
-                       settings: dict, log=print) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
-    """Plan, apply, evaluate; returns (rows without the model column, NIAH samples, info)."""
+def plan_budget(model, table: pd.DataFrame | None, method: str, budget: float, settings: dict) -> dict:
+    """The heads `method` removes at `budget`, how (structural / masked / none) and the state saved.
+
+    Touches no weights and evaluates nothing, so every budget of a batch is planned (and any that
+    is impossible, e.g. application 'structural' with uneven layers, rejected) before the first is
+    evaluated.
+    """
     from lapr.heads import apply, methods
 
     dtype = getattr(torch, settings["state_dtype"])
@@ -189,18 +214,33 @@ def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str
                                     settings["seed"], settings["min_keep"])
         removed = plan.removed
         how, why = apply.plan_application(model, removed, settings["application"])
-    acc = apply.state_accounting(model, removed, dtype)
+    return {"method": method, "budget": float(budget), "plan": plan, "removed": removed, "application": how,
+            "why": why, "state": apply.state_accounting(model, removed, dtype)}
+
+
+def evaluate_plan(model, tokenizer, planned: dict, settings: dict, log=print,
+                  inputs: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """Apply a `plan_budget` result and evaluate; returns (rows without the model column, NIAH samples, info).
+
+    `model` is left as it was: structural removal evaluates a new model (apply.remove_heads copies
+    the weights it keeps), masking evaluates `model` under hooks that are removed on exit.
+    """
+    from lapr.heads import apply
+
+    method, budget, removed, how = planned["method"], planned["budget"], planned["removed"], planned["application"]
+    plan, acc = planned["plan"], planned["state"]
     log(f"[heads] {method} @ {budget}: removing {len(removed)} heads {removed} ({how}); state "
         f"{acc['state_bytes']} / {acc['state_bytes_full']} bytes per sequence "
         f"({100 * acc['state_saved_frac']:.1f}% saved)", flush=True)
     if how == "structural":
         target = apply.remove_heads(model, removed)
-        rows, samples, seconds = evaluate(target, tokenizer, settings, log)
+        rows, samples, seconds = evaluate(target, tokenizer, settings, log, inputs)
+        del target
     elif how == "masked":
         with apply.masked(model, removed):
-            rows, samples, seconds = evaluate(model, tokenizer, settings, log)
+            rows, samples, seconds = evaluate(model, tokenizer, settings, log, inputs)
     else:
-        rows, samples, seconds = evaluate(model, tokenizer, settings, log)
+        rows, samples, seconds = evaluate(model, tokenizer, settings, log, inputs)
     summary = plan.summary() if plan is not None else {"n_removed": 0}
     df = pd.DataFrame(rows)
     df["method"], df["budget"] = method, float(budget)
@@ -211,8 +251,43 @@ def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str
     df["removed_high"] = summary.get("removed_high", math.nan)
     df["scope"], df["alpha"] = settings["scope"], settings["alpha"]
     info = {"plan": summary, "scores": plan.scores.to_dict("records") if plan is not None else [],
-            "application": how, "structural_blocked_by": why, "state": acc, "seconds": seconds}
+            "application": how, "structural_blocked_by": planned["why"], "state": acc, "seconds": seconds}
     return df, samples, info
+
+
+def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str, budget: float,
+                       settings: dict, log=print,
+                       inputs: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """Plan, apply, evaluate one budget; returns (rows without the model column, NIAH samples, info)."""
+    return evaluate_plan(model, tokenizer, plan_budget(model, table, method, budget, settings), settings, log,
+                         inputs)
+
+
+def sidecars(out: Path) -> tuple[Path, Path]:
+    """(provenance JSON, per-sample NIAH CSV) written beside `out`."""
+    return out.with_name(out.stem + ".provenance.json"), out.with_name(out.stem + ".niah.csv")
+
+
+def check_budgets_outs(method: str, budgets, outs) -> list[tuple[float, Path]]:
+    """Pair --budget with --out (same count, every budget valid for method, no file written twice)."""
+    budgets = list(budgets) if isinstance(budgets, (list, tuple)) else [budgets]
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    if not budgets:
+        raise ValueError("--budget: give at least one budget")
+    if len(budgets) != len(outs):
+        raise ValueError(f"--budget has {len(budgets)} value(s) but --out has {len(outs)}: give one --out per "
+                         f"budget, in the same order")
+    checked = [check_method_budget(method, b) for b in budgets]
+    outs = [Path(o) for o in outs]
+    seen: dict[Path, Path] = {}
+    for out in outs:
+        for path in (out, *sidecars(out)):
+            key = path.resolve()
+            if key in seen:
+                raise ValueError(f"--out {out}: writes {path}, which --out {seen[key]} also writes "
+                                 f"(duplicate --out?)")
+            seen[key] = out
+    return list(zip(checked, outs))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,8 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "random / none)")
     parser.add_argument("--method", required=True, help="joint_rank_norm | low_rank_first | high_rank_first | "
                         "norm_only | random | none (unpruned)")
-    parser.add_argument("--budget", type=float, required=True, help="fraction of heads removed (0 with none)")
-    parser.add_argument("--out", required=True, help="tidy CSV to write")
+    parser.add_argument("--budget", type=float, nargs="+", required=True,
+                        help="fraction(s) of heads removed (0 with none); one per --out")
+    parser.add_argument("--out", nargs="+", required=True, help="tidy CSV(s) to write, one per --budget, in order")
     parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
     parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
@@ -236,7 +312,7 @@ def run(args: argparse.Namespace) -> None:
     settings = resolve_settings(args.settings)
     if args.seed is not None:
         settings["seed"] = int(args.seed)
-    budget = check_method_budget(args.method, args.budget)
+    jobs = check_budgets_outs(args.method, args.budget, args.out)
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
@@ -251,18 +327,30 @@ def run(args: argparse.Namespace) -> None:
     if table is not None:
         check_heads_match(table, model, str(args.heads_csv))
     name = args.model_name or model_dir.name
-    df, samples, info = prune_and_evaluate(model, tokenizer, table, args.method, budget, settings)
-    df.insert(0, "model", name)
-    df = df.reindex(columns=COLUMNS)
-    out = Path(args.out)
-    info["seconds"]["total"] = time.perf_counter() - start
-    provenance.write_json(out.with_name(out.stem + ".provenance.json"), provenance.record(
-        settings, settings["seed"], next(model.parameters()).device, stage="heads", model_dir=str(model_dir),
-        model=name, method=args.method, budget=budget, heads_csv=args.heads_csv, **info))
-    if samples is not None:
-        provenance.write_table(out.with_name(out.stem + ".niah.csv"), samples)
-    provenance.write_table(out, df)
-    print(f"[heads] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s", flush=True)
+    device = next(model.parameters()).device
+    plans = [plan_budget(model, table, args.method, budget, settings) for budget, _ in jobs]
+    load_s = time.perf_counter() - start
+    budgets = [budget for budget, _ in jobs]
+    inputs: dict = {}
+    for i, ((budget, out), planned) in enumerate(zip(jobs, plans)):
+        if len(jobs) > 1:
+            print(f"[heads] budget {i + 1}/{len(jobs)}: {args.method} @ {budget} -> {out}", flush=True)
+        t0 = time.perf_counter()
+        df, samples, info = evaluate_plan(model, tokenizer, planned, settings, inputs=inputs)
+        df.insert(0, "model", name)
+        df = df.reindex(columns=COLUMNS)
+        # load (shared by the batch) + this budget's own work
+        info["seconds"]["load"] = load_s
+        info["seconds"]["total"] = load_s + time.perf_counter() - t0
+        prov, niah_csv = sidecars(out)
+        provenance.write_json(prov, provenance.record(
+            settings, settings["seed"], device, stage="heads", model_dir=str(model_dir), model=name,
+            method=args.method, budget=budget, heads_csv=args.heads_csv, batch_budgets=budgets, **info))
+        if samples is not None:
+            provenance.write_table(niah_csv, samples)
+        provenance.write_table(out, df)
+        print(f"[heads] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s "
+              f"({i + 1}/{len(jobs)} budgets, {time.perf_counter() - start:.1f} s so far)", flush=True)
 
 
 def main(argv=None) -> None:
@@ -275,5 +363,6 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["COLUMNS", "DEFAULTS", "add_arguments", "check_method_budget", "evaluate", "model_heads",
-           "prune_and_evaluate", "resolve_settings", "run"]
+__all__ = ["COLUMNS", "DEFAULTS", "add_arguments", "check_budgets_outs", "check_method_budget", "evaluate",
+           "evaluate_plan", "model_heads", "plan_budget", "prune_and_evaluate", "resolve_settings", "run",
+           "sidecars"]

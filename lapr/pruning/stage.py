@@ -1,16 +1,27 @@
-"""`prune` stage: one (model, method, ratio) -> a pruned HF checkpoint + pruning.json.
+"""`prune` stage: one (model, method), several ratios in one process -> a checkpoint per ratio.
 
     python -m lapr prune --model results/P/models/M --calib results/P/profile/M/calib.pt \\
-        --method strong_rrqr --ratio 0.5 --out results/P/pruned/M/strong_rrqr/0.5 \\
+        --method strong_rrqr --ratio 0.25 0.5 0.75 \\
+        --out results/P/pruned/M/strong_rrqr/0.25 results/P/pruned/M/strong_rrqr/0.5 \\
+              results/P/pruned/M/strong_rrqr/0.75 \\
         --settings '{"multiple": 1, "seed": 0, "recovery": {"enabled": false}}'
 
-Steps: validate the arguments (unknown method, ratio outside (0, 1), a ratio that leaves no
-channel, a missing calib.pt for a method that needs one: ValueError / FileNotFoundError before
-any work) -> load the unpruned model on CPU in float32 -> per-layer channel choice
-(lapr.pruning.select.choose) -> surgery (lapr.pruning.surgery.prune_channels) -> optional
-recovery (lapr.pruning.recovery) -> write, atomically, the directory --out with the checkpoint
-(config.json + weights, in the source checkpoint's dtype), the tokenizer files copied from
---model, pruning.json (+ provenance.json), pca_basis.pt for PCA, recovery_log.csv if recovery ran.
+Several ratios share one process: `--ratio` and `--out` take one or more values, paired in
+order (same count, distinct outs), so the workflow runs one job per (model, method) and pays the
+imports (~10 s on a small CPU machine), the model load, calib.pt and the recovery token batches
+once instead of once per ratio. Each ratio's output equals a single-ratio run's: the unpruned
+model is never modified (surgery builds a new model; the distillation teacher is a per-ratio
+copy) and recovery replays the same token batches for every ratio. A single ratio is fine too.
+
+Steps: validate the arguments for EVERY ratio (unknown method, --ratio/--out counts that
+differ, duplicate outs, ratio outside (0, 1), a ratio that leaves no channel, a missing
+config.json or calib.pt: ValueError / FileNotFoundError before any work) -> load the unpruned
+model on CPU in float32 (and calib.pt, and the recovery batches) once -> per ratio: per-layer
+channel choice (lapr.pruning.select.choose) -> surgery (lapr.pruning.surgery.prune_channels) ->
+optional recovery (lapr.pruning.recovery) -> write, atomically, that ratio's --out directory with
+the checkpoint (config.json + weights, in the source checkpoint's dtype), the tokenizer files
+copied from --model, pruning.json (+ provenance.json), pca_basis.pt for PCA, recovery_log.csv
+if recovery ran. A failure at a later ratio leaves the earlier ratios' directories written.
 
 Settings (JSON object; defaults in code):
     multiple  int  1     kept d_k rounded down to a multiple of it (kernel-friendly sizes)
@@ -25,6 +36,8 @@ Settings (JSON object; defaults in code):
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -62,8 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calib.pt from the profiling stage (needed by wanda, taylor, "
                              "pivoted_qr, strong_rrqr, pca)")
     parser.add_argument("--method", required=True, help="channel method (see ratio.ALL_METHODS)")
-    parser.add_argument("--ratio", required=True, help="fraction of d_k removed, in (0, 1)")
-    parser.add_argument("--out", required=True, help="output checkpoint directory")
+    parser.add_argument("--ratio", required=True, nargs="+",
+                        help="fraction(s) of d_k removed, each in (0, 1); one per --out")
+    parser.add_argument("--out", required=True, nargs="+",
+                        help="output checkpoint directory per --ratio, paired in order")
     parser.add_argument("--settings", default="{}", help="JSON object (stage settings)")
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
     parser.add_argument("--device", default=None, help="overrides settings.device (recovery)")
@@ -111,18 +126,42 @@ def config_head_k_dim(model_dir: Path) -> int | None:
     return None
 
 
-def check_inputs(args) -> dict:
-    """Every check that needs no model: returns the parsed settings."""
+def _values(value) -> list:
+    """argparse gives lists (nargs="+"); a hand-made Namespace may hold one value."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def ratio_outs(args) -> list[tuple[float, Path]]:
+    """(ratio, out) pairs from --ratio/--out, paired in order; every ratio in (0, 1)."""
+    ratios, outs = _values(args.ratio), _values(args.out)
+    if not ratios or len(ratios) != len(outs):
+        raise ValueError(f"--ratio has {len(ratios)} value(s) and --out has {len(outs)}: "
+                         f"give one output directory per ratio, paired in order")
+    seen: dict[Path, str] = {}
+    for out in outs:
+        key = Path(out).resolve()
+        if key in seen:
+            raise ValueError(f"--out {out} is given twice (as {seen[key]!r} and {str(out)!r}): "
+                             f"each ratio needs its own output directory")
+        seen[key] = str(out)
+    return [(check_ratio(r), Path(out)) for r, out in zip(ratios, outs)]
+
+
+def check_inputs(args) -> tuple[dict, list[tuple[float, Path]]]:
+    """Every check that needs no model, for every ratio: (parsed settings, (ratio, out) pairs)."""
     settings = parse_settings(args.settings)
     check_method(args.method)
-    check_ratio(args.ratio)
+    jobs = ratio_outs(args)
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir} is not a Hugging Face checkpoint "
                                 f"(no config.json)")
     d_k = config_head_k_dim(model_dir)
     if d_k is not None:
-        kept_dim(d_k, check_ratio(args.ratio), settings["multiple"])
+        for ratio, _ in jobs:
+            kept_dim(d_k, ratio, settings["multiple"])
     from lapr.pruning.select import needs_calib
 
     if needs_calib(args.method):
@@ -131,21 +170,18 @@ def check_inputs(args) -> dict:
                              f"profiling stage)")
         if not Path(args.calib).is_file():
             raise FileNotFoundError(f"--calib {args.calib} not found")
-    return settings
+    return settings, jobs
 
 
-def prune(args) -> dict:
-    """Run the stage; returns the pruning.json record."""
+def prune(args) -> list[dict]:
+    """Run the stage; returns the pruning.json records, one per --ratio, in order."""
     from lapr.models import family, load_model
-    from lapr.pruning.recovery import recover, token_batches
-    from lapr.pruning.select import choose, load_calib, needs_calib
-    from lapr.pruning.surgery import (conv_mismatch, conv_state_bytes, prune_channels,
-                                      state_bytes)
+    from lapr.pruning.recovery import token_batches
+    from lapr.pruning.select import load_calib, needs_calib
 
-    settings = check_inputs(args)
+    settings, jobs = check_inputs(args)
     seed = settings["seed"] if args.seed is None else args.seed
     device = args.device or settings["device"]
-    ratio = check_ratio(args.ratio)
     model_dir = Path(args.model)
 
     model = load_model(model_dir, "cpu", torch.float32)
@@ -154,11 +190,41 @@ def prune(args) -> dict:
     if len(d_k) != 1:
         raise ValueError(f"{model_dir}: layers have different key dims {sorted(d_k)}")
     d_k = d_k.pop()
-    kept = kept_dim(d_k, ratio, settings["multiple"])
-    print(f"prune {model_dir} with {args.method}: d_k {d_k} -> {kept} "
-          f"(ratio {ratio}, multiple {settings['multiple']})")
-
+    # every ratio's kept dim before anything is written (config_head_k_dim may not know the family)
+    kept = [kept_dim(d_k, ratio, settings["multiple"]) for ratio, _ in jobs]
     calib = load_calib(args.calib, model) if needs_calib(args.method) else None
+
+    rec = settings["recovery"]
+    batches = None
+    if rec["enabled"]:
+        from lapr.models import default_device
+
+        device = torch.device(device) if device else default_device()
+        # recovery takes exactly `steps` batches of this (seeded, ratio-independent) stream:
+        # drawn once, replayed from the start for every ratio
+        batches = list(itertools.islice(token_batches(model_dir, rec, seed), rec["steps"]))
+
+    print(f"prune {model_dir} with {args.method}: {len(jobs)} ratio(s) "
+          f"{[r for r, _ in jobs]} in one process, d_k {d_k}, multiple {settings['multiple']}")
+    records = []
+    for i, ((ratio, out), k) in enumerate(zip(jobs, kept), 1):
+        print(f"[{i}/{len(jobs)}] ratio {ratio}: d_k {d_k} -> {k} -> {out}", flush=True)
+        records.append(_prune_one(args, settings, model, views, calib, ratio, k, out, seed,
+                                  device, batches))
+    return records
+
+
+def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: int, out: Path,
+               seed: int, device, batches) -> dict:
+    """One ratio: choose, surgery, optional recovery, atomic write of `out`. `model` is left
+    as it was (prune_channels builds a new model; recovery's teacher is a deep copy)."""
+    from lapr.pruning.recovery import recover
+    from lapr.pruning.select import choose
+    from lapr.pruning.surgery import (conv_mismatch, conv_state_bytes, prune_channels,
+                                      state_bytes)
+
+    model_dir = Path(args.model)
+    d_k = views[0].head_k_dim
     keep = choose(model, args.method, kept, calib, seed)
     pruned = prune_channels(model, keep)
     rotation = args.method == "pca"
@@ -166,12 +232,12 @@ def prune(args) -> dict:
     rec = settings["recovery"]
     log = []
     if rec["enabled"]:
-        from lapr.models import default_device
-
-        device = torch.device(device) if device else default_device()
-        batches = token_batches(model_dir, rec, seed)
-        pruned, log = recover(pruned, batches, rec, teacher=model if rec["distill"] else None,
-                              device=device, seed=seed)
+        # recover() moves the teacher to `device` and freezes it: give it a copy, so the
+        # unpruned model stays on CPU, untouched, for the next ratio
+        teacher = copy.deepcopy(model) if rec["distill"] else None
+        pruned, log = recover(pruned, iter(batches), rec, teacher=teacher, device=device,
+                              seed=seed)
+        del teacher
         pruned = pruned.to("cpu")
 
     before, after = state_bytes(model), state_bytes(pruned)
@@ -211,7 +277,6 @@ def prune(args) -> dict:
                              model=str(model_dir), calib=record["calib"])
     record["provenance"] = prov
 
-    out = Path(args.out)
     with provenance.atomic_dir(out) as tmp:
         pruned.to(_source_dtype(model_dir)).save_pretrained(tmp)
         record["tokenizer_files"] = copy_tokenizer(model_dir, tmp)
@@ -224,7 +289,7 @@ def prune(args) -> dict:
             pd.DataFrame(log).to_csv(tmp / "recovery_log.csv", index=False)
         provenance.write_json(tmp / "pruning.json", record)
         provenance.write_json(tmp / "provenance.json", prov)
-    print(f"wrote {out}: state {sum(before)} -> {sum(after)} bytes per sequence")
+    print(f"wrote {out}: state {sum(before)} -> {sum(after)} bytes per sequence", flush=True)
     return record
 
 

@@ -10,7 +10,8 @@ from lapr.data import load_tokenizer, load_tokens
 
 DEFAULTS = {"steps": 200, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 20,
             "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 50, "eval_windows": 16,
-            "eval_seq_len": 256, "final_eval_windows": 64, "threads": None, "time_limit_s": None}
+            "eval_seq_len": 256, "final_eval_windows": 64, "threads": None, "time_limit_s": None,
+            "ema": 0.0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"unknown pretrain settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     settings = {**DEFAULTS, **args.settings}
+    if not 0 <= float(settings["ema"]) < 1:
+        raise ValueError(f"settings.ema (decay of the weight average) must be in [0, 1); got {settings['ema']!r}")
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
     evals = {}

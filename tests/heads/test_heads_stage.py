@@ -29,14 +29,18 @@ def ckpt(tmp_path_factory):
 
 
 def run(ckpt, out, method, budget, settings=SETTINGS, heads_csv=True):
+    """One stage run; budget / out may be lists (a batch). Returns the CSV(s) read back."""
+    budgets = budget if isinstance(budget, list) else [budget]
+    outs = out if isinstance(out, list) else [out]
     p = argparse.ArgumentParser()
     stage.add_arguments(p)
-    argv = ["--model", str(ckpt), "--method", method, "--budget", str(budget), "--out", str(out),
+    argv = ["--model", str(ckpt), "--method", method, "--budget", *map(str, budgets), "--out", *map(str, outs),
             "--settings", json.dumps(settings)]
     if heads_csv:
         argv += ["--heads-csv", str(ckpt.parent / "heads.csv")]
     stage.run(p.parse_args(argv))
-    return pd.read_csv(out)
+    frames = [pd.read_csv(o) for o in outs]
+    return frames if isinstance(out, list) else frames[0]
 
 
 def test_stage_rows(ckpt, tmp_path):
@@ -82,6 +86,79 @@ def test_stage_errors(ckpt, tmp_path):
                                 str(tmp_path / "x.csv"), "--heads-csv", str(tmp_path / "bad.csv"),
                                 "--settings", json.dumps(SETTINGS)]))
     assert not (tmp_path / "x.csv").exists()
+
+
+def _files(d):
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+
+
+def test_stage_batch_equals_single_runs(ckpt, tmp_path, capsys):
+    # norm_only, global scope on 2 layers x 2 heads: 0.75 -> 3 heads (masked), 0.5 -> one per layer
+    # (structural), 0.25 -> 1 head (masked). Largest first, so a removal leaking into a later budget
+    # (hooks left on, weights changed in place) shows in the 0.25 rows.
+    budgets = [0.75, 0.5, 0.25]
+    batch = run(ckpt, [tmp_path / "batch" / f"{b}.csv" for b in budgets], "norm_only", budgets)
+    log = capsys.readouterr().out
+    assert "budget 1/3" in log and "budget 3/3" in log and log.count("[heads] wrote") == 3
+    assert [set(df["application"]) for df in batch] == [{"masked"}, {"structural"}, {"masked"}]
+    assert [df["heads_removed"].iloc[0] for df in batch] == [3, 2, 1]
+    singles = [run(ckpt, tmp_path / "single" / f"{b}.csv", "norm_only", b) for b in budgets]
+    for b, got, want in zip(budgets, batch, singles):
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"budget {b}")
+        niah_got, niah_want = (pd.read_csv(tmp_path / d / f"{b}.niah.csv") for d in ("batch", "single"))
+        pd.testing.assert_frame_equal(niah_got, niah_want, check_exact=True, obj=f"niah budget {b}")
+        prov_got, prov_want = (json.loads((tmp_path / d / f"{b}.provenance.json").read_text())
+                               for d in ("batch", "single"))
+        for key in ("plan", "scores", "application", "structural_blocked_by", "state", "budget", "method"):
+            assert prov_got[key] == prov_want[key], (b, key)
+        assert prov_got["batch_budgets"] == budgets and prov_want["batch_budgets"] == [b]
+    # the budgets really differ, so a leak (or one budget's rows reused for another) would show
+    ppl = [df.loc[(df["task"] == "ppl/gutenberg_valid") & (df["metric"] == "nll"), "value"].item() for df in batch]
+    assert len(set(ppl)) == 3
+    assert _files(tmp_path / "batch") == _files(tmp_path / "single")
+
+
+def test_stage_batch_none_baseline_and_masked_setting(ckpt, tmp_path):
+    # a batch of one is the single-budget run; application 'masked' for every budget of a batch
+    settings = {**SETTINGS, "application": "masked", "niah": None}
+    base = run(ckpt, [tmp_path / "none" / "0.csv"], "none", [0], settings)[0]
+    assert set(base["application"]) == {"none"} and (base["heads_removed"] == 0).all()
+    batch = run(ckpt, [tmp_path / "b" / "0.5.csv", tmp_path / "b" / "0.25.csv"], "random", [0.5, 0.25], settings,
+                heads_csv=False)
+    single = run(ckpt, tmp_path / "s" / "0.25.csv", "random", 0.25, settings, heads_csv=False)
+    assert set(batch[0]["application"]) == {"masked"} and batch[0]["heads_removed"].iloc[0] == 2
+    pd.testing.assert_frame_equal(batch[1], single, check_exact=True)
+    assert not batch[0]["value"].equals(batch[1]["value"])
+    assert not (tmp_path / "b" / "0.5.niah.csv").exists()
+
+
+@pytest.mark.parametrize("method, budgets, outs, settings, msg", [
+    ("random", [0.25, 0.5], ["a.csv"], SETTINGS, r"--budget has 2 value\(s\) but --out has 1"),
+    ("random", [0.25], ["a.csv", "b.csv"], SETTINGS, r"--budget has 1 value\(s\) but --out has 2"),
+    ("random", [0.25, 1.0], ["a.csv", "b.csv"], SETTINGS, "budget"),
+    ("none", [0, 0.5], ["a.csv", "b.csv"], SETTINGS, "needs --budget 0"),
+    ("random", [0.25, 0.5], ["a.csv", "a.csv"], SETTINGS, "duplicate"),
+    # valid budgets, but the second cannot be applied structurally (1 of 4 heads): planned up front
+    ("norm_only", [0.5, 0.25], ["a.csv", "b.csv"], {**SETTINGS, "application": "structural"},
+     "structural head removal impossible"),
+])
+def test_stage_batch_errors_before_writing(ckpt, tmp_path, method, budgets, outs, settings, msg):
+    d = tmp_path / "out"
+    d.mkdir()
+    with pytest.raises(ValueError, match=msg):
+        run(ckpt, [d / o for o in outs], method, budgets, settings)
+    assert _files(d) == []
+
+
+def test_stage_batch_argparse_pairs_in_order():
+    p = argparse.ArgumentParser()
+    stage.add_arguments(p)
+    a = p.parse_args(["--model", "m", "--method", "random", "--budget", "0.25", "0.5", "--out", "x.csv", "y.csv"])
+    assert a.budget == [0.25, 0.5] and a.out == ["x.csv", "y.csv"]
+    jobs = stage.check_budgets_outs(a.method, a.budget, a.out)
+    assert [(b, o.name) for b, o in jobs] == [(0.25, "x.csv"), (0.5, "y.csv")]
+    with pytest.raises(ValueError, match="writes"):   # a.csv and a.tsv share the sidecars a.provenance.json
+        stage.check_budgets_outs("random", [0.25, 0.5], ["d/a.csv", "d/a.tsv"])
 
 
 @pytest.mark.parametrize("bad, msg", [({"alpha": 2}, "alpha"), ({"scope": "net"}, "scope"),

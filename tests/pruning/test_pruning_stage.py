@@ -37,11 +37,16 @@ def checkpoints(tmp_path_factory):
     return out
 
 
+def _many(value) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
 def args_for(model, out, method="l1", ratio="0.5", calib=None, settings=None, seed=None):
+    """Parsed CLI arguments; `ratio` and `out` may be lists (several ratios in one run)."""
     parser = argparse.ArgumentParser()
     stage.add_arguments(parser)
-    argv = ["--model", str(model), "--method", method, "--ratio", str(ratio), "--out", str(out),
-            "--settings", json.dumps(settings or {})]
+    argv = ["--model", str(model), "--method", method, "--ratio", *_many(ratio),
+            "--out", *_many(out), "--settings", json.dumps(settings or {})]
     if calib is not None:
         argv += ["--calib", str(calib)]
     if seed is not None:
@@ -154,3 +159,125 @@ def test_calib_for_another_model_is_rejected(checkpoints, tmp_path):
     _, other = checkpoints["gated_deltanet"]
     with pytest.raises(ValueError, match="calibrated on family 'gated_deltanet'"):
         stage.run(args_for(src, tmp_path / "out", "pivoted_qr", 0.5, calib=other))
+
+
+# ---- several ratios in one process ------------------------------------------------------------
+
+RECOVERY = {"enabled": True, "steps": 2, "lr": 1e-3, "lora_r": 4, "lora_alpha": 8,
+            "distill": True, "seq_len": 16, "batch_size": 2}
+
+
+def checkpoint_contents(path):
+    """Everything a pruned directory holds that must not depend on batching: the weights, and
+    each file's text, pruning.json without its provenance (timestamps), no provenance.json."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for file in sorted(path.iterdir()):
+        if file.name == "provenance.json":
+            continue
+        if file.suffix == ".safetensors":
+            out[file.name] = load_file(file)
+        elif file.name == "pruning.json":
+            record = json.loads(file.read_text())
+            assert record.pop("provenance")["git_commit"]
+            out[file.name] = record
+        else:
+            out[file.name] = file.read_bytes()
+    return out
+
+
+def assert_same_checkpoint(got, want):
+    assert sorted(got) == sorted(want)
+    for name in want:
+        if isinstance(want[name], dict) and name.endswith(".safetensors"):
+            assert sorted(got[name]) == sorted(want[name])
+            for key in want[name]:
+                torch.testing.assert_close(got[name][key], want[name][key], rtol=0, atol=0)
+        else:
+            assert got[name] == want[name], name
+
+
+def counting(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("fam,method,recovery", [
+    ("gated_deltanet", "wanda", None),
+    ("delta_net", "random", None),
+    ("gated_deltanet", "wanda", RECOVERY),       # replayed batches + a teacher that is a copy
+])
+def test_several_ratios_equal_separate_runs(checkpoints, tmp_path, monkeypatch, fam, method,
+                                            recovery):
+    import lapr.models
+    from lapr.pruning import recovery as rec_module
+    from lapr.pruning import select
+
+    src, calib = checkpoints[fam]
+    settings = {"multiple": 2, "seed": 3}
+    if recovery is not None:
+        settings["recovery"] = {**recovery, "data": str(checkpoints["tokens"])}
+        # a recovery that disturbs its teacher (the unpruned model, were it passed as is) after
+        # use: the next ratio must still start from the untouched unpruned weights
+        real_recover = rec_module.recover
+
+        def recover(model, batches, settings, teacher=None, **kw):
+            result = real_recover(model, batches, settings, teacher=teacher, **kw)
+            with torch.no_grad():
+                for p in teacher.parameters():
+                    p.add_(1.0)
+            return result
+
+        monkeypatch.setattr(rec_module, "recover", recover)
+    ratios = ["0.5", "0.25"]                     # not sorted: pairs stay in the given order
+    singles = [tmp_path / "single" / r for r in ratios]
+    for ratio, out in zip(ratios, singles):
+        stage.run(args_for(src, out, method, ratio, calib=calib, settings=settings))
+
+    loads = counting(monkeypatch, lapr.models, "load_model")
+    calibs = counting(monkeypatch, select, "load_calib")
+    batches = counting(monkeypatch, rec_module, "token_batches")
+    batched = [tmp_path / "batched" / r for r in ratios]
+    records = stage.prune(args_for(src, batched, method, ratios, calib=calib, settings=settings))
+    assert (len(loads), len(calibs), len(batches)) == \
+        (1, int(select.needs_calib(method)), int(recovery is not None))   # each once at most
+
+    assert [r["ratio"] for r in records] == [0.5, 0.25]
+    assert [r["d_k_after"] for r in records] == [6, 8]   # 12 * (1 - ratio), multiple of 2
+    for record, got, want in zip(records, batched, singles):
+        contents = checkpoint_contents(got)
+        assert record == json.loads((got / "pruning.json").read_text())
+        assert contents["pruning.json"]["recovery"]["steps_run"] == (2 if recovery else 0)
+        assert_same_checkpoint(contents, checkpoint_contents(want))
+    assert sorted(p.name for p in (tmp_path / "batched").iterdir()) == sorted(ratios)
+
+
+@pytest.mark.parametrize("ratio,out,message", [
+    (["0.25", "0.5"], ["a"], r"--ratio has 2 value\(s\) and --out has 1"),
+    (["0.25"], ["a", "b"], r"--ratio has 1 value\(s\) and --out has 2"),
+    (["0.25", "1.5"], ["a", "b"], "strictly between 0 and 1.*'1.5'"),
+    (["0.25", "0.95"], ["a", "b"], "ratio 0.95 leaves no channel of d_k=12"),
+    (["0.25", "0.5"], ["a", "x/../a"], "--out .*given twice"),
+])
+def test_bad_ratio_list_fails_before_loading_or_writing(checkpoints, tmp_path, monkeypatch,
+                                                        ratio, out, message):
+    import lapr.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before every ratio was checked")
+
+    monkeypatch.setattr(lapr.models, "load_model", no_load)
+    src, calib = checkpoints["delta_net"]
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ValueError, match=message):
+        stage.run(args_for(src, [work / o for o in out], "wanda", ratio, calib=calib))
+    assert not list(work.iterdir())

@@ -29,8 +29,9 @@ SCRIPT = ROOT / "workflow/scripts/slurm_local.sh"
 PROFILE = ROOT / "workflow/profiles/slurm"
 NAME = "tiny_slurm"  # results/tiny_slurm: never the results/tiny of the other workflow tests
 MODEL, METHOD, RATIO = "gdn", "l2", "0.5"
-STAGE_RULES = {"tokens", "pretrain", "profile", "prune", "evaluate", "heads", "mqar_train", "mqar_eval",
-               "bench_ops", "bench_model", "figures"}
+STAGE_RULES = {"tokens", "pretrain", "profile", "prune", "prune_recovered", "evaluate", "evaluate_unpruned",
+               "evaluate_recovered", "heads", "heads_unpruned", "mqar_train", "mqar_eval", "bench_ops",
+               "bench_model", "figures"}
 RTOL = 1e-6  # same machine, one thread per job: the runs agree to float rounding (in fact exactly)
 PLUGIN = importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None
 
@@ -150,7 +151,8 @@ def test_profile_resources_reach_sbatch(runs, cluster):
     """Per-rule memory and runtime of the profile (tiny: threads 1, attempt 1); no GPU on a cpu config."""
     jobs = _jobs(cluster)
     expect = {"tokens": ("4000M", "00:30:00"), "pretrain": ("6000M", "1-00:00:00"),
-              "evaluate": ("6000M", "06:00:00"), "prune": ("4000M", "02:00:00"), "figures": ("8000M", "00:30:00")}
+              "evaluate": ("6000M", "12:00:00"), "evaluate_unpruned": ("6000M", "06:00:00"),
+              "prune": ("4000M", "04:00:00"), "figures": ("8000M", "00:30:00")}
     for rule, (mem, limit) in expect.items():
         assert (jobs[rule]["MinMemoryNode"], jobs[rule]["TimeLimit"], jobs[rule]["NumCPUs"]) == (mem, limit, "1")
     assert not any("gpu" in j.get("TRES", "") + j.get("TresPerJob", "") for j in jobs.values())  # device: cpu

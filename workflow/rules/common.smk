@@ -94,6 +94,14 @@ def ratio_name(r):
     return f"{float(r):g}"
 
 
+def one_of(names):
+    """Wildcard regex matching exactly these names (a rule per group of methods, so that the
+    groups' outputs never overlap); matches nothing for an empty list."""
+    import re
+
+    return "|".join(re.escape(n) for n in names) or "^$"
+
+
 wildcard_constraints:
     model="|".join(MODELS),
     corpus="[A-Za-z0-9_]+",

@@ -1,28 +1,57 @@
 # Perplexity and offline lm-eval tasks of every checkpoint: the unpruned model is method 'none', ratio 0.
+# One job per (model, method) evaluates all its ratios in one process: imports cost ~10 s of CPU per
+# process on 2 cores, more than a small checkpoint's evaluation. Asking for one CSV reruns its group.
 
 
-def evaluated(w):
-    if w.method == "none":
-        return checkpoint(w.model)
-    return f"{R}/pruned/{w.model}/{w.method}/{w.ratio}"
+def evaluated(model, method, ratio):
+    if method == "none":
+        return checkpoint(model)
+    return f"{R}/pruned/{model}/{method}/{ratio}"
 
 
 rule evaluate:
     input:
-        model=evaluated,
+        model=lambda w: [evaluated(w.model, w.method, r) for r in RATIOS],
     output:
-        f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv",
+        expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RATIOS, allow_missing=True),
+    wildcard_constraints:
+        method=one_of(METHODS),
     params:
+        ratios=RATIOS,
         settings=settings("evaluate"),
     log:
-        f"{R}/logs/evaluate/{{model}}/{{method}}/{{ratio}}.log",
+        f"{R}/logs/evaluate/{{model}}/{{method}}.log",
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr evaluate --model {input.model} --model-name {wildcards.model} "
-        "--method {wildcards.method} --ratio {wildcards.ratio} --settings {params.settings:q} --seed {SEED} "
+        "--method {wildcards.method} --ratio {params.ratios} --settings {params.settings:q} --seed {SEED} "
         "--out {output} > {log} 2>&1"
+
+
+use rule evaluate as evaluate_recovered with:
+    input:
+        model=lambda w: [evaluated(w.model, w.method, r) for r in RECOVER_RATIOS],
+    output:
+        expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RECOVER_RATIOS, allow_missing=True),
+    wildcard_constraints:
+        method=one_of(RECOVERED),
+    params:
+        ratios=RECOVER_RATIOS,
+        settings=settings("evaluate"),
+
+
+use rule evaluate as evaluate_unpruned with:
+    input:
+        model=lambda w: [checkpoint(w.model)],
+    output:
+        f"{R}/eval/{{model}}/{{method}}/0.csv",
+    wildcard_constraints:
+        method="none",
+    params:
+        ratios=["0"],
+        settings=settings("evaluate"),
 
 
 EVALS = expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS) + expand(

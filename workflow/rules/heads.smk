@@ -9,25 +9,36 @@ MQAR_FAMILIES = MQAR.get("families", ["delta_net", "gated_deltanet"])
 
 
 rule heads:
+    # one job per (model, method) over the budgets (one model load, one set of imports)
     input:
         model=lambda w: checkpoint(w.model),
         heads=f"{R}/profile/{{model}}/heads.csv",
     output:
-        f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv",
+        expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", budget=BUDGETS, allow_missing=True),
     wildcard_constraints:
-        hmethod="[a-z_]+",
-        budget="[0-9.]+",
+        hmethod=one_of(HEAD_METHODS),
     params:
+        budgets=BUDGETS,
         settings=HEAD_SETTINGS,
     log:
-        f"{R}/logs/heads/{{model}}/{{hmethod}}/{{budget}}.log",
+        f"{R}/logs/heads/{{model}}/{{hmethod}}.log",
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr heads --model {input.model} --heads-csv {input.heads} "
-        "--method {wildcards.hmethod} --budget {wildcards.budget} --model-name {wildcards.model} "
+        "--method {wildcards.hmethod} --budget {params.budgets} --model-name {wildcards.model} "
         "--settings {params.settings:q} --seed {SEED} --out {output} > {log} 2>&1"
+
+
+use rule heads as heads_unpruned with:
+    output:
+        f"{R}/heads/{{model}}/{{hmethod}}/0.csv",
+    wildcard_constraints:
+        hmethod="none",
+    params:
+        budgets=["0"],
+        settings=HEAD_SETTINGS,
 
 
 rule mqar_train:

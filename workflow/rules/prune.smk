@@ -19,23 +19,39 @@ def prune_settings(w):
 
 
 rule prune:
+    # one job per (model, method): the ratios share the model load, the calibration statistics and
+    # the imports (~10 s of CPU per process on 2 cores); asking for one checkpoint reruns its group
     input:
         model=lambda w: checkpoint(w.model),
         calib=f"{R}/profile/{{model}}/calib.pt",
     output:
-        directory(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}"),
+        [directory(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RATIOS, allow_missing=True)],
+    wildcard_constraints:
+        method=one_of(METHODS),
     params:
         settings=prune_settings,
         method=lambda w: w.method.removesuffix(LORA),
+        ratios=RATIOS,
     log:
-        f"{R}/logs/prune/{{model}}/{{method}}/{{ratio}}.log",
+        f"{R}/logs/prune/{{model}}/{{method}}.log",
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {input.model} --calib {input.calib} "
-        "--method {params.method} --ratio {wildcards.ratio} --settings {params.settings:q} "
+        "--method {params.method} --ratio {params.ratios} --settings {params.settings:q} "
         "--seed {SEED} {DEVICE} --out {output} > {log} 2>&1"
+
+
+use rule prune as prune_recovered with:
+    output:
+        [directory(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RECOVER_RATIOS, allow_missing=True)],
+    wildcard_constraints:
+        method=one_of(RECOVERED),
+    params:
+        settings=prune_settings,
+        method=lambda w: w.method.removesuffix(LORA),
+        ratios=RECOVER_RATIOS,
 
 
 PRUNED = expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS) + expand(
