@@ -29,10 +29,11 @@ def test_each_method_is_one_job_over_its_ratios(tmp_path):
     assert len(by_rule["evaluate"]) == 16 and len(by_rule["prune"]) == 16 and len(by_rule["heads"]) == 10
     for rule in ("evaluate", "prune"):
         for outs, cmd in by_rule[rule]:
-            assert [o.rsplit("/", 1)[-1] for o in outs] == ["0.25" + (".csv" if rule == "evaluate" else ""),
-                                                            "0.5" + (".csv" if rule == "evaluate" else ""),
-                                                            "0.75" + (".csv" if rule == "evaluate" else "")]
-            assert "--ratio 0.25 0.5 0.75 " in cmd and all(o in cmd for o in outs), cmd
+            # prune declares each checkpoint by its weights file and passes the folders
+            places = [o.removesuffix("/model.safetensors") for o in outs]
+            assert [p.rsplit("/", 1)[-1] for p in places] == (
+                ["0.25.csv", "0.5.csv", "0.75.csv"] if rule == "evaluate" else ["0.25", "0.5", "0.75"])
+            assert "--ratio 0.25 0.5 0.75 " in cmd and "--out " + " ".join(places) in cmd, cmd
     for outs, cmd in by_rule["heads"]:
         assert len(outs) == 3 and "--budget 0.25 0.5 0.75 " in cmd, cmd
     assert len(by_rule["evaluate_recovered"]) == len(by_rule["prune_recovered"]) == 4

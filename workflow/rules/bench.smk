@@ -27,8 +27,8 @@ rule bench_ops:
 
 def benched(w):
     if w.method == "none":
-        return checkpoint(w.model)
-    return f"{R}/pruned/{w.model}/{w.method}/{w.ratio}"
+        return model_input(w.model)
+    return weights(f"{R}/pruned/{w.model}/{w.method}/{w.ratio}")
 
 
 rule bench_model:
@@ -38,13 +38,14 @@ rule bench_model:
         f"{R}/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_DEVICE}.csv",
     params:
         settings=json.dumps({"mode": "model", **BENCH.get("model", {})}),
+        model=lambda w, input: folder(input.model),
     log:
         f"{R}/logs/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_DEVICE}.log",
     threads: config["threads"]
     resources:
         gpu=1 if BENCH_DEVICE == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --model {input.model} "
+        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --model {params.model} "
         "--seed {SEED} --out {output} > {log} 2>&1"
 
 

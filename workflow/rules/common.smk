@@ -85,6 +85,26 @@ def checkpoint(model):
     return spec["path"] if spec["source"] == "local" else f"{R}/models/{model}"
 
 
+WEIGHTS = "model.safetensors"
+
+
+def weights(folder):
+    """What a rule that writes a checkpoint folder declares as its output: the weights file. The repo
+    commits each folder's records (config, metrics, pruning.json) but not its weights, so after a
+    fresh clone the folder exists while its weights do not, and the producer reruns."""
+    return f"{folder}/{WEIGHTS}"
+
+
+def folder(path):
+    """The checkpoint folder of a rule's input (a weights file, or a folder for hub/local models)."""
+    return path[: -len(WEIGHTS) - 1] if path.endswith("/" + WEIGHTS) else path
+
+
+def model_input(model):
+    """What a rule reading a configured model's checkpoint depends on."""
+    return weights(checkpoint(model)) if config["models"][model]["source"] == "train" else checkpoint(model)
+
+
 def settings(section, **extra):
     """A config section as the JSON string a stage's --settings takes."""
     return json.dumps({**config.get(section, {}), **extra})

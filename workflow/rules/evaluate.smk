@@ -5,8 +5,8 @@
 
 def evaluated(model, method, ratio):
     if method == "none":
-        return checkpoint(model)
-    return f"{R}/pruned/{model}/{method}/{ratio}"
+        return model_input(model)
+    return weights(f"{R}/pruned/{model}/{method}/{ratio}")
 
 
 rule evaluate:
@@ -19,13 +19,14 @@ rule evaluate:
     params:
         ratios=RATIOS,
         settings=settings("evaluate"),
+        models=lambda w, input: [folder(p) for p in input.model],
     log:
         f"{R}/logs/evaluate/{{model}}/{{method}}.log",
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr evaluate --model {input.model} --model-name {wildcards.model} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr evaluate --model {params.models} --model-name {wildcards.model} "
         "--method {wildcards.method} --ratio {params.ratios} --settings {params.settings:q} --seed {SEED} "
         "--out {output} > {log} 2>&1"
 
@@ -40,11 +41,12 @@ use rule evaluate as evaluate_recovered with:
     params:
         ratios=RECOVER_RATIOS,
         settings=settings("evaluate"),
+        models=lambda w, input: [folder(p) for p in input.model],
 
 
 use rule evaluate as evaluate_unpruned with:
     input:
-        model=lambda w: [checkpoint(w.model)],
+        model=lambda w: [model_input(w.model)],
     output:
         f"{R}/eval/{{model}}/{{method}}/0.csv",
     wildcard_constraints:
@@ -52,6 +54,7 @@ use rule evaluate as evaluate_unpruned with:
     params:
         ratios=["0"],
         settings=settings("evaluate"),
+        models=lambda w, input: [folder(p) for p in input.model],
 
 
 EVALS = expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS) + expand(

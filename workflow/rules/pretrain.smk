@@ -9,10 +9,11 @@ rule pretrain:
         train=f"{R}/data/train.npy",
         evals=expand(f"{R}/data/{{corpus}}.npy", corpus=EVAL_CORPORA),
     output:
-        directory(f"{R}/models/{{model}}"),
+        weights(f"{R}/models/{{model}}"),
     wildcard_constraints:
         model="|".join(TRAINED) or "^$",
     params:
+        out=lambda w, output: folder(output[0]),
         spec=lambda w: json.dumps({k: v for k, v in config["models"][w.model].items() if k != "source"}),
         settings=settings("pretrain"),
         evals=lambda w, input: " ".join(f"{c}={p}" for c, p in zip(EVAL_CORPORA, input.evals)),
@@ -23,7 +24,7 @@ rule pretrain:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr pretrain --spec {params.spec:q} --settings {params.settings:q} --train {input.train} "
-        "--eval {params.evals} --tokenizer {config[tokenizer]} --seed {SEED} {DEVICE} --out {output} "
+        "--eval {params.evals} --tokenizer {config[tokenizer]} --seed {SEED} {DEVICE} --out {params.out} "
         "> {log} 2>&1"
 
 
@@ -43,7 +44,7 @@ rule fetch:
 
 rule models:
     input:
-        [checkpoint(m) for m in MODELS],
+        [model_input(m) for m in MODELS],
 
 
-TARGETS["models"] = [checkpoint(m) for m in MODELS]
+TARGETS["models"] = [model_input(m) for m in MODELS]

@@ -7,11 +7,12 @@ rule profile:
     # critical path first (every other stage waits on the models); mqar_* / bench_ops only fill free cores
     priority: 10
     input:
-        model=lambda w: checkpoint(w.model),
+        model=lambda w: model_input(w.model),
     output:
         [f"{R}/profile/{{model}}/{name}" for name in PROFILE_FILES],
     params:
         out=lambda w: f"{R}/profile/{w.model}",
+        model=lambda w: checkpoint(w.model),
         settings=settings("profiling"),
     log:
         f"{R}/logs/profile/{{model}}.log",
@@ -19,7 +20,7 @@ rule profile:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr profile --model {input.model} --out {params.out} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr profile --model {params.model} --out {params.out} "
         "--settings {params.settings:q} --seed {SEED} {DEVICE} > {log} 2>&1"
 
 

@@ -22,40 +22,44 @@ rule prune:
     # one job per (model, method): the ratios share the model load, the calibration statistics and
     # the imports (~10 s of CPU per process on 2 cores); asking for one checkpoint reruns its group
     input:
-        model=lambda w: checkpoint(w.model),
+        model=lambda w: model_input(w.model),
         calib=f"{R}/profile/{{model}}/calib.pt",
     output:
-        [directory(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RATIOS, allow_missing=True)],
+        [weights(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RATIOS, allow_missing=True)],
     wildcard_constraints:
         method=one_of(METHODS),
     params:
         settings=prune_settings,
         method=lambda w: w.method.removesuffix(LORA),
         ratios=RATIOS,
+        model=lambda w: checkpoint(w.model),
+        outs=lambda w, output: [folder(o) for o in output],
     log:
         f"{R}/logs/prune/{{model}}/{{method}}.log",
     threads: config["threads"]
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {input.model} --calib {input.calib} "
+        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {params.model} --calib {input.calib} "
         "--method {params.method} --ratio {params.ratios} --settings {params.settings:q} "
-        "--seed {SEED} {DEVICE} --out {output} > {log} 2>&1"
+        "--seed {SEED} {DEVICE} --out {params.outs} > {log} 2>&1"
 
 
 use rule prune as prune_recovered with:
     output:
-        [directory(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RECOVER_RATIOS, allow_missing=True)],
+        [weights(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RECOVER_RATIOS, allow_missing=True)],
     wildcard_constraints:
         method=one_of(RECOVERED),
     params:
         settings=prune_settings,
         method=lambda w: w.method.removesuffix(LORA),
         ratios=RECOVER_RATIOS,
+        model=lambda w: checkpoint(w.model),
+        outs=lambda w, output: [folder(o) for o in output],
 
 
-PRUNED = expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS) + expand(
-    f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)
+PRUNED = [weights(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
+          + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)]
 
 
 rule pruned:

@@ -15,8 +15,8 @@ def _out(rel, name):
     return f"{F}/{rel}"
 
 
-# Everything but the git-ignored calib.pt: checkpoint folders keep their committed metrics/records
-# after a fresh clone, so the figures job finds all its inputs without rerunning their producers.
+# Every stage's final outputs but the git-ignored calib.pt: `figures` is the end of the full run. After
+# a fresh clone checkpoints have no weights, so `figures` would rerun the DAG; `redraw` does not.
 RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]
 
 
