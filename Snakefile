@@ -20,3 +20,10 @@ rule all:
     default_target: True
     input:
         [target for stage in TARGETS.values() for target in stage],
+
+
+onsuccess:
+    # the models' held-out perplexity against the unigram baseline, the last thing a run shows
+    from lapr.report.summary import model_lines
+
+    print("\n".join(model_lines(R)))

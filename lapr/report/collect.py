@@ -162,8 +162,10 @@ def load_pretrain(root: Path, problems: list) -> tuple[pd.DataFrame, pd.DataFram
             if "train_loss" in curve:
                 base["final_train_loss"] = float(curve["train_loss"].dropna().iloc[-1]) \
                     if curve["train_loss"].notna().any() else math.nan
-            if "valid_loss" in curve and curve["valid_loss"].notna().any():
-                base["final_valid_loss"] = float(curve["valid_loss"].dropna().iloc[-1])
+            # the checkpoint is the weight average when pretraining kept one (settings.ema)
+            valid = "valid_loss_ema" if "valid_loss_ema" in curve else "valid_loss"
+            if valid in curve and curve[valid].notna().any():
+                base["final_valid_loss"] = float(curve[valid].dropna().iloc[-1])
         corpora = {k: v for k, v in doc.items() if isinstance(v, dict) and "ppl" in v}
         if not corpora:
             rows.append({**base, "corpus": None})
