@@ -4,11 +4,31 @@ import math
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from lapr.config import ConfigError, check, check_device, check_values
 
 min_version("9.0")
 
-validate(config, "../schemas/config.schema.yaml")
+# Before any job: one line naming the bad key, file or value (lapr/config.py). The schema's
+# defaults are filled in between the structural and the value checks.
+try:
+    check(config, workflow.overwrite_configfiles or workflow.configfiles)
+    validate(config, "../schemas/config.schema.yaml")
+    check_values(config)
+except ConfigError as e:
+    raise WorkflowError(f"config: {e}") from None
+if workflow.is_main_process:
+    check_device(config, local_run=False)  # a note only: a login node has no GPU, its cluster's nodes do
+
+
+onstart:
+    # a local run (not a dry run, not a cluster submission) needs the device here, before any job
+    try:
+        check_device(config, local_run=workflow.local_exec)
+    except ConfigError as e:
+        raise WorkflowError(f"config: {e}") from None
 
 R = f"results/{config['name']}"  # every result of this profile
 F = f"figures/{config['name']}"  # every figure of this profile
@@ -28,55 +48,6 @@ MODELS = list(config["models"])
 TRAINED = [m for m, spec in config["models"].items() if spec["source"] == "train"]
 FETCHED = [m for m, spec in config["models"].items() if spec["source"] == "hub"]
 TARGETS = {}  # stage -> list of final outputs; `rule all` asks for all of them
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def _check_models():
-    for name, spec in config["models"].items():
-        where = f"models.{name}"
-        if spec["source"] in ("hub", "local") and "path" not in spec:
-            raise ConfigError(f"{where}.path is required for source '{spec['source']}'")
-        if spec["source"] == "local" and not Path(spec["path"]).joinpath("config.json").exists():
-            raise ConfigError(f"{where}.path: no Hugging Face checkpoint at {spec['path']!r}")
-        if spec["source"] == "train":
-            need = ["hidden_size", "num_layers", "num_heads", "head_k_dim", "head_v_dim"]
-            missing = [k for k in need if k not in spec]
-            if missing:
-                raise ConfigError(f"{where}: trained models need {missing}")
-            if "train" not in config["corpora"]:
-                raise ConfigError(f"corpora.train is required to train {where}")
-
-
-def _check_ratios():
-    prune = config.get("prune", {})
-    multiple = prune.get("multiple", 1)
-    for name, spec in config["models"].items():
-        d_k = spec.get("head_k_dim")
-        if d_k is None:
-            continue  # hub checkpoints: checked by `lapr prune` once the config is downloaded
-        for r in prune.get("ratios", []):
-            kept = math.floor(d_k * (1 - r)) // multiple * multiple
-            if kept < 1:
-                raise ConfigError(f"prune.ratios: ratio {r} leaves no key channel of models.{name} "
-                                  f"(head_k_dim {d_k}, multiple {multiple})")
-
-
-def _check_recovery():
-    rec = config.get("prune", {}).get("recovery", {})
-    ratios = {float(r) for r in config.get("prune", {}).get("ratios", [])}
-    if extra := sorted({float(r) for r in rec.get("ratios", [])} - ratios):
-        raise ConfigError(f"prune.recovery.ratios {extra} are not in prune.ratios: each recovered "
-                          f"checkpoint is compared with the un-recovered one at the same ratio")
-    if rec.get("methods") and not set(rec["methods"]) <= set(config.get("prune", {}).get("methods", [])):
-        raise ConfigError(f"prune.recovery.methods must be among prune.methods; got {rec['methods']}")
-
-
-_check_models()
-_check_ratios()
-_check_recovery()
 
 
 def checkpoint(model):

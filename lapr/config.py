@@ -1,0 +1,210 @@
+"""The workflow config, checked whole before any job runs: one line naming the bad key, file or value.
+
+`workflow/rules/common.smk` calls `check(config, files)` first thing. It imports neither torch nor
+any stage, so a dry run stays fast (every SLURM job parses the Snakefile again).
+
+What it refuses, beyond the JSON schema (workflow/schemas/config.schema.yaml):
+- a config without `name` (it would otherwise write into another profile's results/);
+- a key given twice in one YAML mapping (YAML keeps the last one silently: a duplicated model name
+  dropped a model's 29 jobs);
+- ratios or budgets that name the same output folder (0.5 and 0.5000001 are both "0.5");
+- a head budget that removes every head of a trained model (or of each layer, scope 'layer');
+- `device: cuda` for a local run on a machine without an NVIDIA driver (Snakefile's onstart; a dry
+  run or a cluster submission only notes it: a SLURM login node has no GPU, its compute nodes do).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config the workflow refuses; str() is the one line shown to the user."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"{mark.name}:{mark.line + 1}: key {key!r} is given twice (first at line "
+                              f"{seen[key] + 1}); YAML would keep only the last")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_strict(path: str | Path) -> dict:
+    """A YAML (or JSON) config file; ConfigError for a duplicate key."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "config"
+
+
+def schema_errors(config: dict, schema: dict | None = None) -> list[str]:
+    """Every schema violation as one line 'section.key: problem', unknown keys listing the allowed ones."""
+    import jsonschema
+
+    schema = schema or yaml.safe_load(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = _where(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed))
+            for key in extra:
+                hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+                lines.append(f"{where}.{key}: unknown key{hint}" if where != "config" else
+                             f"{key}: unknown top-level key{hint}")
+        elif err.validator == "required":
+            lines.append(f"{where}: {err.message}")
+        elif err.validator in ("oneOf", "anyOf"):
+            lines.append(f"{where}: {err.instance!r} is not valid here ({err.schema.get('description', 'see the schema')})")
+        else:
+            lines.append(f"{where}: {err.message}")
+    return lines
+
+
+def _check_models(config: dict) -> None:
+    for name, spec in config["models"].items():
+        where = f"models.{name}"
+        if spec["source"] in ("hub", "local") and "path" not in spec:
+            raise ConfigError(f"{where}.path is required for source '{spec['source']}'")
+        if spec["source"] == "local" and not Path(spec["path"]).joinpath("config.json").exists():
+            raise ConfigError(f"{where}.path: no Hugging Face checkpoint at {spec['path']!r}")
+        if spec["source"] == "train":
+            need = ["hidden_size", "num_layers", "num_heads", "head_k_dim", "head_v_dim"]
+            missing = [k for k in need if k not in spec]
+            if missing:
+                raise ConfigError(f"{where}: trained models need {missing}")
+            if "train" not in config["corpora"]:
+                raise ConfigError(f"corpora.train is required to train {where}")
+
+
+def _check_ratios(config: dict) -> None:
+    prune = config.get("prune", {})
+    multiple = prune.get("multiple", 1)
+    for name, spec in config["models"].items():
+        d_k = spec.get("head_k_dim")
+        if d_k is None:
+            continue  # hub checkpoints: checked by `lapr prune` once the config is downloaded
+        for r in prune.get("ratios", []):
+            kept = math.floor(d_k * (1 - r)) // multiple * multiple
+            if kept < 1:
+                raise ConfigError(f"prune.ratios: ratio {r} leaves no key channel of models.{name} "
+                                  f"(head_k_dim {d_k}, multiple {multiple})")
+
+
+def _check_recovery(config: dict) -> None:
+    rec = config.get("prune", {}).get("recovery", {})
+    ratios = {float(r) for r in config.get("prune", {}).get("ratios", [])}
+    if extra := sorted({float(r) for r in rec.get("ratios", [])} - ratios):
+        raise ConfigError(f"prune.recovery.ratios {extra} are not in prune.ratios: each recovered "
+                          f"checkpoint is compared with the un-recovered one at the same ratio")
+    if rec.get("methods") and not set(rec["methods"]) <= set(config.get("prune", {}).get("methods", [])):
+        raise ConfigError(f"prune.recovery.methods must be among prune.methods; got {rec['methods']}")
+
+
+def _name(value) -> str:
+    """A ratio or budget as its folder / file name (the workflow's ratio_name)."""
+    return f"{float(value):g}"
+
+
+def _distinct(values, where: str) -> None:
+    names: dict[str, float] = {}
+    for v in values:
+        if _name(v) in names:
+            raise ConfigError(f"{where}: {names[_name(v)]!r} and {v!r} are the same value once written as a "
+                              f"file name ({_name(v)!r}); give each once")
+        names[_name(v)] = v
+
+
+def _check_distinct(config: dict) -> None:
+    prune, heads = config.get("prune", {}), config.get("heads", {})
+    _distinct(prune.get("ratios", []), "prune.ratios")
+    _distinct(prune.get("recovery", {}).get("ratios", []), "prune.recovery.ratios")
+    _distinct(heads.get("budgets", []), "heads.budgets")
+
+
+def _half_up(x: float) -> int:
+    return int(x + 0.5 + 1e-9)  # lapr.heads.methods rounds the removed count half-up
+
+
+def _check_head_budgets(config: dict) -> None:
+    """Budgets that leave a trained model no head at all (hub models: checked by `lapr heads`)."""
+    heads = config.get("heads", {})
+    scope, min_keep = heads.get("scope", "global"), heads.get("min_keep", 0)
+    for name, spec in config["models"].items():
+        if "num_heads" not in spec or "num_layers" not in spec:
+            continue
+        per_layer, layers = spec.get("num_v_heads", spec["num_heads"]), spec["num_layers"]
+        for b in heads.get("budgets", []):
+            total = per_layer * layers
+            removed = _half_up(b * total) if scope == "global" else _half_up(b * per_layer) * layers
+            if removed >= total:
+                raise ConfigError(f"heads.budgets: budget {b} removes all {total} heads of models.{name} "
+                                  f"({layers} layers x {per_layer}); use a smaller budget")
+            if removed < 1:
+                raise ConfigError(f"heads.budgets: budget {b} removes no head of models.{name} "
+                                  f"({layers} layers x {per_layer} heads)")
+            if scope == "layer" and _half_up(b * per_layer) > per_layer - min_keep:
+                raise ConfigError(f"heads.budgets: budget {b} leaves fewer than min_keep={min_keep} heads in "
+                                  f"each layer of models.{name}")
+
+
+def has_cuda_driver() -> bool:
+    """An NVIDIA driver on this machine (no torch import: this runs on every Snakefile parse)."""
+    return Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
+
+
+def check_device(config: dict, local_run: bool, warn=print) -> None:
+    """`device: cuda` without a driver: an error for jobs run here, else a note (cluster submission,
+    or a dry run, which may be planning a run elsewhere)."""
+    if config.get("device") != "cuda" or has_cuda_driver():
+        return
+    if local_run:
+        raise ConfigError("device: cuda, but this machine has no NVIDIA driver; use device: cpu (or auto), "
+                          "or submit through a GPU cluster profile")
+    warn("Note: device: cuda, but this machine has no NVIDIA driver: its jobs must run on a GPU node")
+
+
+def check(config: dict, files=(), schema: dict | None = None) -> None:
+    """The config's structure: no duplicate key in `files` (the config files it came from, re-read),
+    a name, and the schema; ConfigError (one line) otherwise."""
+    for path in files:
+        load_strict(path)
+    if not config.get("name"):
+        given = ", ".join(map(str, files)) or "the command line"
+        raise ConfigError(f"name: missing in the config ({given}); every profile names itself "
+                          f"(results go to results/<name>/)")
+    if errors := schema_errors(config, schema):
+        more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more)
+
+
+def check_values(config: dict) -> None:
+    """What the schema cannot say, on a config with the schema's defaults filled in (after check)."""
+    _check_models(config)
+    _check_distinct(config)
+    _check_ratios(config)
+    _check_recovery(config)
+    _check_head_budgets(config)
+
+
+__all__ = ["SCHEMA", "ConfigError", "check", "check_device", "check_values", "has_cuda_driver", "load_strict", "schema_errors"]
