@@ -2,13 +2,21 @@
 
 A stage is a module with `add_arguments(parser)` and `run(args)`; adding one is one line in STAGES.
 Stage modules are imported only when their stage runs, so `lapr --help` stays fast.
+
+A failing stage prints one line, `lapr <stage>: error: <message>`, to stderr and exits 2 for a
+malformed command line (argparse, --settings that is not a JSON object) and 1 for anything else;
+`lapr --debug <stage> ...` (or `lapr <stage> --debug ...`, or LAPR_DEBUG=1) shows the traceback
+instead. Stages raise ordinary exceptions (ValueError, FileNotFoundError, ...) whose message
+names the key, file or value.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import sys
+import traceback
 
 STAGES = {
     "tokens": ("lapr.data.stage", "tokenise a shipped corpus into an int32 .npy stream"),
@@ -25,16 +33,21 @@ STAGES = {
 }
 
 
+class UsageError(ValueError):
+    """A command line that cannot be parsed (exit 2, like argparse's own errors)."""
+
+
 def settings_object(raw) -> dict:
     """A stage's settings given as a dict or a JSON object string ('' or blank: no settings);
-    ValueError for anything else, so library callers and the CLI get the same messages."""
+    UsageError (a ValueError) for anything else, so library callers and the CLI get the same
+    messages."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as e:
-            raise ValueError(f"--settings is not valid JSON: {e}") from None
+            raise UsageError(f"--settings is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+        raise UsageError(f"--settings must be a JSON object, got {type(raw).__name__}")
     return raw
 
 
@@ -49,24 +62,55 @@ def settings(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other failure (the usage is a --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="lapr", description=__doc__.splitlines()[0])
+    top = Parser(prog="lapr", description=__doc__.splitlines()[0])
+    top.add_argument("--debug", action="store_true",
+                     help="show the full traceback of a failure (also: LAPR_DEBUG=1)")
     sub = top.add_subparsers(dest="stage", required=True, metavar="stage")
     for name, (_, help_) in STAGES.items():
         sub.add_parser(name, help=help_, add_help=False)
     return top
 
 
+def message(e: BaseException) -> str:
+    """One line for an exception: the message of a refused input (ValueError, OSError, KeyError);
+    for anything else, which is more likely a bug, also its type and where the traceback is."""
+    text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)  # str() quotes a KeyError
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    if isinstance(e, (ValueError, OSError, KeyError)) and text:
+        return text
+    return f"{type(e).__name__}{': ' + text if text else ''} (lapr --debug shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("LAPR_DEBUG", "").strip() not in ("", "0")
+    while argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
     if not argv or argv[0] not in STAGES:
         parser().parse_args(argv)  # prints usage / the list of stages, exits
         return
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(STAGES[name][0])
-    stage = argparse.ArgumentParser(prog=f"lapr {name}", description=STAGES[name][1])
+    stage = Parser(prog=f"lapr {name}", description=STAGES[name][1])
     module.add_arguments(stage)
-    module.run(stage.parse_args(rest))
+    stage.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
+    args = stage.parse_args(rest)  # a usage error exits 2 here (Parser.error)
+    try:
+        module.run(args)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line (KeyboardInterrupt is not an Exception)
+        if debug or args.debug:
+            traceback.print_exc()
+        else:
+            print(f"lapr {name}: error: {message(e)}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, UsageError) else 1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -65,8 +66,52 @@ def record(settings: dict | None = None, seed: int | None = None, device=None, *
             "versions": versions(), "hardware": device_info(device), **extra}
 
 
+def umask() -> int:
+    """The process umask. Reading it means setting it: for that instant a file created by another
+    thread gets the usual 022; lapr's stages create files from one thread."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_modes(path: Path) -> None:
+    """Give `path` (and, for a folder, everything in it) the modes the umask gives a normally
+    created file or folder. mkstemp / mkdtemp make them 0600 / 0700 whatever the umask, and so
+    do some writers inside a temporary folder (safetensors writes 0600 files): the results were
+    unreadable to the group on the shared file systems the SLURM profile assumes."""
+    mask = umask()
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        if p.is_symlink():
+            continue
+        full = 0o777 if p.is_dir() or p.stat().st_mode & 0o100 else 0o666
+        os.chmod(p, full & ~mask)
+
+
+def _tmp_pattern(path: Path, suffix: str) -> re.Pattern:
+    # mkstemp / mkdtemp names: prefix + 8 characters of [a-z0-9_] + suffix
+    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}\.tmp")
+
+
+def clear_stale(path: Path, suffix: str = "") -> None:
+    """Remove the temporaries that earlier, killed writers of `path` left beside it.
+
+    Only temporaries of this exact target (the pattern `_tmp_beside` / atomic_dir use), removed
+    when a new writer of that target starts: Snakemake never runs two jobs that write the same
+    output (and its lock keeps a second Snakemake out of the directory), so a temporary of the
+    target we are about to write belongs to no live job."""
+    if not path.parent.is_dir():
+        return
+    pattern = _tmp_pattern(path, suffix)
+    for p in [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def _tmp_beside(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     return Path(tmp)
@@ -74,11 +119,13 @@ def _tmp_beside(path: Path, suffix: str = "") -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary file path beside `path`; on success it replaces `path` in one step."""
+    """Yield a temporary file path beside `path`; on success it replaces `path` in one step, with
+    the modes of a file created under the process umask."""
     path = Path(path)
     tmp = _tmp_beside(path, path.suffix)
     try:
         yield tmp
+        open_modes(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -86,12 +133,15 @@ def atomic_path(path: str | Path):
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
-    """Yield a temporary directory beside `path`; on success it is renamed to `path`."""
+    """Yield a temporary directory beside `path`; on success it is renamed to `path`, its files
+    and folders given the modes of ones created under the process umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        open_modes(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-from lapr import provenance
+from lapr import paths, provenance
 from lapr.bench import models, ops, timing
 from lapr.bench.tables import write_rows
+from lapr.cli import settings_object
 
 COMMON_KEYS = {"mode", "device", "dtype", "repeats", "warmup", "min_warmup", "max_warmup", "n_inputs", "threads"}
 OPS_KEYS = COMMON_KEYS | {"families", "phases", "impls", "d_k", "extra_d_k", "B", "T", "H", "d_v", "budget_s"}
@@ -46,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(text_or_dict) -> dict:
-    settings = json.loads(text_or_dict) if isinstance(text_or_dict, str) else dict(text_or_dict or {})
-    if not isinstance(settings, dict):
-        raise ValueError(f"--settings must be a JSON object, got {type(settings).__name__}")
+    settings = dict(settings_object(text_or_dict or {}))
     mode = settings.setdefault("mode", "ops")
     known = {"ops": OPS_KEYS, "model": MODEL_KEYS}.get(mode)
     if known is None:
@@ -179,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("bench: --model is for mode 'model'; mode 'ops' benches kernels only")
     if plan["mode"] == "model" and not model_dir:
         raise ValueError("bench: mode 'model' needs --model DIR (a Hugging Face checkpoint dir)")
+    paths.check_outputs({"--out": [out, provenance_path(out)]}, {"--model": model_dir})
     log = functools.partial(print, flush=True)
     with timing.torch_threads(plan["threads"]):
         if plan["mode"] == "ops":

@@ -17,6 +17,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from lapr.provenance import open_modes
+
 FILES_DIR = Path(__file__).resolve().parent / "files"
 MANIFEST_PATH = FILES_DIR / "manifest.json"
 TOKENIZER_PREFIX = "tokenizer:"  # materialize("tokenizer:gpt2") reaches tokenizer files
@@ -116,6 +118,7 @@ def materialize(name: str) -> Path:
         if h.hexdigest() != e["sha256"]:
             raise ValueError(f"dataset {name!r}: shipped file {src} decompresses to sha256 "
                              f"{h.hexdigest()}, expected {e['sha256']}; the package is corrupted")
+        open_modes(Path(tmp))  # mkstemp's 0600 would keep a shared $LAPR_CACHE to its first user
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

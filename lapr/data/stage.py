@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from lapr import paths
 from lapr.cli import settings as json_settings
 from lapr.data.registry import known_names
 from lapr.data.streams import encode_corpus, save_tokens
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.dataset not in known_names():
         raise ValueError(f"unknown dataset {args.dataset!r}; known: {known_names()}")
+    paths.check_outputs({"--out": args.out}, {"--tokenizer": paths.local(args.tokenizer)})
     tok = load_tokenizer(args.tokenizer)
     tokens = encode_corpus(args.dataset, tok, max_chars=args.settings.get("max_chars"))
     save_tokens(args.out, tokens)

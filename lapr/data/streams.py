@@ -12,9 +12,7 @@ after each), saved as .npy, and then cut into windows:
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -104,17 +102,12 @@ def encode_corpus(name: str, tokenizer, max_chars: int | None = None,
 
 
 def save_tokens(path: str | Path, tokens: np.ndarray) -> Path:
-    """Write tokens as .npy atomically (temp file in the same folder, then os.replace)."""
+    """Write tokens as .npy atomically (lapr.provenance.atomic_path)."""
+    from lapr.provenance import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(tokens))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(tokens))  # a file object: np.save would append .npy to a name
     return path
 
 

@@ -337,6 +337,7 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
 
     settings = resolve_settings(settings)
     out, model_dir = Path(out), Path(model_dir)
+    check_paths([model_dir], [out], settings)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"--model {model_dir}: directory not found")
     model_name = model_name or model_dir.name
@@ -361,17 +362,40 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
     df.insert(0, "method", method)
     df.insert(0, "model", model_name)
     df = df[COLUMNS]
+    check_values(df, model_dir)
     param = next(model.parameters())
     prov = provenance.record(settings, seed=seed, device=param.device, stage="evaluate",
                              model_dir=str(model_dir), model=model_name, method=method, ratio=ratio,
                              tokenizer=tokenizer.name_or_path, vocab_size=model.config.vocab_size,
                              parameters=sum(p.numel() for p in model.parameters()), dtype=str(param.dtype),
                              unigram=unigram, **info)
-    provenance.write_json(out.with_name(out.stem + ".provenance.json"), prov)
+    provenance.write_json(provenance_path(out), prov)
     provenance.write_table(out, df)   # last: the CSV (the rule's output) appears only when all is written
     print(f"[evaluate] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s "
           f"({info['cpu_seconds']['total']:.1f} s CPU)", flush=True)
     return df
+
+
+def provenance_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".provenance.json")
+
+
+def check_paths(models: list, outs: list, settings: dict) -> None:
+    """No CSV (or its provenance JSON) is, holds or lies in a checkpoint or the tokenizer."""
+    from lapr import paths
+
+    paths.check_outputs({"--out": [p for o in outs for p in (Path(o), provenance_path(Path(o)))]},
+                        {"--model": list(models), "settings.tokenizer": paths.local(settings["tokenizer"])})
+
+
+def check_values(df: pd.DataFrame, where) -> None:
+    """ValueError for a row whose metric is NaN / inf: written, it would read as an empty cell
+    beside complete ones (e.g. NaN weights: NaN perplexity, accuracies of argmax over NaN)."""
+    bad = df[~pd.to_numeric(df["value"], errors="coerce").map(math.isfinite)]
+    if len(bad):
+        row = bad.iloc[0]
+        raise ValueError(f"{where}: {row['task']} {row['metric']} is {row['value']} ({len(bad)} of {len(df)} "
+                         f"metrics not finite): no result row is written with a missing metric")
 
 
 def _per_checkpoint(values, n: int, flag: str) -> list:
@@ -394,6 +418,7 @@ def run(args: argparse.Namespace) -> None:
     methods = _per_checkpoint(args.method, n, "--method")
     ratios = _per_checkpoint(args.ratio, n, "--ratio")
     settings = resolve_settings(args.settings)  # validate once, before any work
+    check_paths(models, outs, settings)
     for model, out, name, method, ratio in zip(models, outs, names, methods, ratios):
         evaluate_checkpoint(model, out, model_name=name, method=method, ratio=ratio, settings=settings,
                             seed=args.seed)

@@ -31,8 +31,9 @@ do not always hit layer 0 first):
 Budget = fraction of heads removed, `scope`:
 - 'global': round(budget * total heads) heads, taken in priority order over the whole model;
 - 'layer': round(budget * H_l) heads of each layer l, in priority order within the layer.
-round() is half-up. At least `min_keep` heads (default 0) stay in every layer; a removed count of
-zero, or more than the layers can give, is a ValueError naming the budget.
+round() is half-up. At least `min_keep` heads (default 0) stay in every layer, so a layer may lose
+all its heads, but the model may not: a removed count of zero, of every head of the model (e.g.
+0.9 of 4 heads rounds to 4), or of more than the layers can give is a ValueError naming the budget.
 """
 from __future__ import annotations
 
@@ -217,6 +218,9 @@ def select_heads(table: pd.DataFrame, method: str, budget, scope: str = "global"
         if want < 1:
             raise ValueError(f"head budget {budget} removes no head of {len(table)} "
                              f"(round({b} * {len(table)}) = 0)")
+        if want == len(table):
+            raise ValueError(f"head budget {budget} removes all {len(table)} heads of the model "
+                             f"(round({b} * {len(table)}) = {want}): lower the budget")
         if want > room:
             raise ValueError(f"head budget {budget} asks for {want} of {len(table)} heads but only {room} can go "
                              f"while keeping min_keep={min_keep} per layer")
@@ -232,6 +236,10 @@ def select_heads(table: pd.DataFrame, method: str, budget, scope: str = "global"
         if sum(counts.values()) < 1:
             raise ValueError(f"head budget {budget} with scope 'layer' removes no head "
                              f"(layers have {sorted(set(per_layer.values()))} heads)")
+        if counts == per_layer:
+            raise ValueError(f"head budget {budget} with scope 'layer' removes all {len(table)} heads of "
+                             f"the model (every head of layers with {sorted(set(per_layer.values()))} "
+                             f"heads): lower the budget")
         for k, c in counts.items():
             if c > per_layer[k] - min_keep:
                 raise ValueError(f"head budget {budget} removes {c} of layer {k}'s {per_layer[k]} heads, "

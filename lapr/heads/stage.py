@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import time
 from pathlib import Path
@@ -138,12 +139,36 @@ def model_heads(model) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check_heads_match(table: pd.DataFrame, model, where: str) -> None:
+def check_heads_match(table: pd.DataFrame, model, where: str, T: int | None = None) -> None:
+    """The table's (layer, head) pairs are the model's, and its rank bounds fit the model's state
+    (bound = min(T, d_k, d_v): a larger bound, or another one when T is known, means another d_k)."""
+    from lapr.models import family
+
     want = set(map(tuple, model_heads(model)[["layer", "head"]].to_numpy().tolist()))
     have = set(map(tuple, table[["layer", "head"]].astype(int).to_numpy().tolist()))
     if want != have:
         raise ValueError(f"{where}: heads {sorted(have ^ want)[:6]}... do not match the model's "
                          f"{len(want)} (layer, value head) pairs: a heads.csv of another model?")
+    dims = {v.index: (v.head_k_dim, v.head_v_dim) for v in family(model).attention(model)}
+    for layer, bound in table.groupby("layer")["bound"].max().items():
+        d_k, d_v = dims[int(layer)]
+        top = min(d_k, d_v) if T is None else min(int(T), d_k, d_v)
+        if bound > top or (T is not None and bound != top):
+            raise ValueError(f"{where}: layer {layer} has rank bound {bound:g}, but this model's states "
+                             f"(d_k {d_k}, d_v {d_v}{'' if T is None else f', T {T}'}) bound it at {top}: "
+                             f"a heads.csv of a model with another d_k?")
+
+
+def profile_record(heads_csv) -> dict:
+    """The profiling stage's provenance.json beside a heads.csv ({} if there is none)."""
+    path = Path(heads_csv).with_name("provenance.json")
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} (the provenance of --heads-csv {heads_csv}) is not JSON: {e}") from None
+    return record if isinstance(record, dict) and record.get("stage") == "profile" else {}
 
 
 def evaluate(model, tokenizer, settings: dict, log=print,
@@ -305,27 +330,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lapr import provenance
-    from lapr.eval.stage import load_checkpoint
+    from lapr import paths, provenance
+    from lapr.eval.stage import check_values, load_checkpoint
     from lapr.heads import methods
+    from lapr.models.weights import check_source
 
     settings = resolve_settings(args.settings)
     if args.seed is not None:
         settings["seed"] = int(args.seed)
     jobs = check_budgets_outs(args.method, args.budget, args.out)
+    paths.check_outputs({"--out": [p for _, out in jobs for p in (out, *sidecars(out))]},
+                        {"--model": args.model, "--heads-csv": args.heads_csv,
+                         "settings.tokenizer": paths.local(settings["tokenizer"])})
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
-    table = None
+    table, profile = None, {}
     if args.heads_csv:
         table = methods.load_heads(args.heads_csv)
+        profile = profile_record(args.heads_csv)
+        check_source(profile.get("model"), profile.get("weights_fingerprint"), model_dir,
+                     f"--heads-csv {args.heads_csv}")
     elif args.method not in ("random", "none"):
         raise ValueError(f"--method {args.method} ranks heads by their profile: pass --heads-csv (heads.csv)")
     start = time.perf_counter()
     model, tokenizer = load_checkpoint(model_dir, {"device": settings["device"], "dtype": settings["dtype"],
                                                    "tokenizer": settings["tokenizer"]})
     if table is not None:
-        check_heads_match(table, model, str(args.heads_csv))
+        check_heads_match(table, model, f"--heads-csv {args.heads_csv}",
+                          (profile.get("settings") or {}).get("T"))
     name = args.model_name or model_dir.name
     device = next(model.parameters()).device
     plans = [plan_budget(model, table, args.method, budget, settings) for budget, _ in jobs]
@@ -339,6 +372,7 @@ def run(args: argparse.Namespace) -> None:
         df, samples, info = evaluate_plan(model, tokenizer, planned, settings, inputs=inputs)
         df.insert(0, "model", name)
         df = df.reindex(columns=COLUMNS)
+        check_values(df, f"{model_dir} ({args.method} @ {budget})")
         # load (shared by the batch) + this budget's own work
         info["seconds"]["load"] = load_s
         info["seconds"]["total"] = load_s + time.perf_counter() - t0

@@ -4,12 +4,13 @@ Adding a family = one module with a `Family` subclass + one line in FAMILIES.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from lapr import backends
-from lapr.models import _fla_import
+from lapr.models import _fla_import, weights
 
 # fla's DeltaNet / GDN without fla importing all its ~40 families; importing the family packages
 # registers their configs with transformers' Auto classes, for every lapr module that imports this one
@@ -55,8 +56,26 @@ def build_model(spec: dict, seed: int = 0):
     return AutoModelForCausalLM.from_config(config)
 
 
+@contextlib.contextmanager
+def _quiet(local: bool):
+    """No per-tensor "Loading weights" bar for a local checkpoint: it takes seconds at most, and
+    the bar was a stderr line in every job log and before every one-line error of a refused
+    checkpoint. Hub downloads keep their bars."""
+    from transformers.utils import logging as hf_logging
+
+    on = local and hf_logging.is_progress_bar_enabled()
+    if on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(path_or_id: str | Path, device=None, dtype=None):
     """Load a causal LM from a local HF directory or (online) a hub id, on `device` in `dtype`."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     backends.auto()
@@ -67,9 +86,17 @@ def load_model(path_or_id: str | Path, device=None, dtype=None):
         raise FileNotFoundError(f"{local} exists but holds no config.json: not a Hugging Face checkpoint")
     if not local.exists() and str(path_or_id).startswith((".", "/", "results")):
         raise FileNotFoundError(f"checkpoint {path_or_id} not found")
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+    if local.exists():
+        weights.check_files(local)  # an empty / truncated file: its name and problem, not a bare SafetensorError
+    try:
+        with _quiet(local.exists()):
+            model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+    except SafetensorError as e:  # damage the header check cannot see
+        raise ValueError(f"{path_or_id}: corrupt safetensors weights ({e})") from e
     family(model)  # fail early on families without an adapter
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    weights.check_finite(model, path_or_id)  # NaN weights otherwise pass every stage as NaN metrics
+    return model
 
 
 __all__ = ["FAMILIES", "AttentionView", "Family", "attention_layers", "build_model", "family",

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import types
+import warnings
 from pathlib import Path
 
 LAZY_PACKAGES = ("fla", "fla.layers", "fla.ops", "fla.models")
@@ -130,6 +131,9 @@ def _deferred_torch_compile():
 
 def import_families() -> None:
     """Import (and so register with transformers' Auto classes) the two fla families lapr adapts."""
+    # without a Triton GPU fla warns at import that it falls back to CPU; lapr runs its own CPU
+    # backend there (lapr.backends), so the warning only added a stderr line to every CPU command
+    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
     if "fla.models.gated_deltanet" in sys.modules and "fla.models.delta_net" in sys.modules:
         return
     if os.environ.get("LAPR_FLA_LAZY", "1") == "0":  # the escape hatch: plain imports

@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> None:
             snapshot_download(args.repo, revision=args.revision, local_dir=tmp,
                               allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
         except LocalEntryNotFoundError as e:
-            raise SystemExit(f"cannot download {args.repo}: no network or hub access ({e}). "
-                             "Offline machines use the embedded profile, or set source: local "
-                             "with a path to a downloaded checkpoint.") from e
+            raise ConnectionError(f"cannot download {args.repo}: no network or hub access ({e}). "
+                                  "Offline machines use the embedded profile, or set source: local "
+                                  "with a path to a downloaded checkpoint.") from e
         provenance.write_json(tmp / "fetch.json", provenance.record({"repo": args.repo,
                                                                     "revision": args.revision}))
     print(f"{args.repo} -> {args.out}")

@@ -341,21 +341,35 @@ def load_mqar(model_dir, device=None):
     return load_model(model_dir, device=device, dtype=torch.float32), task
 
 
+def check_head_budgets(model, hd: dict) -> None:
+    """Every head budget is possible for this model (e.g. none removes every head), checked before
+    the channel pruning runs: the counts depend on the head layout only, not on the scores."""
+    from lapr.heads.methods import select_heads
+    from lapr.heads.stage import model_heads
+
+    if hd["methods"]:
+        for budget in hd["budgets"]:
+            select_heads(model_heads(model), "random", budget, hd["scope"], hd["alpha"], 0, hd["min_keep"])
+
+
 def eval_run(args: argparse.Namespace) -> None:
-    from lapr import provenance
+    from lapr import paths, provenance
 
     settings = resolve_eval_settings(args.settings)
     if args.seed is not None:
         settings["seed"] = int(args.seed)
+    out = Path(args.out)
+    sidecar = out.with_name(out.stem + ".provenance.json")
+    paths.check_outputs({"--out": [out, sidecar]}, {"--model": args.model})
     start = time.perf_counter()
     model, task = load_mqar(args.model, settings["device"])
+    check_head_budgets(model, settings["heads"])
     name = args.model_name or Path(args.model).name
     df, info = evaluate_checkpoint(model, task, settings)
     df.insert(0, "model", name)
     df = df.reindex(columns=COLUMNS)
-    out = Path(args.out)
     info["seconds"]["total"] = time.perf_counter() - start
-    provenance.write_json(out.with_name(out.stem + ".provenance.json"), provenance.record(
+    provenance.write_json(sidecar, provenance.record(
         settings, settings["seed"], next(model.parameters()).device, stage="mqar-eval", model_dir=str(args.model),
         model=name, task=task, **info))
     provenance.write_table(out, df)

@@ -21,9 +21,11 @@ appears at once), into --out:
   consistency.csv   one row per context pair: context_a, context_b, n_heads, spearman, spearman_p,
                     constant, keep_fraction (Spearman of per-head final ranks; fraction of heads
                     with the same class in both)
-  calib.pt          calibration statistics (format: LAYOUT.md)
+  calib.pt          calibration statistics (format: LAYOUT.md); meta.weights_fingerprint identifies
+                    the model (lapr.models.weights.fingerprint), so prune refuses it for another
   timing.json       profiling wall time vs one plain forward of the full LM on the same tokens
-  provenance.json   lapr.provenance.record(...) + positions + the consistency summary
+  provenance.json   lapr.provenance.record(...) + positions + the consistency summary + the model's
+                    weights_fingerprint (what heads checks heads.csv against)
 
 Settings (--settings JSON object; every key optional):
   T (2048 on CUDA, 512 on CPU), capture ("single_pass" | "segments", see capture.py), n_positions (32), eps (1e-4), batch (samples per context: 4),
@@ -47,7 +49,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lapr import provenance
+from lapr import paths, provenance
 from lapr.cli import settings_object
 from lapr.profiling import stratify
 from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
@@ -266,15 +268,20 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
 
 
 def run(args: argparse.Namespace) -> None:
-    from lapr.models import default_device, load_model
+    from lapr.models import default_device, load_model, weights
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
     device = torch.device(getattr(args, "device", None) or default_device())
     settings = parse_settings(args.settings, device, getattr(args, "seed", None))
+    paths.check_outputs({"--out": args.out}, {"--model": model_dir, "--settings": paths.local(args.settings),
+                                             "settings.tokenizer": paths.local(settings["tokenizer"])})
     t_start = time.perf_counter()
     model = load_model(model_dir, device=device)
+    # recorded in calib.pt and provenance.json (beside heads.csv), so that prune and heads
+    # refuse these files for another model (lapr.models.weights.check_source)
+    fingerprint = weights.fingerprint(model_dir)
     tokenizer, tok_name = _tokenizer(model_dir, settings["tokenizer"])
     torch.manual_seed(settings["seed"])
 
@@ -288,7 +295,8 @@ def run(args: argparse.Namespace) -> None:
                                   seed=settings["seed"], source=c["source"])
     calib, calib_s = _timed(lambda: calibrate(model, batches, rows=c["rows"], seed=settings["seed"],
                                               model_name=str(model_dir), progress=True,
-                                              meta={"source": c["source"]}), device)
+                                              meta={"source": c["source"], "weights_fingerprint": fingerprint}),
+                              device)
 
     timing = result["timing"]
     fwd = sum(t["forward_s"] for t in timing.values())
@@ -324,7 +332,8 @@ def run(args: argparse.Namespace) -> None:
             torch.save(calib, p)
         provenance.write_json(tmp / "timing.json", timing_doc)
         provenance.write_json(tmp / "provenance.json", provenance.record(
-            settings, settings["seed"], device, stage="profile", model=str(model_dir), tokenizer=tok_name,
+            settings, settings["seed"], device, stage="profile", model=str(model_dir),
+            weights_fingerprint=fingerprint, tokenizer=tok_name,
             positions=result["positions"], consistency=cons.summary))
     print(f"[profile] wrote {args.out}")
 

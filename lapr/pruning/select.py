@@ -28,15 +28,29 @@ def needs_calib(method: str) -> bool:
     return bool(REQUIRES[check_method(method)])
 
 
-def load_calib(path: str | Path, model=None) -> dict:
-    """torch.load a calib.pt (LAYOUT.md format); with `model`, check it matches the model."""
+def load_calib(path: str | Path, model=None, model_dir: str | Path | None = None) -> dict:
+    """torch.load a calib.pt (LAYOUT.md format); with `model`, check it matches the model's shapes;
+    with `model_dir`, that it was recorded for that checkpoint (weights fingerprint, else path)."""
+    from lapr.models.weights import check_source
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"calibration file {path} not found (written by the profiling "
                                 f"stage as calib.pt)")
-    calib = torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), not a calib.pt written by lapr profile")
+    try:
+        calib = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a foreign file fails torch.load in many ways (IndexError, ...)
+        # only the type: torch's own words (e.g. "re-running with weights_only=False will likely
+        # succeed") point the wrong way for a file that is not ours
+        raise ValueError(f"{path}: not a torch file written by lapr profile (torch.load raised "
+                         f"{type(e).__name__})") from e
     if not isinstance(calib, dict) or "layers" not in calib:
         raise ValueError(f"{path}: not a calib.pt (expected a dict with 'meta' and 'layers')")
+    if model_dir is not None:
+        meta = calib.get("meta") or {}
+        check_source(meta.get("model"), meta.get("weights_fingerprint"), model_dir, f"--calib {path}")
     if model is not None:
         check_calib(calib, model, str(path))
     return calib
@@ -58,13 +72,15 @@ def check_calib(calib: dict, model, where: str = "calib") -> None:
         for key, shape in expect.items():
             if layer.get(key) is not None and tuple(layer[key].shape) != shape:
                 raise ValueError(f"{where}: layer {view.index} {key} has shape "
-                                 f"{tuple(layer[key].shape)}, model needs {shape}")
+                                 f"{tuple(layer[key].shape)}, model needs {shape} (a calib.pt "
+                                 f"of another model?)")
         for key in ("q_act", "k_act"):
             value = layer.get(key)
             if value is not None and (value.dim() != 3 or value.shape[0] != heads
                                       or value.shape[2] != d_k):
                 raise ValueError(f"{where}: layer {view.index} {key} has shape "
-                                 f"{tuple(value.shape)}, model needs [{heads}, N, {d_k}]")
+                                 f"{tuple(value.shape)}, model needs [{heads}, N, {d_k}] (a "
+                                 f"calib.pt of another model?)")
 
 
 def contexts(model, calib: dict | None = None, seed: int = 0) -> list[ChannelContext]:

@@ -14,9 +14,10 @@ model is never modified (surgery builds a new model; the distillation teacher is
 copy) and recovery replays the same token batches for every ratio. A single ratio is fine too.
 
 Steps: validate the arguments for EVERY ratio (unknown method, --ratio/--out counts that
-differ, duplicate outs, ratio outside (0, 1), a ratio that leaves no channel, a missing
-config.json or calib.pt: ValueError / FileNotFoundError before any work) -> load the unpruned
-model on CPU in float32 (and calib.pt, and the recovery batches) once -> per ratio: per-layer
+differ, duplicate outs, an out that is, holds or lies in an input, ratio outside (0, 1), a
+ratio that leaves no channel, a missing config.json or calib.pt: ValueError / FileNotFoundError
+before any work) -> load calib.pt (refused when it was recorded for another model) -> load the
+unpruned model on CPU in float32 (and the recovery batches) once -> per ratio: per-layer
 channel choice (lapr.pruning.select.choose) -> surgery (lapr.pruning.surgery.prune_channels) ->
 optional recovery (lapr.pruning.recovery) -> write, atomically, that ratio's --out directory with
 the checkpoint (config.json + weights, in the source checkpoint's dtype), the tokenizer files
@@ -44,7 +45,8 @@ from pathlib import Path
 
 import torch
 
-from lapr import provenance
+from lapr import paths, provenance
+from lapr.cli import settings_object
 from lapr.pruning.ratio import check_method, check_multiple, check_ratio, kept_dim
 from lapr.pruning.recovery import recovery_settings
 
@@ -85,9 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(text: str | dict | None) -> dict:
-    raw = json.loads(text) if isinstance(text, str) else dict(text or {})
-    if not isinstance(raw, dict):
-        raise ValueError(f"--settings must be a JSON object; got {type(raw).__name__}")
+    raw = dict(settings_object(text or {}))
     unknown = sorted(set(raw) - set(SETTINGS_DEFAULTS) - set(IGNORED_SETTINGS))
     if unknown:
         raise ValueError(f"unknown prune setting(s) {unknown}; known: "
@@ -154,6 +154,9 @@ def check_inputs(args) -> tuple[dict, list[tuple[float, Path]]]:
     settings = parse_settings(args.settings)
     check_method(args.method)
     jobs = ratio_outs(args)
+    paths.check_outputs({"--out": [str(out) for _, out in jobs]},
+                        {"--model": args.model, "--calib": args.calib,
+                         "settings.recovery.data": paths.local(settings["recovery"]["data"])})
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir} is not a Hugging Face checkpoint "
@@ -177,12 +180,14 @@ def prune(args) -> list[dict]:
     """Run the stage; returns the pruning.json records, one per --ratio, in order."""
     from lapr.models import family, load_model
     from lapr.pruning.recovery import token_batches
-    from lapr.pruning.select import load_calib, needs_calib
+    from lapr.pruning.select import check_calib, load_calib, needs_calib
 
     settings, jobs = check_inputs(args)
     seed = settings["seed"] if args.seed is None else args.seed
     device = args.device or settings["device"]
     model_dir = Path(args.model)
+    # calib.pt first: a foreign or broken file is refused before the model is loaded
+    calib = load_calib(args.calib, model_dir=model_dir) if needs_calib(args.method) else None
 
     model = load_model(model_dir, "cpu", torch.float32)
     views = family(model).attention(model)
@@ -192,7 +197,8 @@ def prune(args) -> list[dict]:
     d_k = d_k.pop()
     # every ratio's kept dim before anything is written (config_head_k_dim may not know the family)
     kept = [kept_dim(d_k, ratio, settings["multiple"]) for ratio, _ in jobs]
-    calib = load_calib(args.calib, model) if needs_calib(args.method) else None
+    if calib is not None:
+        check_calib(calib, model, f"--calib {args.calib}")
 
     rec = settings["recovery"]
     batches = None

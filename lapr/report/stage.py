@@ -29,7 +29,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lapr import provenance
+from lapr import paths, provenance
 from lapr.cli import settings_object
 from lapr.report import CSV_ONLY, FIGURES, TABLES
 
@@ -158,6 +158,7 @@ def build_report(results_dir, out_dir, settings: dict | None = None, log=print) 
     results_dir, out = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"--results {results_dir}: directory not found")
+    paths.check_outputs({"--out": out}, {"--results": results_dir})
     out.mkdir(parents=True, exist_ok=True)
     res = collect(results_dir)
     log(f"[figures] collected {results_dir} in {time.perf_counter() - start:.1f} s: {res.stages()}")

@@ -89,6 +89,16 @@ def test_min_keep_and_budget_errors():
         M.select_heads(T, "joint_rank_norm", 0.5, alpha=1.5)
 
 
+def test_a_budget_may_empty_a_layer_but_not_the_model():
+    plan = M.select_heads(T, "high_rank_first", 0.875)     # 7 of 8: layers 0 and 2 lose both heads
+    assert len(plan.removed) == 7 and sorted(plan.removed_per_layer.values()) == [1, 2, 2, 2]
+    with pytest.raises(ValueError, match=r"^head budget 0.95 removes all 8 heads of the model "
+                                         r"\(round\(0.95 \* 8\) = 8\): lower the budget$"):
+        M.select_heads(T, "random", 0.95)
+    with pytest.raises(ValueError, match=r"^head budget 0.9 with scope 'layer' removes all 8 heads of the model"):
+        M.select_heads(T, "random", 0.9, scope="layer")    # round(0.9 * 2) = 2 of every layer's 2
+
+
 def test_table_validation(tmp_path):
     with pytest.raises(ValueError, match="missing column"):
         M.check_table(T.drop(columns=["state_norm"]))

@@ -194,6 +194,7 @@ def test_duplicate_model_name_is_refused(tmp_path):
     line = _config_error(out)
     assert f"{config}:" in line and "key 'gdn' is given twice" in line, line
     assert "Job stats" not in out
+    assert not (tmp_path / "results").exists()
 
 
 def test_duplicate_key_anywhere_is_refused(tmp_path):

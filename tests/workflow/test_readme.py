@@ -34,6 +34,7 @@ COMMANDS = {
     "python -m lapr --help": "run",
     "python -m lapr <stage> ...": "not here: a template (each stage's command is run by the workflow tests)",
     "python -m lapr.report.summary results/<profile>": "run",
+    "python -m lapr --debug <stage> ...": "not here: a template (tests/test_bad_input_cli.py runs --debug)",
 }
 
 
