@@ -7,12 +7,14 @@ cached generation — without touching the model code or the checkpoints.
 from __future__ import annotations
 
 import importlib
+import os
 from contextlib import contextmanager
 
 import torch
 
 from lapr.backends import modules
 from lapr.backends.delta_rule import delta_rule, delta_rule_recurrent, states_in_chunks
+from lapr.backends.dqkwg import chunk_bwd_dqkwg as lapr_chunk_bwd_dqkwg
 
 # (module, attribute) -> replacement. Every Triton entry point a DeltaNet/GDN forward reaches.
 _REPLACEMENTS = {
@@ -41,8 +43,8 @@ def owner(path: str):
         return getattr(importlib.import_module(mod), cls)
 
 
-# The gated delta rule alone: what GDN training needs on Hopper with Triton 3.4-3.7.0, where fla
-# refuses the chunk backward (fla issue #640). Forward-only work keeps fla's kernel.
+# The gated delta rule alone: the old whole-op fallback for GDN training on Hopper with Triton
+# 3.4-3.7.0 (fla issue #640), now only behind LAPR_GDN_TRAINING=lapr_op (see for_training).
 GATED_DELTA_RULE = [("fla.layers.gated_deltanet", "chunk_gated_delta_rule"),
                     ("fla.layers.gated_deltanet", "fused_recurrent_gated_delta_rule")]
 
@@ -92,24 +94,84 @@ def auto() -> str:
     return "torch"
 
 
-def fla_gated_backward_broken() -> bool:
-    """True where fla 0.6 refuses GDN's chunk backward: Hopper GPUs with 3.4 <= Triton < 3.7.1."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
-        return False
-    import triton
+# Every fla module that binds `chunk_bwd_dqkwg` as a global (`from fla.ops.common.chunk_o import
+# chunk_bwd_dqkwg`, looked up at call time); tests/backends/test_dqkwg.py greps fla's sources so
+# a new caller cannot be missed. The name bound there is fla's @dispatch('common') wrapper (backend
+# choice, then the Triton launcher that raises), so rebinding it replaces the whole call.
+DQKWG_MODULES = ["fla.ops.common.chunk_o", "fla.ops.gated_delta_rule.chunk", "fla.ops.delta_rule.chunk",
+                 "fla.ops.simple_gla.chunk", "fla.ops.comba.chunk", "fla.ops.precond_gated_delta_rule.chunk"]
+DQKWG = [(path, "chunk_bwd_dqkwg") for path in DQKWG_MODULES]
 
-    version = tuple(int(x) for x in triton.__version__.split(".")[:3] if x.isdigit())
-    return (3, 4, 0) <= version < (3, 7, 1)
+
+def _fla_backend_takes_dqkwg() -> bool:
+    """Whether fla's dispatcher hands the gated chunk_bwd_dqkwg to its TileLang kernel (fla's own
+    #640 workaround, if tilelang and nvcc are installed) before its Triton path would refuse it."""
+    try:
+        fla_backends = importlib.import_module("fla.backends")
+        from fla.ops.common.backends.tilelang import CommonTileLangBackend
+    except Exception:  # noqa: BLE001 - no such fla backend: fla's Triton path is all there is
+        return False
+    if getattr(fla_backends, "_DISPATCH_DISABLED", False):
+        return False
+    backend = CommonTileLangBackend()
+    return bool(backend.is_available() and backend.is_enabled())
+
+
+def fla_gated_backward_broken() -> bool:
+    """True where fla refuses the gated `chunk_bwd_dqkwg` (fla issue #640). fla's own condition,
+    read from the very flags fla.ops.common.chunk_o tests (Hopper GPU and 3.4 <= Triton < 3.7.1),
+    so the two cannot drift; False where fla's TileLang backend takes the call instead."""
+    try:
+        chunk_o = importlib.import_module(DQKWG_MODULES[0])
+    except Exception:  # noqa: BLE001 - fla without Triton kernels: nothing to refuse
+        return False
+    refused = chunk_o.IS_NVIDIA_HOPPER and chunk_o.TRITON_ABOVE_3_4_0 and not chunk_o.TRITON_ABOVE_3_7_1
+    return bool(refused) and not _fla_backend_takes_dqkwg()
+
+
+def dqkwg_routed(q, k, v, do, h, dh, w=None, g=None, g_gamma=None, dv=None, scale=None,
+                 state_v_first=False, cu_seqlens=None, chunk_size=64, chunk_indices=None):
+    """What the patched name calls: lapr's PyTorch dqkwg for the gated calls fla refuses, fla's own
+    (dispatcher and Triton kernel) for everything else (DeltaNet's ungated call, g_gamma)."""
+    impl = lapr_chunk_bwd_dqkwg if g is not None else _ORIGINALS[DQKWG[0]]
+    return impl(q, k, v, do, h, dh, w=w, g=g, g_gamma=g_gamma, dv=dv, scale=scale,
+                state_v_first=state_v_first, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
+                chunk_indices=chunk_indices)
+
+
+def use_lapr_dqkwg(enable: bool = True) -> None:
+    """Rebind `chunk_bwd_dqkwg` in every fla module of DQKWG_MODULES to `dqkwg_routed` (enable=False
+    restores fla's). Idempotent."""
+    for path, name in DQKWG:
+        try:
+            holder = owner(path)
+        except ModuleNotFoundError:  # an fla without that op family
+            continue
+        if enable:
+            _ORIGINALS.setdefault((path, name), getattr(holder, name))
+            setattr(holder, name, dqkwg_routed)
+        elif (path, name) in _ORIGINALS:
+            setattr(holder, name, _ORIGINALS[(path, name)])
+
+
+def lapr_dqkwg_active() -> bool:
+    return owner("fla.ops.gated_delta_rule.chunk").chunk_bwd_dqkwg is dqkwg_routed
 
 
 def for_training(model) -> str:
-    """Backend for a run that needs gradients: fla's kernels, except the gated delta rule where
-    fla's backward is refused (then lapr's chunked PyTorch op, checked against fla on the H100)."""
-    if auto() == "fla" and getattr(model.config, "model_type", "") == "gated_deltanet" \
-            and fla_gated_backward_broken():
+    """Backend for a run that needs gradients: fla's kernels. Where fla refuses the gated
+    chunk_bwd_dqkwg (Hopper, Triton 3.4-3.7.0: fla #640), a Gated DeltaNet keeps fla's op and only
+    that backward kernel is lapr's PyTorch one ("fla+lapr_dqkwg"); LAPR_GDN_TRAINING=lapr_op
+    swaps the whole gated op for lapr's chunked delta rule instead (the old, 3.7x slower path)."""
+    backend = auto()
+    if backend != "fla" or getattr(model.config, "model_type", "") != "gated_deltanet" \
+            or not fla_gated_backward_broken():
+        return backend
+    if os.environ.get("LAPR_GDN_TRAINING", "") == "lapr_op":
         use_cpu_backend(True, only=GATED_DELTA_RULE)
         return "fla+lapr_gated_delta_rule"
-    return auto()
+    use_lapr_dqkwg(True)
+    return "fla+lapr_dqkwg"
 
 
-__all__ = ["owner", "states_in_chunks", "DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]
+__all__ = ["owner", "states_in_chunks", "DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "use_lapr_dqkwg", "lapr_dqkwg_active", "dqkwg_routed", "lapr_chunk_bwd_dqkwg", "DQKWG", "DQKWG_MODULES", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]

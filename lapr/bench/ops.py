@@ -11,10 +11,24 @@ state), on random (not zero) inputs.
 Impls: 'fla' (Triton, CUDA only) and 'torch' (lapr's CPU backend `lapr.backends.delta_rule`, which
 stands in for both fla entry points on a CPU; it also runs on CUDA as a reference).
 
+Decode modes (`decode_mode` column): 'eager' launches the kernel from Python on every call, as
+before (on a GPU its time includes the host's launch overhead, which at decode sizes is most of it);
+'graph' captures the step once in a CUDA graph with static inputs and a static state buffer (the new
+state copied back into it inside the graph) and times replays: the step's device time, what a
+serving engine pays (lapr.bench.graph_decode). Prefill rows are always 'eager'. 'graph' needs CUDA.
+
 Row columns: level ('op'), family, impl, device, device_name, dtype, phase, B, T (1 for decode),
 H, d_k, d_v, ms_median, ms_iqr, ms_q25, ms_q75, tokens_per_s (B*T / median), peak_mem_bytes,
 mem_method, state_bytes (float32 state of the whole batch, B*H*d_k*d_v*4, what one call reads and
-writes), n_repeats, n_warmup, first_call_ms, clock, error (empty when the shape ran).
+writes), n_repeats, n_warmup, first_call_ms, clock, error (empty when the shape ran), then
+decode_mode, state_bytes_read (decode rows: the state the kernel reads once per step = state_bytes;
+it writes as many bytes back), achieved_gbps (decode rows: 2 * state_bytes_read / median time, the
+state's one read + one write, in GB/s = 1e9 B/s; q/k/v/o traffic, (2 d_k + 2 d_v) bf16 per head, is
+left out, and so is the graph's copy-back of the new state into the static buffer, which moves the
+same bytes again: the column is the bandwidth an in-place kernel would need), peak_gbps (nominal
+HBM bandwidth of the device, empty where unknown), roofline_frac (achieved_gbps / peak_gbps),
+host_ms (graph rows: host time to launch one replay; a step's steady-state time is about
+max(ms_median, host_ms)), d_k_unpruned (the d_k the row's d_k was pruned from, where known).
 """
 from __future__ import annotations
 
@@ -36,9 +50,17 @@ IMPLS = ("fla", "torch")
 DEFAULT_D_K = (128, 112, 96, 80, 64, 48, 32, 16)
 STATE_DTYPE = torch.float32  # fla keeps recurrent states in float32
 
+DECODE_MODES = ("graph", "eager")
 COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "phase", "B", "T", "H", "d_k",
            "d_v", "ms_median", "ms_iqr", "ms_q25", "ms_q75", "tokens_per_s", "peak_mem_bytes",
-           "mem_method", "state_bytes", "n_repeats", "n_warmup", "first_call_ms", "clock", "error"]
+           "mem_method", "state_bytes", "n_repeats", "n_warmup", "first_call_ms", "clock", "error",
+           "decode_mode", "state_bytes_read", "achieved_gbps", "peak_gbps", "roofline_frac", "host_ms",
+           "d_k_unpruned"]
+# Nominal (spec-sheet) HBM bandwidth, GB/s, by a substring of torch.cuda.get_device_name; first match
+# wins. The roofline column is relative to these; a measured device-to-device copy on an H200 here
+# reached ~4300 GB/s (read + write), ~90 % of nominal.
+PEAK_GBPS = [("H200", 4800.0), ("H100 NVL", 3900.0), ("H100 PCIe", 2000.0), ("H100", 3350.0),
+             ("GH200", 4000.0), ("A100-SXM4-80GB", 2039.0), ("A100 80GB PCIe", 1935.0), ("A100", 1555.0)]
 
 # Grid defaults. GPU: the shapes of the paper's single-layer table; CPU: small enough for the
 # embedded DAG on a laptop (the CPU backend runs one Python loop step per 64-token chunk).
@@ -181,6 +203,37 @@ def default_impls(device) -> list[str]:
     return ["fla"] if timing.device_label(device) == "cuda" else ["torch"]
 
 
+def default_decode_modes(device) -> list[str]:
+    """Both modes on CUDA (graph first: the number serving sees), eager alone elsewhere."""
+    return list(DECODE_MODES) if timing.device_label(device) == "cuda" else ["eager"]
+
+
+def decode_modes_for(device, modes=None) -> list[str]:
+    """`modes` checked (default per device); 'graph' refused without CUDA."""
+    modes = str_list({"decode_modes": modes} if modes is not None else {}, "decode_modes",
+                     default_decode_modes(device), DECODE_MODES)
+    if "graph" in modes and timing.device_label(device) != "cuda":
+        raise ValueError("bench settings: decode mode 'graph' needs CUDA (CUDA graphs); use ['eager'] on CPU")
+    return modes
+
+
+def peak_gbps(name: str) -> float | None:
+    """Nominal memory bandwidth (GB/s) of a device name from PEAK_GBPS, None where unknown."""
+    for key, gbps in PEAK_GBPS:
+        if key.lower() in str(name).lower():
+            return gbps
+    return None
+
+
+def bandwidth_columns(state_bytes_read: int, ms_median: float, device_name_: str) -> dict:
+    """state_bytes_read, achieved_gbps (one read + one write of the state per step), peak_gbps and
+    roofline_frac of a decode row."""
+    achieved = 2 * state_bytes_read / (ms_median * 1e-3) / 1e9 if ms_median and ms_median > 0 else None
+    peak = peak_gbps(device_name_)
+    return {"state_bytes_read": state_bytes_read, "achieved_gbps": achieved, "peak_gbps": peak,
+            "roofline_frac": achieved / peak if achieved is not None and peak else None}
+
+
 def default_dtype(device) -> torch.dtype:
     # fla's DeltaNet chunk kernel refuses float32; the CPU backend computes in float32 anyway
     return torch.bfloat16 if timing.device_label(device) == "cuda" else torch.float32
@@ -196,15 +249,40 @@ def device_name(device) -> str:
 # the benchmark
 
 def bench_shape(shape: Shape, impl: str, device="cpu", dtype=None, seed: int = 0, n_inputs: int | None = None,
+                decode_mode: str = "eager", capture: bool | None = None, d_k_unpruned: int | None = None,
                 **timing_kw) -> dict:
-    """One row: time `impl` on `shape` (see the module doc for the columns)."""
+    """One row: time `impl` on `shape` (see the module doc for the columns).
+
+    decode_mode 'graph' (decode shapes only): one CUDA graph per rotated input set, replays timed
+    (lapr.bench.graph_decode.bench_op_graph). `capture=False` runs the same static-buffer path
+    without a graph (tests on CPU); None: capture on CUDA.
+    """
     dtype = dtype or default_dtype(device)
-    row = base_row(shape, impl, device, dtype)
-    fn = kernel(shape.family, shape.phase, impl)
-    first = make_inputs(shape, device, dtype, seed)
-    n = n_inputs or timing.n_input_sets(timing.tensor_bytes(first), device)
-    inputs = [first] + [make_inputs(shape, device, dtype, seed + i) for i in range(1, n)]
-    return {**row, **measure(fn, inputs, shape.tokens, device, **timing_kw)}
+    mode = check_decode_mode(shape, decode_mode)
+    row = base_row(shape, impl, device, dtype, decode_mode=mode, d_k_unpruned=d_k_unpruned)
+    if mode == "graph":
+        from lapr.bench import graph_decode
+
+        measured = graph_decode.bench_op_graph(shape, impl, device, dtype, seed, n_inputs, capture=capture,
+                                               **timing_kw)
+    else:
+        fn = kernel(shape.family, shape.phase, impl)
+        first = make_inputs(shape, device, dtype, seed)
+        n = n_inputs or timing.n_input_sets(timing.tensor_bytes(first), device)
+        inputs = [first] + [make_inputs(shape, device, dtype, seed + i) for i in range(1, n)]
+        measured = measure(fn, inputs, shape.tokens, device, **timing_kw)
+    row.update(measured)
+    if shape.phase == "decode":
+        row.update(bandwidth_columns(shape.state_bytes(), row["ms_median"], row["device_name"]))
+    return row
+
+
+def check_decode_mode(shape: Shape, decode_mode: str) -> str:
+    if decode_mode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode_mode!r}; known: {list(DECODE_MODES)}")
+    if shape.phase != "decode":
+        return "eager"          # prefill is launched eagerly whatever the decode mode
+    return decode_mode
 
 
 def measure(fn: Callable, inputs: list, tokens: int, device, **timing_kw) -> dict:
@@ -223,37 +301,49 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def base_row(shape: Shape, impl: str, device, dtype, error: str = "") -> dict:
+def base_row(shape: Shape, impl: str, device, dtype, error: str = "", decode_mode: str = "eager",
+             d_k_unpruned: int | None = None) -> dict:
     """The columns a row has whether or not the shape ran."""
     return {"level": "op", **asdict(shape), "impl": impl, "device": timing.device_label(device),
             "device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
-            "state_bytes": shape.state_bytes(), "error": error}
+            "state_bytes": shape.state_bytes(), "error": error,
+            "decode_mode": decode_mode if shape.phase == "decode" else "eager",
+            "state_bytes_read": shape.state_bytes() if shape.phase == "decode" else None,
+            "achieved_gbps": None, "peak_gbps": None, "roofline_frac": None, "host_ms": None,
+            "d_k_unpruned": d_k_unpruned}
 
 
 def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=None, seed: int = 0,
              n_inputs: int | None = None, log=print, on_progress: Callable[[list[dict]], None] | None = None,
-             deadline: float | None = None, **timing_kw) -> list[dict]:
-    """Bench every (shape, impl); a failing shape becomes a row with `error` set, never a crash.
-    `deadline` (time.monotonic() value): shapes not started by then are recorded as skipped."""
+             deadline: float | None = None, decode_modes: Iterable[str] | None = None,
+             d_k_unpruned: int | None = None, **timing_kw) -> list[dict]:
+    """Bench every (shape, impl) and, for decode shapes, every decode mode (default per device:
+    graph and eager on CUDA, eager on CPU); a failing shape becomes a row with `error` set, never a
+    crash. `deadline` (time.monotonic() value): shapes not started by then are recorded as skipped.
+    `d_k_unpruned` fills that column of every row (None: unknown)."""
     dtype = dtype or default_dtype(device)
-    jobs = [(s, i) for s in shapes for i in impls]
+    modes = decode_modes_for(device, decode_modes)
+    jobs = [(s, i, m) for s in shapes for i in impls for m in (modes if s.phase == "decode" else ["eager"])]
     rows = []
-    for j, (shape, impl) in enumerate(jobs, 1):
+    for j, (shape, impl, mode) in enumerate(jobs, 1):
         t0 = time.monotonic()
+        extra = {"decode_mode": mode, "d_k_unpruned": d_k_unpruned}
         if deadline is not None and t0 > deadline:
-            row = base_row(shape, impl, device, dtype, "skipped: time budget exhausted")
+            row = base_row(shape, impl, device, dtype, "skipped: time budget exhausted", **extra)
         else:
             try:
-                row = bench_shape(shape, impl, device, dtype, seed, n_inputs, **timing_kw)
+                row = bench_shape(shape, impl, device, dtype, seed, n_inputs, **extra, **timing_kw)
             except Exception as exc:  # noqa: BLE001 — one bad shape must not end the grid
-                row = base_row(shape, impl, device, dtype, error_text(exc))
+                row = base_row(shape, impl, device, dtype, error_text(exc), **extra)
                 log(traceback.format_exc(limit=3))
                 timing.release_cuda_memory(device)
         rows.append(row)
         status = row["error"] or (f"{row['ms_median']:.4f} ms (IQR {row['ms_iqr']:.4f}), "
                                   f"{row['tokens_per_s']:.3g} tok/s, peak {row['peak_mem_bytes'] / 2**20:.1f} MiB, "
-                                  f"first call {row['first_call_ms'] / 1e3:.2f} s")
-        log(f"[op {j}/{len(jobs)}] {shape.family} {shape.phase} {impl} B={shape.B} T={shape.T} H={shape.H} "
+                                  f"first call {row['first_call_ms'] / 1e3:.2f} s"
+                                  + (f", {row['achieved_gbps']:.0f} GB/s" if row.get("achieved_gbps") else ""))
+        label = f"{shape.phase}[{mode}]" if shape.phase == "decode" else shape.phase
+        log(f"[op {j}/{len(jobs)}] {shape.family} {label} {impl} B={shape.B} T={shape.T} H={shape.H} "
             f"d_k={shape.d_k} d_v={shape.d_v}: {status} ({time.monotonic() - t0:.1f} s)")
         if on_progress is not None:
             on_progress(rows)
@@ -262,4 +352,5 @@ def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=
 
 __all__ = ["Shape", "expand_grid", "d_k_values", "make_inputs", "kernel", "bench_shape", "run_grid",
            "COLUMNS", "FAMILIES", "PHASES", "IMPLS", "DEFAULT_D_K", "GRID_DEFAULTS", "default_impls",
-           "default_dtype", "device_name", "error_text", "measure"]
+           "default_dtype", "device_name", "error_text", "measure", "DECODE_MODES", "default_decode_modes",
+           "decode_modes_for", "peak_gbps", "bandwidth_columns", "PEAK_GBPS", "check_decode_mode"]

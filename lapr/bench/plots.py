@@ -20,8 +20,12 @@ import pandas as pd
 from lapr import provenance
 from lapr.bench.tables import read_rows
 
-OP_SERIES = ["level", "family", "impl", "device", "phase", "B", "T", "H", "d_v"]
-MODEL_SERIES = ["level", "family", "impl", "device", "phase", "B", "T", "hidden_size", "num_layers", "H", "d_v"]
+# decode_mode ('graph' | 'eager', lapr.bench.graph_decode) splits series: a CUDA-graph replay and an
+# eager launch of the same step are different measurements, never pooled (CSVs without the column,
+# from before it existed, are read as they were)
+OP_SERIES = ["level", "family", "impl", "device", "phase", "decode_mode", "B", "T", "H", "d_v"]
+MODEL_SERIES = ["level", "family", "impl", "device", "phase", "decode_mode", "B", "T", "hidden_size", "num_layers",
+                "H", "d_v"]
 PHASES = ("prefill", "decode")
 FAMILY_LABEL = {"delta_net": "DeltaNet", "gated_deltanet": "Gated DeltaNet"}
 COLORS = {"delta_net": "tab:blue", "gated_deltanet": "tab:orange"}
@@ -79,7 +83,10 @@ def _label(key: dict, varying: list[str]) -> str:
     label = FAMILY_LABEL.get(key["family"], key["family"])
     if "impl" in varying:
         label += f" [{key['impl']}]"
-    extra = [f"{c}={key[c]}" for c in varying if c not in ("family", "impl", "phase", "level", "device")]
+    if "decode_mode" in varying and isinstance(key.get("decode_mode"), str):
+        label += f" ({key['decode_mode']})"
+    extra = [f"{c}={key[c]}" for c in varying
+             if c not in ("family", "impl", "phase", "level", "device", "decode_mode")]
     return label + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -12,7 +12,9 @@ Settings (defaults in code; grids take an int or a list):
   common: mode ('ops' | 'model'), device ('auto' | 'cpu' | 'cuda'), dtype ('auto' | 'bfloat16' |
           'float16' | 'float32'), repeats, warmup (null = until stable), min_warmup, max_warmup,
           n_inputs (input sets rotated; null = enough to exceed 2x L2 on GPU, 3 on CPU),
-          threads (CPU intra-op threads during the run; null = torch's default)
+          threads (CPU intra-op threads during the run; null = torch's default),
+          decode_modes (list of 'graph' | 'eager': decode rows per mode; default both on cuda, eager
+          on cpu; 'graph' = CUDA-graph replay of the step, needs CUDA; see lapr.bench.graph_decode)
   ops:    families, phases, impls ('fla' on cuda, 'torch' on cpu by default), d_k, extra_d_k,
           B, T, H, d_v, budget_s (shapes not started within it are recorded as skipped)
   model:  prefill_batch, prefill_len, decode_batch, prompt_len, labels (dict added to every row)
@@ -32,7 +34,8 @@ from lapr.bench import models, ops, timing
 from lapr.bench.tables import write_rows
 from lapr.cli import settings_object
 
-COMMON_KEYS = {"mode", "device", "dtype", "repeats", "warmup", "min_warmup", "max_warmup", "n_inputs", "threads"}
+COMMON_KEYS = {"mode", "device", "dtype", "repeats", "warmup", "min_warmup", "max_warmup", "n_inputs", "threads",
+               "decode_modes"}
 OPS_KEYS = COMMON_KEYS | {"families", "phases", "impls", "d_k", "extra_d_k", "B", "T", "H", "d_v", "budget_s"}
 MODEL_KEYS = COMMON_KEYS | {"prefill_batch", "prefill_len", "decode_batch", "prompt_len", "labels"}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -98,7 +101,8 @@ def resolve(settings: dict, device) -> dict:
     label = timing.device_label(device)
     plan = {"mode": settings["mode"], "device": label,
             "dtype": str(resolve_dtype(settings.get("dtype"), device)).removeprefix("torch."),
-            "n_inputs": settings.get("n_inputs"), "threads": settings.get("threads")}
+            "n_inputs": settings.get("n_inputs"), "threads": settings.get("threads"),
+            "decode_modes": ops.decode_modes_for(device, settings.get("decode_modes"))}
     if settings["mode"] == "ops":
         plan["impls"] = ops.str_list(settings, "impls", ops.default_impls(device), ops.IMPLS)
         if "fla" in plan["impls"] and label != "cuda":
@@ -155,13 +159,15 @@ def run_ops(plan: dict, device, seed: int = 0, log=print) -> list[dict]:
     deadline = time.monotonic() + float(plan["budget_s"]) if plan["budget_s"] else None
     log(f"bench ops: {len(shapes)} shapes x {plan['impls']} on {plan['device']} ({plan['dtype']})")
     return ops.run_grid(shapes, plan["impls"], device=device, dtype=DTYPES[plan["dtype"]], seed=seed,
-                        n_inputs=plan["n_inputs"], log=log, deadline=deadline, **plan["timing"])
+                        n_inputs=plan["n_inputs"], log=log, deadline=deadline,
+                        decode_modes=plan["decode_modes"], **plan["timing"])
 
 
 def run_model(plan: dict, device, model_dir, seed: int = 0, log=print) -> list[dict]:
     """Bench one checkpoint dir with a resolved plan (rows as models.MODEL_COLUMNS)."""
     log(f"bench model: {model_dir} on {plan['device']} ({plan['dtype']})")
-    kw = {k: plan[k] for k in ("prefill_batch", "prefill_len", "decode_batch", "prompt_len", "n_inputs", "labels")}
+    kw = {k: plan[k] for k in ("prefill_batch", "prefill_len", "decode_batch", "prompt_len", "n_inputs", "labels",
+                               "decode_modes")}
     return models.bench_checkpoint(model_dir, device=device, dtype=DTYPES[plan["dtype"]], seed=seed, log=log,
                                    **kw, **plan["timing"])
 

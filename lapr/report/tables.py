@@ -347,8 +347,8 @@ def lm_eval_grid(res: Results) -> Table:
     return Table("lm_eval_grid", title, df, csv_only=True)
 
 
-OP_SERIES = ["device", "family", "impl", "dtype", "phase", "B", "T", "H", "d_v"]
-MODEL_SERIES = ["device", "model", "family", "impl", "dtype", "phase", "B", "T"]
+OP_SERIES = ["device", "family", "impl", "dtype", "phase", "decode_mode", "B", "T", "H", "d_v"]
+MODEL_SERIES = ["device", "model", "family", "impl", "dtype", "phase", "decode_mode", "B", "T"]
 
 
 def _bench_ok(bench: pd.DataFrame) -> pd.DataFrame:
