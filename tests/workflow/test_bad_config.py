@@ -8,18 +8,9 @@ import pytest
 import yaml
 
 from lapr import config as cfgcheck
-from workflow_helpers import ROOT, snakemake
+from workflow_helpers import ROOT, set_key as _set, snakemake
 
 TINY = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
-
-
-def _set(path, value):
-    def edit(cfg):
-        node = cfg
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return edit
 
 
 # (section path, value) -> what the one-line message must name. Typos and bad values in every

@@ -1,16 +1,7 @@
 """Bad configs fail in `snakemake -n`, naming the bad key, before any job is scheduled."""
 import pytest
 
-from workflow_helpers import snakemake
-
-
-def _set(path, value):
-    def edit(cfg):
-        node = cfg
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return edit
+from workflow_helpers import set_key as _set, snakemake
 
 
 BAD = {

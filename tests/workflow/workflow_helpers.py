@@ -16,3 +16,13 @@ def scheduled(dry_run_stdout: str) -> list[str]:
     """Rule names in a dry run's "Job stats" table, in its order, ending with 'total'."""
     table = dry_run_stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
     return [line.split()[0] for line in table]
+
+
+def set_key(path, value):
+    """An edit of a config dict that sets the key at `path` (a list of keys) to `value`."""
+    def edit(cfg):
+        node = cfg
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return edit
