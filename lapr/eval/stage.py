@@ -38,9 +38,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lapr import columns
 from lapr.cli import settings_object
 
-COLUMNS = ["model", "method", "ratio", "task", "metric", "value", "stderr", "n_docs", "limit"]
+COLUMNS = columns.EVAL  # shared with the report (lapr/columns.py)
 
 # Token corpora that `perplexity.datasets` / `unigram_corpus` may name, with friendly aliases.
 CORPORA = ("gutenberg_valid", "wikitext2_test_raw", "gutenberg_train")

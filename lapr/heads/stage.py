@@ -53,11 +53,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from lapr import columns
 from lapr.cli import settings_object
 
-COLUMNS = ["model", "method", "budget", "task", "metric", "value", "state_bytes", "state_bytes_full",
-           "state_saved_frac", "application", "context_len", "depth", "n", "heads_removed",
-           "removed_low", "removed_high", "scope", "alpha"]
+COLUMNS = columns.HEAD_PRUNING  # shared with the report (lapr/columns.py)
 
 DEFAULTS: dict = {
     "alpha": 0.5, "scope": "global", "seed": 0, "min_keep": 0, "application": "auto",

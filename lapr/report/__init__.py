@@ -1,11 +1,12 @@
 """Report: tables, figures and the claims check of one profile, read from results/ only.
 
     from lapr.report import collect, build_report
-    res = collect("results/embedded")                       # tidy frames (collect.Results)
+    res = collect("results/embedded")                       # tidy frames (results.Results)
     build_report("results/embedded", "figures/embedded")    # everything + README.md index
 
-Modules: collect (files -> frames), tables (CSV / Markdown / LaTeX), figures (PNG + PDF), claims
-(claims check with documented thresholds), stage (the `figures` CLI stage). Importing this package
+Modules: results (files -> frames; `collect` here is its entry point), tables (CSV / Markdown /
+LaTeX), figures (PNG + PDF), claims (claims check with documented thresholds), stage (the `figures`
+CLI stage). Importing this package
 is cheap (no pandas / matplotlib), so a Snakefile can use the names below.
 """
 
@@ -17,7 +18,9 @@ CSV_ONLY = ("lm_eval_grid",)
 
 
 def collect(results_dir):
-    from lapr.report.collect import collect as _collect
+    # the module is `results`, not `collect`: importing a submodule named like this function would
+    # rebind the package attribute and turn `lapr.report.collect` into a module
+    from lapr.report.results import collect as _collect
     return _collect(results_dir)
 
 

@@ -53,7 +53,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from lapr.report.collect import UNPRUNED, Results, ratio_value
+from lapr.report.results import UNPRUNED, Results, ratio_value
 from lapr.report.tables import (MQAR_KEYS, NIAH_KEYS, Table, head_metric_rows, is_accuracy, ppl_rows,
                                 primary_ppl_task, rank_stats, task_matches)
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from lapr import provenance
 from lapr.report import FIGURES
-from lapr.report.collect import UNPRUNED, Results
+from lapr.report.results import UNPRUNED, Results
 from lapr.report.tables import (baseline_ppl, head_metric_rows, is_accuracy, method_label, natural_last,
                                 nearest_ratio, pick_task_metrics, ppl_rows, primary_ppl_task, sorted_methods)
 

@@ -3,7 +3,7 @@
     python -m lapr figures --results results/embedded --out figures/embedded \\
         --settings '{"ratio": 0.5, "ppl_task": null, "claims": {"marginal_ppl": 0.05}}'
 
-Reads results/PROFILE through lapr.report.collect (never trains, profiles or evaluates anything;
+Reads results/PROFILE through lapr.report.results (never trains, profiles or evaluates anything;
 missing stages give empty tables, 'no data' figures and 'missing' claims) and writes, each file
 atomically, into --out:
 
@@ -140,7 +140,7 @@ def index_markdown(res, settings: dict, tables: list, figures: list, delegated: 
         rel = str(Path(p).relative_to(out))
         lines.append(f"- {_link(rel)} ([pdf]({Path(rel).with_suffix('.pdf')})): {caption_for(rel)}")
     if problems:
-        lines += ["", "## Problems (skipped, not fatal)", ""] + [f"- {p}" for p in problems]
+        lines += ["", "## Figures the stage helpers could not draw", ""] + [f"- {p}" for p in problems]
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +149,7 @@ def index_markdown(res, settings: dict, tables: list, figures: list, delegated: 
 def build_report(results_dir, out_dir, settings: dict | None = None, log=print) -> dict:
     """Collect, then write every table, figure, the claims check and the index. Returns a summary."""
     from lapr.report.claims import claims_table
-    from lapr.report.collect import collect
+    from lapr.report.results import collect
     from lapr.report.figures import build_figures, delegate_figures
     from lapr.report.tables import build_tables, to_markdown, write_table
 
@@ -159,8 +159,11 @@ def build_report(results_dir, out_dir, settings: dict | None = None, log=print) 
     if not results_dir.is_dir():
         raise FileNotFoundError(f"--results {results_dir}: directory not found")
     paths.check_outputs({"--out": out}, {"--results": results_dir})
-    out.mkdir(parents=True, exist_ok=True)
     res = collect(results_dir)
+    if res.problems:  # a result the pipeline produced is never dropped from the report in silence
+        more = f" (and {len(res.problems) - 1} more)" if len(res.problems) > 1 else ""
+        raise ValueError(f"{len(res.problems)} result file(s) could not be read: {res.problems[0]}{more}")
+    out.mkdir(parents=True, exist_ok=True)
     log(f"[figures] collected {results_dir} in {time.perf_counter() - start:.1f} s: {res.stages()}")
 
     tables = build_tables(res, ratio=s["ratio"], ppl_task=s["ppl_task"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lapr.report.collect import load_pretrain
+from lapr.report.results import load_pretrain
 
 
 def model_lines(results_dir) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lapr import provenance
-from lapr.report.collect import UNPRUNED, Results, ratio_value
+from lapr.report.results import UNPRUNED, Results, ratio_value
 
 PRIMARY_PPL = ("ppl/wikitext2_test_raw", "ppl/gutenberg_valid")
 METHOD_ORDER = (UNPRUNED, "random", "l1", "l2", "wanda", "taylor", "pca", "pivoted_qr", "strong_rrqr")

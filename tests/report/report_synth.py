@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lapr import columns
+
 MODELS = {"deltanet": "delta_net", "gdn": "gated_deltanet"}
 METHODS = ("random", "l2", "wanda", "strong_rrqr")
 RATIOS = (0.25, 0.5, 0.75)
@@ -93,7 +95,7 @@ def write_profile(root: Path, model: str, final_ranks=None, bound=16, utilisatio
     return d
 
 
-EVAL_COLS = ["model", "method", "ratio", "task", "metric", "value", "stderr", "n_docs", "limit"]
+EVAL_COLS = columns.EVAL
 
 
 def eval_rows(model, method, ratio, slope=None, lm=True):
@@ -188,8 +190,7 @@ def write_bench(root: Path, device="cpu", speed=1.8):
     pd.DataFrame(rows).to_csv(d / f"models_{device}.csv", index=False)
 
 
-HEAD_COLS = ["model", "method", "budget", "task", "metric", "value", "state_bytes", "state_bytes_full",
-             "state_saved_frac", "application"]
+HEAD_COLS = columns.HEAD_PRUNING
 
 
 def write_heads(root: Path, models=("deltanet", "gdn"), niah=None, ppl=None, saved=None, budgets=(0.25, 0.5),
@@ -218,7 +219,7 @@ def write_heads(root: Path, models=("deltanet", "gdn"), niah=None, ppl=None, sav
                 df["application"] = "masked"
                 d = root / "heads" / model / method
                 d.mkdir(parents=True, exist_ok=True)
-                df.to_csv(d / f"{b:g}.csv", index=False)
+                df.reindex(columns=HEAD_COLS).to_csv(d / f"{b:g}.csv", index=False)
 
 
 def write_all(root: Path) -> Path:

@@ -5,7 +5,7 @@ import pytest
 from report_synth import write_bench, write_evals, write_heads, write_profile
 
 from lapr.report.claims import CLAIMS, THRESHOLDS, claims_frame, claims_table, thresholds
-from lapr.report.collect import collect
+from lapr.report.results import collect
 
 ONE = {"deltanet": "delta_net"}
 

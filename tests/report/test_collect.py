@@ -3,9 +3,10 @@ import json
 
 import pandas as pd
 import pytest
+from lapr import columns
 from report_synth import BASE_PPL, METHODS, RATIOS, write_all, write_evals, write_profile
 
-from lapr.report.collect import (BENCH_COLUMNS, EVAL_COLUMNS, HEAD_COLUMNS, PRETRAIN_COLUMNS, RANK_COLUMNS,
+from lapr.report.results import (BENCH_COLUMNS, EVAL_COLUMNS, HEAD_COLUMNS, PRETRAIN_COLUMNS, RANK_COLUMNS,
                                  collect)
 
 
@@ -85,7 +86,8 @@ def test_key_from_path_and_hidden_dirs(tmp_path):
     root = tmp_path / "p"
     d = root / "eval" / "gdn" / "wanda"
     d.mkdir(parents=True)
-    pd.DataFrame({"task": ["ppl/x"], "metric": ["ppl"], "value": [5.0]}).to_csv(d / "0.25.csv", index=False)
+    pd.DataFrame({"task": ["ppl/x"], "metric": ["ppl"], "value": [5.0]}).reindex(columns=columns.EVAL).to_csv(
+        d / "0.25.csv", index=False)  # key columns left empty: filled from the path
     hidden = root / "eval" / "gdn" / ".tmp123"  # an atomic write in flight
     hidden.mkdir()
     pd.DataFrame({"task": ["ppl/x"], "metric": ["ppl"], "value": [9.0]}).to_csv(hidden / "0.5.csv", index=False)
@@ -93,3 +95,41 @@ def test_key_from_path_and_hidden_dirs(tmp_path):
     res = collect(root)
     assert res.evals[["model", "method", "ratio", "value"]].values.tolist() == [["gdn", "wanda", 0.25, 5.0]]
     assert set(map(tuple, res.heads[["model", "method", "ratio"]].drop_duplicates().values)) == {("gdn", "wanda", 0.25)}
+
+
+def test_package_collect_survives_importing_every_submodule(tmp_path):
+    """`lapr.report.collect` stays the function once the report's submodules are imported (the
+    reader module was once named `collect` too, which rebound the package attribute)."""
+    import importlib
+
+    import lapr.report
+    for name in ("results", "tables", "figures", "claims", "stage", "summary"):
+        importlib.import_module(f"lapr.report.{name}")
+    from lapr.report import collect as package_collect
+    assert callable(package_collect) and package_collect is lapr.report.collect
+    assert package_collect(tmp_path / "nothing").problems == []
+
+
+def test_sidecars_are_skipped_and_a_table_off_schema_is_a_problem(tmp_path):
+    from report_synth import write_heads
+
+    root = tmp_path / "p"
+    write_heads(root, models=("gdn",))
+    d = root / "heads" / "gdn" / "random"
+    pd.DataFrame({"sample": [0], "continuation": ["12345"]}).to_csv(d / "0.5.niah.csv", index=False)
+    (d / "0.5.provenance.json").write_text("{}")
+    assert collect(root).problems == []
+    pd.read_csv(d / "0.25.csv").drop(columns=["alpha"]).to_csv(d / "0.25.csv", index=False)
+    problems = collect(root).problems
+    assert len(problems) == 1 and "0.25.csv" in problems[0] and "['alpha']" in problems[0]
+
+
+def test_report_refuses_unreadable_results(tmp_path):
+    from lapr.report.stage import build_report
+
+    root = write_all(tmp_path / "res" / "p")
+    (root / "eval" / "gdn" / "l2" / "0.5.csv").write_text("nonsense\n1\n")
+    out = tmp_path / "fig"
+    with pytest.raises(ValueError, match=r"1 result file\(s\) could not be read: .*eval/gdn/l2/0.5.csv"):
+        build_report(root, out, log=lambda *a, **k: None)
+    assert not out.exists()

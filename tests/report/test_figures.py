@@ -4,7 +4,7 @@ from PIL import Image
 from report_synth import BASE_PPL, SLOPE, write_all
 
 from lapr.report import figures as F
-from lapr.report.collect import collect
+from lapr.report.results import collect
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from report_synth import BASE_PPL, METHODS, RATIOS, SLOPE, acc_value, write_all, write_evals, write_pruning
 
 from lapr.report import tables as T
-from lapr.report.collect import collect
+from lapr.report.results import collect
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
     res = collect("results/embedded")
     res.evals          # one row per (model, method, ratio, task, metric)
-    res.problems       # files that exist but could not be read (skipped, never fatal)
+    res.problems       # result files that exist but could not be read (build_report refuses them)
 
 Only the result *files* described in LAYOUT.md are read; no stage module is imported. A stage that
 has not run yet gives an empty frame with the documented columns, so every builder downstream can
@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lapr import columns
+
 PRETRAIN_COLUMNS = ["model", "family", "parameters", "steps", "planned_steps", "stopped_early",
                     "train_tokens_seen", "train_time_s", "final_train_loss", "final_valid_loss",
                     "corpus", "nll", "ppl", "tokens", "unigram_ppl", "beats_unigram"]
@@ -53,7 +55,7 @@ PRUNING_COLUMNS = KEY_COLUMNS + ["kind", "effective_ratio", "multiple", "family"
                                  "conv_state_bytes_before", "conv_state_bytes_after", "parameters_before",
                                  "parameters_after", "recovery_enabled", "recovery_steps",
                                  "recovery_first_loss", "recovery_last_loss"]
-EVAL_COLUMNS = ["model", "method", "ratio", "task", "metric", "value", "stderr", "n_docs", "limit"]
+EVAL_COLUMNS = columns.EVAL
 BENCH_COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "phase", "B", "T", "H", "d_k",
                  "d_v", "ms_median", "ms_iqr", "tokens_per_s", "peak_mem_bytes", "state_bytes", "error",
                  "model", "method", "ratio", "state_bytes_per_seq", "source"]
@@ -272,17 +274,20 @@ def _fill_key(df: pd.DataFrame, **key) -> pd.DataFrame:
     return df
 
 
-def _load_grid(root: Path, stage: str, x: str, columns, numeric, problems: list) -> pd.DataFrame:
+def _load_grid(root: Path, stage: str, x: str, schema: list[str], shown, numeric, problems: list) -> pd.DataFrame:
     """Tidy rows of results/<p>/<stage>/<model>/<method>/<x>.csv, keyed by the path where a file
-    leaves a key column empty."""
+    leaves a key column empty. A file must have every column of the producer's `schema`
+    (lapr/columns.py); the stage's sidecar files beside it are not result tables."""
     parts = []
     for path in _visible((root / stage).glob("*/*/*.csv"), root):
+        if path.name.endswith(columns.SIDECARS.get(stage, ())):
+            continue
         model, method = path.parts[-3], path.parts[-2]
         try:
             df = pd.read_csv(path)
-            missing = {"task", "metric", "value"} - set(df.columns)
+            missing = set(schema) - set(df.columns)
             if missing:
-                raise ValueError(f"missing columns {sorted(missing)}")
+                raise ValueError(f"missing columns {sorted(missing)} of the {stage} result schema (lapr/columns.py)")
             df = _fill_key(df, model=model, method=method, **{x: ratio_value(path.stem)})
             df[x] = df[x].map(ratio_value)
             df["model"] = df["model"].astype(str)
@@ -290,7 +295,7 @@ def _load_grid(root: Path, stage: str, x: str, columns, numeric, problems: list)
             parts.append(df)
         except Exception as err:  # noqa: BLE001
             _problem(problems, path, err)
-    df = _frame(parts, columns)
+    df = _frame(parts, shown)
     if len(df):
         for c in numeric:
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -298,7 +303,7 @@ def _load_grid(root: Path, stage: str, x: str, columns, numeric, problems: list)
 
 
 def load_evals(root: Path, problems: list) -> pd.DataFrame:
-    return _load_grid(root, "eval", "ratio", EVAL_COLUMNS, ("value", "stderr"), problems)
+    return _load_grid(root, "eval", "ratio", columns.EVAL, EVAL_COLUMNS, ("value", "stderr"), problems)
 
 
 # ----------------------------------------------------------------------------- bench
@@ -328,7 +333,7 @@ def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
 # ----------------------------------------------------------------------------- head pruning
 
 def load_head_pruning(root: Path, problems: list) -> pd.DataFrame:
-    return _load_grid(root, "heads", "budget", HEAD_PRUNING_COLUMNS,
+    return _load_grid(root, "heads", "budget", columns.HEAD_PRUNING, HEAD_PRUNING_COLUMNS,
                       ("value", "state_bytes", "state_bytes_full", "state_saved_frac"), problems)
 
 
