@@ -73,8 +73,77 @@ def _quiet(local: bool):
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _no_load_report():
+    """Drop transformers' "LOAD REPORT" table (a multi-line stderr warning listing missing /
+    unexpected / mismatched keys): load_model refuses every such checkpoint with a message
+    naming them (_check_loading_info), so the table would only precede that one-line error."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+
+    class _Drop(logging.Filter):
+        def filter(self, record):
+            return "LOAD REPORT" not in str(record.msg)
+
+    drop = _Drop()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+_SHOWN_KEYS = 5  # tensor names quoted per kind in a refusal; the count covers the rest
+
+
+def _check_loading_info(info: dict, source, arch: str = "model") -> None:
+    """Refuse a checkpoint whose tensors do not match the model its config.json builds.
+
+    `info`: from_pretrained(..., output_loading_info=True). transformers otherwise only warns:
+    a missing tensor is left randomly initialised, an unexpected one is dropped, a wrong shape
+    (with ignore_mismatched_sizes) is re-initialised, and every later stage would measure that
+    model. Keys the model ties (lm_head.weight with tie_word_embeddings, fla's
+    _tied_weights_keys) or declares ignorable are not reported by transformers, so a tied
+    checkpoint without lm_head.weight loads.
+    """
+    def names(keys) -> str:
+        keys = sorted(keys)
+        more = f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
+        return ", ".join(keys[:_SHOWN_KEYS]) + more
+
+    problems = []
+    missing = set(info.get("missing_keys") or ())
+    mismatched = {tuple(m)[0]: tuple(m)[1:] for m in info.get("mismatched_keys") or ()}
+    missing -= set(mismatched)
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s) (transformers would leave them "
+                        f"randomly initialised): {names(missing)}")
+    unexpected = info.get("unexpected_keys") or ()
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) (transformers would drop "
+                        f"them): {names(unexpected)}")
+    if mismatched:
+        shown = sorted(mismatched)[:_SHOWN_KEYS]
+        more = f", ... ({len(mismatched) - _SHOWN_KEYS} more)" if len(mismatched) > _SHOWN_KEYS else ""
+        problems.append(f"{len(mismatched)} tensor(s) of the wrong shape (checkpoint vs model): "
+                        + ", ".join(f"{k} {' vs '.join(str(tuple(s)) for s in mismatched[k])}"
+                                    for k in shown) + more)
+    errors = [str(e) for e in info.get("error_msgs") or ()]
+    if errors:
+        problems.append(f"loading errors: {'; '.join(errors[:_SHOWN_KEYS])}")
+    if problems:
+        raise ValueError(f"{source}: weights do not match the {arch} its config.json builds; "
+                         f"refusing to load it (strict loading): {'; '.join(problems)}")
+
+
 def load_model(path_or_id: str | Path, device=None, dtype=None):
-    """Load a causal LM from a local HF directory or (online) a hub id, on `device` in `dtype`."""
+    """Load a causal LM from a local HF directory or (online) a hub id, on `device` in `dtype`.
+
+    Strict: a checkpoint with missing, unexpected or wrongly shaped tensors is refused with a
+    ValueError naming them (_check_loading_info), never loaded with random weights."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
@@ -89,10 +158,14 @@ def load_model(path_or_id: str | Path, device=None, dtype=None):
     if local.exists():
         weights.check_files(local)  # an empty / truncated file: its name and problem, not a bare SafetensorError
     try:
-        with _quiet(local.exists()):
-            model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
+        with _quiet(local.exists()), _no_load_report():
+            # ignore_mismatched_sizes: a wrong shape comes back in `info` (refused below, with the
+            # other mismatches) instead of as transformers' RuntimeError pointing at its report
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(path_or_id), dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
     except SafetensorError as e:  # damage the header check cannot see
         raise ValueError(f"{path_or_id}: corrupt safetensors weights ({e})") from e
+    _check_loading_info(info, path_or_id, type(model).__name__)
     family(model)  # fail early on families without an adapter
     model = model.to(device).eval()
     weights.check_finite(model, path_or_id)  # NaN weights otherwise pass every stage as NaN metrics

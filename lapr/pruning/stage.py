@@ -66,9 +66,15 @@ PCA_NOTE = ("PCA rotation absorbed into q_proj/k_proj rows (W' = U^T W per head,
             "bias U^T b (exact only when a head's q/k kernels are equal and the conv has no "
             "activation; fla's q/k convs apply SiLU, so this is an approximation whose kernel "
             "mismatch per layer is recorded as q_conv_mismatch / k_conv_mismatch)")
-SCALE_NOTE = ("the delta-rule kernel scales q by d_k**-0.5, so pruned layers scale attention "
-              "outputs by sqrt(d_k/d_k'); the per-head output RMSNorm cancels this except "
-              "through its eps (relative effect ~ eps/ms(o) * (1 - d_k'/d_k) / 2)")
+SCALE_NOTE = ("the delta-rule kernel scales q by d_k**-0.5 (before) and d_k'**-0.5 (after), so "
+              "pruned layers scale attention outputs by output_factor = sqrt(d_k/d_k'); the "
+              "per-head output RMSNorm cancels this only through its eps, which is comparable "
+              "to ms(o) in these models, so it is not absorbed: rel_logit_error_parent_scale is "
+              "the pruned model vs the unpruned one with the pruned channels zeroed, run at the "
+              "parent's scale (1.5-2 % on the embedded checkpoints), rel_logit_error_pruned_scale "
+              "the same at the pruned scale (round-off, ~1e-7, for a selection; PCA adds its "
+              "conv approximation); measured after surgery, before any recovery, on 'tokens' "
+              "(batch x length) fixed random ids (seed 0), see lapr.pruning.surgery.scale_check")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,13 +233,14 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
     from lapr.pruning.recovery import recover
     from lapr.pruning.select import choose
     from lapr.pruning.surgery import (conv_mismatch, conv_state_bytes, prune_channels,
-                                      state_bytes)
+                                      scale_check, state_bytes)
 
     model_dir = Path(args.model)
     d_k = views[0].head_k_dim
     keep = choose(model, args.method, kept, calib, seed)
     pruned = prune_channels(model, keep)
     rotation = args.method == "pca"
+    scale = scale_check(model, pruned, keep)  # the surgery's output, before any recovery
 
     rec = settings["recovery"]
     log = []
@@ -273,7 +280,7 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
         "parameters": {"before": sum(p.numel() for p in model.parameters()),
                        "after": sum(p.numel() for p in pruned.parameters())},
         "short_conv": PCA_NOTE if rotation else SELECTION_NOTE,
-        "scale": SCALE_NOTE,
+        "scale": {**scale, "note": SCALE_NOTE},
         "recovery": {**rec, "steps_run": len(log),
                      "first_loss": log[0]["loss"] if log else None,
                      "last_loss": log[-1]["loss"] if log else None},

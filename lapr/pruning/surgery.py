@@ -36,16 +36,28 @@ results can be read against it; the pruning stage records it in pruning.json. Th
 that is exact (keep the d_k-channel conv and apply U^T after it) has no place in stock fla's
 layer and would not reload with AutoModelForCausalLM, so it is not offered.
 
-Scale. fla's delta-rule kernels multiply q by d_k**-0.5 after the L2 norm, which becomes
-d_k'**-0.5 after pruning. Every layer's output passes through the per-head output RMSNorm
-(o_norm, also the gated one), which cancels any constant factor c except through its eps:
-RMSNorm(c o) = o / sqrt(ms(o) + eps / c^2). So the pruned model matches the zeroed one exactly
-when norm_eps -> 0 and to a relative error of about (eps / ms(o)) * (1 - d_k'/d_k) / 2 otherwise
-(tiny for trained models, whose ms(o) >> eps = 1e-6). Tests use norm_eps = 1e-12.
+Scale. fla's delta-rule kernels multiply q by d_k**-0.5 after the L2 norm; the pruned model's
+kernels use d_k'**-0.5, so every attention output o = scale * S q is c = sqrt(d_k/d_k') times
+the zeroed parent's (the state S does not depend on q). Each layer's output then passes through
+the per-head output RMSNorm (o_norm, also the gated one), which would cancel a constant factor
+but for its eps: RMSNorm(c o) = o / sqrt(ms(o) + eps / c^2). In trained models eps is NOT
+negligible: o is small (median ms(o) ~ 4e-6 in a tiny GDN trained 40 steps, against the
+norm_eps = 1e-6 of these configs), so the output norm does not absorb the scale change.
+Measured on the embedded checkpoints (results/embedded/models/{deltanet,gdn}, d_k = 64;
+figures from the issue's audit): the parent with the pruned channels zeroed, run at its own
+scale d_k**-0.5, differs from the pruned model by 1.5-2 % relative logit error; run at the
+pruned scale d_k'**-0.5 it differs by 1.3e-7 (float32 round-off). tests/pruning/test_scale.py
+trains tiny DeltaNet / GDN models for 40 steps and finds 0.24 % / 0.96 % and ~9e-8 (d_k 32 ->
+16), and round-off at both scales once norm_eps = 0 (eps is the whole effect; the other pruning
+tests use norm_eps = 0 for exactness). So a channel-selection pruned model equals the zeroed
+parent AT THE PRUNED SCALE (`zero_channels` + `rescaled_query`), not at the parent's; the
+pruning stage measures both errors for every checkpoint it writes (`scale_check`, recorded
+under "scale" in pruning.json, on a fixed 1 x 64 token batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -213,32 +225,141 @@ def zero_channels(model, keep: list[Tensor]):
     Selection: q/k proj rows and q/k conv channels (weights and bias) outside `keep` are zeroed.
     Rotation: q/k proj rows are projected onto span(U) per head, W <- U U^T W, and a conv bias
     likewise, b <- U U^T b (conv kernels unchanged: the exact reference when they are equal
-    within a head and linear, see module doc).
+    within a head and linear, see module doc). It runs at the parent's query scale d_k**-0.5;
+    wrap it in `rescaled_query` to run it at the pruned model's (module doc, "Scale").
     """
     check_keep(model, keep)
     new = copy.deepcopy(model)
-    for view, entry in zip(family(new).attention(new), keep):
+    _zero_(new, keep)
+    return new
+
+
+def _qk_modules(view):
+    return [m for m in (view.q_proj, view.k_proj, view.q_conv, view.k_conv) if m is not None]
+
+
+@torch.no_grad()
+def _zero_(model, keep: list[Tensor]) -> None:
+    """`zero_channels` in place."""
+    for view, entry in zip(family(model).attention(model), keep):
         heads, d_k = view.num_heads, view.head_k_dim
         if is_rotation(entry):
             proj = entry.double() @ entry.double().mT  # [H, d_k, d_k]
             for module in (view.q_proj, view.k_proj):
                 w = module.weight.reshape(heads, d_k, -1).double()
                 module.weight.copy_((proj @ w).reshape(module.weight.shape))
-            for module in (view.q_proj, view.k_proj, view.q_conv, view.k_conv):
-                if module is not None and getattr(module, "bias", None) is not None:
+            for module in _qk_modules(view):
+                if getattr(module, "bias", None) is not None:
                     b = module.bias.reshape(heads, d_k, 1).double()
                     module.bias.copy_((proj @ b).reshape(module.bias.shape))
             continue
         mask = torch.zeros(heads, d_k, dtype=torch.bool)
         mask.scatter_(1, entry.long().cpu(), True)
         mask = mask.reshape(-1)
-        for module in (view.q_proj, view.k_proj, view.q_conv, view.k_conv):
-            if module is None:
-                continue
+        for module in _qk_modules(view):
             module.weight[~mask.to(module.weight.device)] = 0
             if getattr(module, "bias", None) is not None:
                 module.bias[~mask.to(module.bias.device)] = 0
-    return new
+
+
+@contextlib.contextmanager
+def _zeroed(model, keep: list[Tensor]):
+    """`model` itself with the pruned channels zeroed inside the block, restored bit for bit
+    after it (only the q/k tensors are copied: no second full model in memory)."""
+    saved = [(t, t.detach().clone()) for view in family(model).attention(model)
+             for m in _qk_modules(view) for t in (m.weight, getattr(m, "bias", None))
+             if t is not None]
+    try:
+        _zero_(model, keep)
+        yield model
+    finally:
+        with torch.no_grad():
+            for tensor, value in saved:
+                tensor.copy_(value)
+
+
+def query_scale(d_k: int) -> float:
+    """fla's delta-rule query scale for key dim d_k (the kernels' default, scale=None)."""
+    return d_k ** -0.5
+
+
+@contextlib.contextmanager
+def rescaled_query(model, head_k_dim: int):
+    """Run `model` (inside the block) as if its kernels scaled q by head_k_dim**-0.5 instead of
+    its own d_k**-0.5.
+
+    The kernel output o is linear in the scale (the state does not depend on q), so this
+    multiplies o by sqrt(d_k / head_k_dim) on its way into the output norm (forward pre-hook on
+    o_norm; on o_proj for a layer without one). Zeroed parent + rescaled_query(kept) is the
+    exact reference for a channel-selection pruned model (module doc, "Scale").
+    """
+    handles = []
+
+    def hook(factor):
+        def pre(_, args):
+            return (args[0] * factor, *args[1:])
+        return pre
+
+    try:
+        for view in family(model).attention(model):
+            factor = math.sqrt(view.head_k_dim / head_k_dim)
+            target = getattr(view.module, "o_norm", None)
+            target = view.o_proj if target is None else target
+            handles.append(target.register_forward_pre_hook(hook(factor)))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+SCALE_TOKENS = (1, 64)   # batch x length of the scale check: a few ms for tiny models, ~1 s at 1B
+SCALE_TOKEN_SEED = 0
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    """||a - b||_F / ||b||_F in float64."""
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+@torch.no_grad()
+def scale_check(parent, pruned, keep: list[Tensor], tokens: Tensor | None = None) -> dict:
+    """Measure what the query-scale change does: relative logit error ||L_pruned - L_ref|| /
+    ||L_ref|| (Frobenius, float64) of `pruned` against `parent` with the pruned channels zeroed,
+    run at the parent's scale d_k**-0.5 and at the pruned scale d_k'**-0.5.
+
+    `tokens` default: a fixed [1, 64] batch of uniform random ids (torch.Generator seed 0) in the
+    vocabulary, the same for every checkpoint; short so the check costs a few forward passes of
+    64 tokens even for 1B-parameter models. `parent` is zeroed in place and restored bit for bit
+    (no copy). For a selection the pruned-scale error is round-off (~1e-7 in float32); for a PCA
+    rotation the reference is exact only when the q/k convs commute with the rotation (module
+    doc), so both errors also contain the conv approximation.
+    """
+    kept = check_keep(parent, keep)
+    d_k = family(parent).attention(parent)[0].head_k_dim
+    param = next(parent.parameters())
+    if tokens is None:
+        gen = torch.Generator().manual_seed(SCALE_TOKEN_SEED)
+        tokens = torch.randint(0, parent.config.vocab_size, SCALE_TOKENS, generator=gen)
+    modes = (parent.training, pruned.training)
+    parent.eval()
+    pruned.eval()
+    try:
+        out = pruned(tokens.to(next(pruned.parameters()).device)).logits
+        tokens = tokens.to(param.device)
+        with _zeroed(parent, keep):
+            own = parent(tokens).logits
+            with rescaled_query(parent, kept):
+                scaled = parent(tokens).logits
+    finally:
+        parent.train(modes[0])
+        pruned.train(modes[1])
+    out = out.to(own.device)
+    return {"before": query_scale(d_k), "after": query_scale(kept), "d_k_before": d_k,
+            "d_k_after": kept, "output_factor": math.sqrt(d_k / kept),
+            "tokens": list(tokens.shape),
+            "rel_logit_error_parent_scale": _rel(out, own),
+            "rel_logit_error_pruned_scale": _rel(out, scaled)}
 
 
 @torch.no_grad()
@@ -286,5 +407,5 @@ def conv_state_bytes(model, dtype: torch.dtype = torch.float32) -> list[int]:
     return out
 
 
-__all__ = ["check_keep", "conv_mismatch", "conv_state_bytes", "prune_channels",
-           "resized_config", "state_bytes", "zero_channels"]
+__all__ = ["check_keep", "conv_mismatch", "conv_state_bytes", "prune_channels", "query_scale",
+           "rescaled_query", "resized_config", "scale_check", "state_bytes", "zero_channels"]
