@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from lapr import columns
 from lapr.cli import settings_object
 from lapr.probes import mqar
 
@@ -57,8 +58,7 @@ EVAL_SETTINGS = {
               "application": "auto", "min_keep": 0, "profile_n": 256},
     "calib": {"n_batches": 4, "batch_size": 32, "rows": 1024},
 }
-COLUMNS = ["model", "family", "kind", "method", "ratio", "d_k", "heads_removed", "removed_low", "removed_high",
-           "noise", "metric", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac", "application"]
+COLUMNS = columns.MQAR  # shared with the report (lapr/columns.py)
 
 
 def _merged(raw: dict, defaults: dict, where: str = "settings") -> dict:

@@ -12,16 +12,30 @@ One row per claim and model (per device / family for the throughput claim). Verd
   missing       the results needed are not there (the `reason` column names the stage / file).
 Thresholds (THRESHOLDS; override any of them with the stage's settings.claims):
 
-A1 "50% of q/k channels removed at a marginal perplexity increase"
-   x = ppl(best method at r=ratio) / ppl(unpruned) - 1 on the primary perplexity corpus (best = lowest
-   ppl over every evaluated method, random included).
+A1 "50% of q/k channels removed at a marginal perplexity increase", judged on paper A's method
+   x = ppl(strong_rrqr at r=ratio) / ppl(unpruned) - 1 on the in-domain perplexity corpus: settings
+   ppl_task if given, else gutenberg_valid for a self-trained model (one with models/MODEL/metrics.json),
+   else (hub checkpoints) the primary corpus (WikiText-2 first). Never the best of all methods: on
+   small models random pruning can "win" by noise (the per-method ppl table sits beside it, and
+   `measured` names the best method too). strong_rrqr not evaluated at r: 'missing', naming it.
    supported: x <= marginal_ppl (5%); contradicted: x > large_ppl (20%); inconclusive otherwise.
+A1r the same with recovery: x from strong_rrqr+lora (LoRA recovery, prune.recovery) at r=ratio, same
+   corpus and thresholds; 'missing: not recovered in this profile' when strong_rrqr+lora was not run.
 A2 "trained states are low-rank" (paper A's rank utilisation = stable rank / min(d_k, d_v))
    u = mean utilisation at the last profiled position over heads and natural-text samples (unpruned).
    supported: u <= low_utilisation (0.25); contradicted: u >= high_utilisation (0.5).
 A3 "a smaller d_k makes the kernels faster (ideal: state-size ratio 2x at r=0.5)"
    s = median over op-level series (device, family, phase) of ms(d_k0) / ms(d_k0/2), d_k0 = the
    series' largest d_k. supported: s >= min_speedup (1.5 = 75% of ideal); contradicted: s < no_speedup (1.1).
+A4 "low effective rank amplifies query noise in retrieval" (paper A's theory), from the MQAR probe
+   (mqar/eval/FAMILY.csv, kind 'channel', metric recall; strong_rrqr, else the first of pivoted_qr,
+   pca, taylor, wanda, l2, l1, random present, named in `measured`). Per d_k the relative recall loss
+   L(d_k) = 1 - recall(noise s) / recall(noise 0), s = the largest query-noise level evaluated;
+   the full d_k is the unpruned model's (kind 'none'). Relative, not absolute: a pruned model that
+   recalls less without noise has less to lose, and a d_k-independent multiplicative effect of noise
+   gives gap 0. gap = L(smallest pruned d_k) - L(full d_k).
+   supported: gap >= noise_gap (0.05); contradicted: gap <= -noise_gap; inconclusive otherwise, or when
+   the unpruned recall without noise is below mqar_floor (0.5: the probe model did not learn MQAR).
 B1 "heads split into a low-rank and a high-rank group"
    per head x = final threshold rank / bound (heads.csv); low: x < group_low (0.25), high: x >= group_high
    (0.75). supported: both groups hold >= min_group (10%) of heads and the middle <= max_middle (25%);
@@ -57,6 +71,12 @@ from lapr.report.results import UNPRUNED, Results, ratio_value
 from lapr.report.tables import (MQAR_KEYS, NIAH_KEYS, Table, head_metric_rows, is_accuracy, ppl_rows,
                                 primary_ppl_task, rank_stats, task_matches)
 
+PAPER_METHOD = "strong_rrqr"  # paper A's channel selection (LAP: strong rank-revealing QR)
+RECOVERED = f"{PAPER_METHOD}+lora"
+IN_DOMAIN = "ppl/gutenberg_valid"  # held-out split of the corpus self-trained models are trained on
+# A4's method when the probe lacks strong_rrqr: the nearest to it first
+PROBE_FALLBACK = ("pivoted_qr", "pca", "taylor", "wanda", "l2", "l1", "random")
+
 THRESHOLDS = {
     "ratio": 0.5, "marginal_ppl": 0.05, "large_ppl": 0.20,
     "low_utilisation": 0.25, "high_utilisation": 0.5,
@@ -65,14 +85,17 @@ THRESHOLDS = {
     "stable_spearman": 0.7, "stable_agreement": 0.8, "unstable_spearman": 0.3, "unstable_agreement": 0.6,
     "state_target": 0.389, "state_tolerance": 0.05, "kept_quality": 0.95, "lost_quality": 0.80,
     "niah_gap": 0.20, "niah_floor": 0.5,
+    "noise_gap": 0.05, "mqar_floor": 0.5,
 }
 VERDICTS = ("supported", "contradicted", "inconclusive", "missing")
 COLUMNS = ["id", "paper", "claim", "model", "profile", "measured", "value", "criterion", "verdict", "reason"]
 
 CLAIMS = {
-    "A1": ("A", "50% of q/k channels removed at a marginal perplexity increase"),
+    "A1": ("A", "50% of q/k channels removed at a marginal perplexity increase (strong RRQR, no recovery)"),
+    "A1r": ("A", "50% of q/k channels removed at a marginal perplexity increase (strong RRQR + LoRA recovery)"),
     "A2": ("A", "trained states are low-rank (low rank utilisation)"),
     "A3": ("A", "a smaller d_k makes the kernels faster (ideal 2x at r=0.5)"),
+    "A4": ("A", "low effective rank (smaller d_k) amplifies query noise in retrieval (MQAR)"),
     "B1": ("B", "heads split into low-rank and high-rank groups"),
     "B2": ("B", "head identity is stable across inputs"),
     "B3": ("B", "38.9% state reduction with accuracy largely kept"),
@@ -129,37 +152,63 @@ def _no_better_than_unigram(res: Results, model: str, task: str, ppl: float) -> 
             f"{float(uni.iloc[0]):.4g}: the model has not learnt this corpus")
 
 
-def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None) -> dict:
+def a1_corpus(res: Results, model: str, tasks, ppl_task: str | None = None) -> str | None:
+    """A1's perplexity task: ppl_task if given; gutenberg_valid for a self-trained model; else primary."""
+    if ppl_task:
+        return primary_ppl_task(tasks, ppl_task)
+    trained = not res.pretrain.empty and model in set(res.pretrain["model"].astype(str))
+    if trained and IN_DOMAIN in set(tasks):
+        return IN_DOMAIN
+    return primary_ppl_task(tasks)
+
+
+def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None, recovered: bool = False) -> dict:
+    cid, method = ("A1r", RECOVERED) if recovered else ("A1", PAPER_METHOD)
     r = ratio_value(t["ratio"])
-    crit = (f"best method's relative ppl increase at r={r:g} (no recovery): supported <= {t['marginal_ppl']:.0%}, "
+    crit = (f"{method}'s relative ppl increase at r={r:g} on the in-domain corpus"
+            f"{'' if recovered else ' (no recovery)'}: supported <= {t['marginal_ppl']:.0%}, "
             f"contradicted > {t['large_ppl']:.0%}")
     prof = res.profile_name
     rows = ppl_rows(res.evals)
     rows = rows[rows["model"] == model] if not rows.empty else rows
     if rows.empty:
-        return _row("A1", model, prof, criterion=crit, reason="evaluate stage: no perplexity rows for this model")
-    task = primary_ppl_task(rows["task"], ppl_task)
+        return _row(cid, model, prof, criterion=crit, reason="evaluate stage: no perplexity rows for this model")
+    task = a1_corpus(res, model, rows["task"], ppl_task)
     if task is None:
-        return _row("A1", model, prof, criterion=crit, reason=f"no perplexity rows for corpus {ppl_task!r}")
+        return _row(cid, model, prof, criterion=crit, reason=f"no perplexity rows for corpus {ppl_task!r}")
     rows = rows[rows["task"] == task]
     base = rows[(rows["method"] == UNPRUNED) | (rows["ratio"] == 0)]
     if base.empty:
-        return _row("A1", model, prof, criterion=crit, reason=f"no unpruned evaluation (eval/{model}/none/0.csv)")
-    # pruning alone: recovered checkpoints (METHOD+lora) are paper A's optional extra step
-    at = rows[(rows["method"] != UNPRUNED) & ~rows["method"].str.contains("+", regex=False)
-              & (rows["ratio"] == r) & rows["value"].notna()]
+        return _row(cid, model, prof, criterion=crit, reason=f"no unpruned evaluation (eval/{model}/none/0.csv)")
+    mine = rows[(rows["method"] == method) & rows["value"].notna()]
+    at = mine[mine["ratio"] == r]
     if at.empty:
-        have = sorted({float(x) for x in rows.loc[rows["method"] != UNPRUNED, "ratio"]})
-        return _row("A1", model, prof, criterion=crit,
-                    reason=f"no pruned evaluation at r={r:g} (evaluated ratios: {have or 'none'})")
+        elsewhere = sorted({float(x) for x in mine["ratio"]})
+        where = f" (evaluated at r={', '.join(f'{x:g}' for x in elsewhere)})" if elsewhere else ""
+        if recovered:
+            others = sorted(m for m in set(rows["method"]) if "+" in str(m))
+            return _row(cid, model, prof, criterion=crit,
+                        reason=f"not recovered in this profile: no {method} evaluation at r={r:g}{where}; "
+                               f"recovered: {', '.join(others) or 'none'} (prune.recovery.methods)")
+        return _row(cid, model, prof, criterion=crit,
+                    reason=f"{method} (paper A's method) not evaluated at r={r:g}{where}")
     b = float(base["value"].iloc[0])
-    best = at.loc[at["value"].idxmin()]
-    x = float(best["value"]) / b - 1
-    measured = (f"{best['method']}: ppl {float(best['value']):.4g} vs {b:.4g} unpruned ({x:+.1%}) on "
-                f"{task[4:]}; {at['method'].nunique()} methods")
+    v = float(at["value"].iloc[0])
+    x = v / b - 1
+    measured = f"{method}: ppl {v:.4g} vs {b:.4g} unpruned ({x:+.2%}) on {task[4:]}"
+    pruned = rows[(rows["method"] != UNPRUNED) & (rows["ratio"] == r) & rows["value"].notna()]
+    if recovered:
+        plain = pruned[pruned["method"] == PAPER_METHOD]
+        if len(plain):
+            measured += f"; without recovery {float(plain['value'].iloc[0]) / b - 1:+.2%}"
+    else:
+        plain = pruned[~pruned["method"].str.contains("+", regex=False)]
+        best = plain.loc[plain["value"].idxmin()]
+        measured += (f"; best of {plain['method'].nunique()} methods: {best['method']} "
+                     f"{float(best['value']) / b - 1:+.2%}")
     if weak := _no_better_than_unigram(res, model, task, b):
-        return _row("A1", model, prof, measured, x, crit, "inconclusive", weak)
-    return _row("A1", model, prof, measured, x, crit,
+        return _row(cid, model, prof, measured, x, crit, "inconclusive", weak)
+    return _row(cid, model, prof, measured, x, crit,
                 _three_way(x, x <= t["marginal_ppl"], x > t["large_ppl"]))
 
 
@@ -202,6 +251,75 @@ def claims_a3(res: Results, t: dict) -> list[dict]:
                          f"speed-up {s:.2f}x at half d_k (ideal 2x; {len(speedups)} series)", s, crit,
                          _three_way(s, s >= t["min_speedup"], s < t["no_speedup"])))
     return rows
+
+
+def _recall_by_noise(rows: pd.DataFrame) -> pd.Series:
+    return rows.groupby("noise")["value"].mean().sort_index()
+
+
+def _probe_method(methods) -> str | None:
+    methods = set(methods)
+    for m in (PAPER_METHOD,) + PROBE_FALLBACK:
+        if m in methods:
+            return m
+    return sorted(methods)[0] if methods else None
+
+
+def claims_a4(res: Results, t: dict) -> list[dict]:
+    g_ = t["noise_gap"]
+    crit = (f"L(d_k) = 1 - recall(max noise)/recall(no noise); gap = L(smallest d_k) - L(full d_k): "
+            f"supported >= {g_:g}, contradicted <= {-g_:g}")
+    prof = res.profile_name
+    mq = res.mqar
+    if mq.empty:
+        return [_row("A4", "–", prof, criterion=crit,
+                     reason="heads stage: no MQAR probe results (mqar/eval/FAMILY.csv of mqar-eval)")]
+    out = []
+    for model, g in mq.groupby("model", sort=True):
+        label = f"MQAR {model}"
+        rec = g[(g["metric"] == "recall") & g["value"].notna() & g["noise"].notna()]
+        base = rec[rec["kind"] == "none"]
+        channel = rec[rec["kind"] == "channel"]
+        method = _probe_method(channel["method"])
+        if base.empty or method is None:
+            out.append(_row("A4", label, prof, criterion=crit,
+                            reason="need recall rows of the unpruned model (kind 'none') and of channel pruning "
+                                   "(kind 'channel')"))
+            continue
+        ch = channel[channel["method"] == method]
+        full_dk = int(base["d_k"].max())
+        curves = {full_dk: _recall_by_noise(base[base["d_k"] == full_dk])}
+        for d_k, c in ch[ch["d_k"] < full_dk].groupby("d_k"):
+            curves[int(d_k)] = _recall_by_noise(c)
+        small_dk = min(curves)
+        noise = sorted(set(curves[full_dk].index) & set(curves[small_dk].index))
+        if small_dk == full_dk or 0 not in noise or max(noise) <= 0:
+            out.append(_row("A4", label, prof, criterion=crit,
+                            reason=f"{method}: need recall at noise 0 and > 0 for the full d_k and a pruned d_k "
+                                   f"(d_k {sorted(curves)}, noise {noise})"))
+            continue
+        s = max(noise)
+
+        def loss(c):
+            return 1 - float(c[s]) / float(c[0]) if s in c.index and 0 in c.index and c[0] > 0 else math.nan
+
+        losses = {d: loss(c) for d, c in sorted(curves.items(), reverse=True)}
+        gap = losses[small_dk] - losses[full_dk]
+        f, sm = curves[full_dk], curves[small_dk]
+        via = "" if method == PAPER_METHOD else f" ({PAPER_METHOD} not in the probe)"
+        measured = (f"{method}{via}, query noise 0 -> {s:g}: recall {f[0]:.3f} -> {f[s]:.3f} at full d_k={full_dk}, "
+                    f"{sm[0]:.3f} -> {sm[s]:.3f} at d_k={small_dk}; relative loss by d_k: "
+                    + ", ".join(f"{d} {v:.0%}" for d, v in losses.items()) + f" (gap {gap * 100:+.1f} points)")
+        if float(f[0]) < t["mqar_floor"]:
+            out.append(_row("A4", label, prof, measured, gap, crit, "inconclusive",
+                            f"unpruned MQAR recall {float(f[0]):.1%} < {t['mqar_floor']:.0%}: probe model too weak"))
+            continue
+        if math.isnan(gap):
+            out.append(_row("A4", label, prof, measured, gap, crit, "inconclusive",
+                            f"recall 0 without noise at d_k={small_dk}: relative loss undefined"))
+            continue
+        out.append(_row("A4", label, prof, measured, gap, crit, _three_way(gap, gap >= g_, gap <= -g_)))
+    return out
 
 
 # ----------------------------------------------------------------------------- paper B
@@ -358,8 +476,11 @@ def claims_frame(res: Results, overrides: dict | None = None, ppl_task: str | No
     for model in models:
         rows.append(claim_a1(res, model, t, ppl_task))
     for model in models:
+        rows.append(claim_a1(res, model, t, ppl_task, recovered=True))
+    for model in models:
         rows.append(claim_a2(res, model, t, stats))
     rows += claims_a3(res, t)
+    rows += claims_a4(res, t)
     for fn in (claim_b1, claim_b2, claim_b3, claim_b4):
         for model in models:
             if fn is claim_b2:
@@ -375,9 +496,11 @@ def claims_frame(res: Results, overrides: dict | None = None, ppl_task: str | No
 
 def claims_table(res: Results, overrides: dict | None = None, ppl_task: str | None = None) -> Table:
     df = claims_frame(res, overrides, ppl_task)
-    return Table("claims", f"Claims check of papers A and B on profile '{res.profile_name}'", df,
-                 "Verdict thresholds: lapr/report/claims.py (THRESHOLDS); 'missing' rows name the stage "
-                 "whose results are absent.")
+    criteria = df.drop_duplicates("id")[["id", "criterion"]]
+    note = ("Verdict thresholds: lapr/report/claims.py (THRESHOLDS); 'missing' rows name the stage whose results "
+            "are absent. Criteria:\n" + "\n".join(f"- {i}: {c}" for i, c in criteria.itertuples(index=False)))
+    return Table("claims", f"Claims check of papers A and B on profile '{res.profile_name}'", df, note)
 
 
-__all__ = ["THRESHOLDS", "CLAIMS", "VERDICTS", "thresholds", "claims_frame", "claims_table"]
+__all__ = ["THRESHOLDS", "CLAIMS", "VERDICTS", "PAPER_METHOD", "thresholds", "claims_frame", "claims_table",
+           "a1_corpus"]

@@ -20,6 +20,7 @@ Sources (relative to the results directory):
   eval/MODEL/METHOD/RATIO.csv        -> evals (method 'none', ratio 0 = unpruned)
   bench/**/*.csv                     -> bench (+ source file)
   heads/MODEL/METHOD/BUDGET.csv      -> head_pruning
+  mqar/eval/FAMILY.csv               -> mqar (MQAR recall under channel / head pruning x query noise)
 
 KEY is MODEL for the profile of an unpruned checkpoint (method 'none', ratio 0) or
 MODEL/METHOD/RATIO for the profile of a pruned checkpoint, if the workflow profiles those (the
@@ -61,6 +62,8 @@ BENCH_COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "p
                  "model", "method", "ratio", "state_bytes_per_seq", "source"]
 HEAD_PRUNING_COLUMNS = ["model", "method", "budget", "task", "metric", "value", "state_bytes",
                         "state_bytes_full", "state_saved_frac", "application"]
+# the mqar-eval stage's table (= lapr.probes.mqar_stage.COLUMNS, which imports torch; a test keeps the two equal)
+MQAR_COLUMNS = columns.MQAR
 
 UNPRUNED = "none"  # the method name of unpruned rows (ratio 0)
 
@@ -85,6 +88,7 @@ class Results:
     evals: pd.DataFrame
     bench: pd.DataFrame
     head_pruning: pd.DataFrame
+    mqar: pd.DataFrame = field(default_factory=lambda: _empty(MQAR_COLUMNS))
     bench_files: list[Path] = field(default_factory=list)
     profile_dirs: dict = field(default_factory=dict)  # (model, method, ratio) -> profile directory
     problems: list[str] = field(default_factory=list)
@@ -337,6 +341,32 @@ def load_head_pruning(root: Path, problems: list) -> pd.DataFrame:
                       ("value", "state_bytes", "state_bytes_full", "state_saved_frac"), problems)
 
 
+# ----------------------------------------------------------------------------- MQAR probe
+
+def load_mqar(root: Path, problems: list) -> pd.DataFrame:
+    """Rows of results/<p>/mqar/eval/<family>.csv (the provenance JSON beside each is not read); a file
+    must have every column of the mqar-eval schema (MQAR_COLUMNS); `model` defaults to the file's stem."""
+    parts = []
+    base = root / "mqar" / "eval"
+    for path in _visible(base.glob("*.csv"), root) if base.is_dir() else []:
+        try:
+            df = pd.read_csv(path)
+            missing = set(MQAR_COLUMNS) - set(df.columns)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)} of the mqar-eval result schema")
+            df = _fill_key(df, model=path.stem)
+            df["model"] = df["model"].astype(str)
+            parts.append(df)
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    df = _frame(parts, MQAR_COLUMNS)
+    if len(df):
+        for c in ("ratio", "d_k", "noise", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        df["ratio"] = df["ratio"].map(ratio_value)
+    return df
+
+
 # ----------------------------------------------------------------------------- everything
 
 def collect(results_dir) -> Results:
@@ -349,8 +379,8 @@ def collect(results_dir) -> Results:
     return Results(root=root, pretrain=pretrain, loss_curves=curves, ranks=ranks, heads=heads,
                    consistency=cons, timing=timing, pruning=load_pruning(root, problems),
                    evals=load_evals(root, problems), bench=bench, head_pruning=load_head_pruning(root, problems),
-                   bench_files=bench_files, profile_dirs=dirs, problems=problems)
+                   mqar=load_mqar(root, problems), bench_files=bench_files, profile_dirs=dirs, problems=problems)
 
 
 __all__ = ["Results", "collect", "ratio_value", "UNPRUNED", "load_pretrain", "load_profiles", "load_pruning",
-           "load_evals", "load_bench", "load_head_pruning"]
+           "load_evals", "load_bench", "load_head_pruning", "load_mqar", "MQAR_COLUMNS"]

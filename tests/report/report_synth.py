@@ -232,3 +232,32 @@ def write_all(root: Path) -> Path:
     write_bench(root)
     write_heads(root)
     return root
+
+
+MQAR_COLS = ["model", "family", "kind", "method", "ratio", "d_k", "heads_removed", "removed_low", "removed_high",
+             "noise", "metric", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac", "application"]
+
+
+def write_mqar(root: Path, families=("delta_net",), method="strong_rrqr", base_recall=0.98, loss=None,
+               noise=(0.0, 0.5, 1.0), d_k=32):
+    """mqar/eval/FAMILY.csv: recall(d_k, noise) = r0(d_k) * (1 - loss[d_k] * noise / max(noise)), so that
+    loss[d_k] is the relative recall lost at the largest noise. r0 = base_recall at the full d_k, lower
+    when pruned. kind 'none' at d_k, kind 'channel' (`method`) at ratios 0.25 / 0.5 / 0.75."""
+    loss = loss or {32: 0.3, 24: 0.35, 16: 0.4, 8: 0.5}
+    for fam in families:
+        rows = []
+        cells = [("none", "none", 0.0, d_k)] + [("channel", method, r, int(d_k * (1 - r))) for r in (0.25, 0.5, 0.75)]
+        for kind, m, r, dk in cells:
+            r0 = base_recall * (1 - 0.3 * (1 - dk / d_k))
+            for s in noise:
+                rec = r0 * (1 - loss[dk] * s / max(noise)) if max(noise) > 0 else r0
+                for metric, v in (("recall", rec), ("loss", 1 - rec)):
+                    rows.append({"model": fam, "family": fam, "kind": kind, "method": m, "ratio": r, "d_k": dk,
+                                 "heads_removed": 0, "removed_low": math.nan, "removed_high": math.nan, "noise": s,
+                                 "metric": metric, "value": v, "n": 2048, "state_bytes": 4 * dk * 32 * 4,
+                                 "state_bytes_full": 4 * d_k * 32 * 4, "state_saved_frac": 1 - dk / d_k,
+                                 "application": "structural" if kind != "none" else "none"})
+        d = root / "mqar" / "eval"
+        d.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=MQAR_COLS).to_csv(d / f"{fam}.csv", index=False)
+        (d / f"{fam}.provenance.json").write_text("{}")

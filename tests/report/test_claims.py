@@ -2,7 +2,7 @@
 import math
 
 import pytest
-from report_synth import write_bench, write_evals, write_heads, write_profile
+from report_synth import write_bench, write_evals, write_heads, write_mqar, write_pretrain, write_profile
 
 from lapr.report.claims import CLAIMS, THRESHOLDS, claims_frame, claims_table, thresholds
 from lapr.report.results import collect
@@ -21,18 +21,20 @@ def one(root, cid, **kw):
     return rows.iloc[0]
 
 
-@pytest.mark.parametrize("best_slope, verdict", [(0.06, "supported"), (0.2, "inconclusive"), (0.5, "contradicted")])
-def test_a1_marginal_ppl(tmp_path, best_slope, verdict):
-    write_evals(tmp_path, models=ONE, methods=("random", "wanda"), ratios=(0.5,), lm=False,
-                slope={"random": 0.9, "wanda": best_slope})
+@pytest.mark.parametrize("rrqr_slope, verdict", [(0.06, "supported"), (0.2, "inconclusive"), (0.5, "contradicted")])
+def test_a1_judged_on_strong_rrqr_not_the_best_method(tmp_path, rrqr_slope, verdict):
+    # random "wins" (ppl below the unpruned model's, as on the embedded models); A1 ignores it
+    write_evals(tmp_path, models=ONE, methods=("random", "wanda", "strong_rrqr"), ratios=(0.5,), lm=False,
+                slope={"random": -0.1, "wanda": 0.01, "strong_rrqr": rrqr_slope})
     row = one(tmp_path, "A1")
     assert row["verdict"] == verdict
-    assert row["value"] == pytest.approx(best_slope * 0.5)  # relative increase on wikitext2 (primary)
-    assert "wanda" in row["measured"] and "wikitext2_test_raw" in row["measured"]
+    assert row["value"] == pytest.approx(rrqr_slope * 0.5)  # relative increase on wikitext2 (hub: no metrics.json)
+    assert row["measured"].startswith("strong_rrqr:") and "wikitext2_test_raw" in row["measured"]
+    assert "best of 3 methods: random -5.00%" in row["measured"]
 
 
 def test_a1_threshold_override_and_corpus(tmp_path):
-    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.5,), lm=False, slope={"wanda": 0.06})
+    write_evals(tmp_path, models=ONE, methods=("strong_rrqr",), ratios=(0.5,), lm=False, slope={"strong_rrqr": 0.06})
     assert one(tmp_path, "A1", overrides={"marginal_ppl": 0.02})["verdict"] == "inconclusive"
     row = one(tmp_path, "A1", ppl_task="gutenberg_valid")
     assert "gutenberg_valid" in row["measured"] and row["verdict"] == "supported"
@@ -40,10 +42,44 @@ def test_a1_threshold_override_and_corpus(tmp_path):
         thresholds({"nope": 1})
 
 
+def test_a1_self_trained_model_uses_gutenberg_valid(tmp_path):
+    import pandas as pd
+
+    write_pretrain(tmp_path, models=ONE)  # models/deltanet/metrics.json: a self-trained model
+    write_evals(tmp_path, models=ONE, methods=("strong_rrqr",), ratios=(0.5,), lm=False, slope={"strong_rrqr": 0.06})
+    # strong_rrqr +30% on WikiText (out of domain), +3% on Gutenberg (in domain)
+    path = tmp_path / "eval" / "deltanet" / "strong_rrqr" / "0.5.csv"
+    df = pd.read_csv(path)
+    df.loc[(df["task"] == "ppl/wikitext2_test_raw") & (df["metric"] == "ppl"), "value"] = 400.0 * 1.3
+    df.to_csv(path, index=False)
+    row = one(tmp_path, "A1")
+    assert "gutenberg_valid" in row["measured"] and row["verdict"] == "supported"
+    assert row["value"] == pytest.approx(0.03)
+    row = one(tmp_path, "A1", ppl_task="wikitext2_test_raw")  # the setting still wins
+    assert row["verdict"] == "contradicted" and row["value"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("lora_slope, verdict", [(None, "missing"), (0.02, "supported"), (0.5, "contradicted")])
+def test_a1_with_and_without_recovery(tmp_path, lora_slope, verdict):
+    methods = ("wanda", "wanda+lora", "strong_rrqr") + (("strong_rrqr+lora",) if lora_slope is not None else ())
+    write_evals(tmp_path, models=ONE, methods=methods, ratios=(0.5,), lm=False,
+                slope={"wanda": 0.1, "wanda+lora": 0.0, "strong_rrqr": 0.3, "strong_rrqr+lora": lora_slope})
+    plain = one(tmp_path, "A1")
+    assert plain["verdict"] == "inconclusive" and plain["value"] == pytest.approx(0.15)  # +lora never counts here
+    rec = one(tmp_path, "A1r")
+    assert rec["verdict"] == verdict
+    if lora_slope is None:
+        assert rec["reason"].startswith("not recovered in this profile") and "wanda+lora" in rec["reason"]
+        assert math.isnan(rec["value"])
+    else:
+        assert rec["value"] == pytest.approx(lora_slope * 0.5)
+        assert rec["measured"].startswith("strong_rrqr+lora:") and "without recovery +15.00%" in rec["measured"]
+
+
 def test_a1_withheld_when_unpruned_model_does_not_beat_unigram(tmp_path):
     import pandas as pd
 
-    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.5,), lm=False, slope={"wanda": 0.06})
+    write_evals(tmp_path, models=ONE, methods=("strong_rrqr",), ratios=(0.5,), lm=False, slope={"strong_rrqr": 0.06})
     assert one(tmp_path, "A1")["verdict"] == "supported"
     base = tmp_path / "eval" / "deltanet" / "none" / "0.csv"
     df = pd.read_csv(base)
@@ -54,10 +90,14 @@ def test_a1_withheld_when_unpruned_model_does_not_beat_unigram(tmp_path):
     assert row["value"] == pytest.approx(0.06 * 0.5)  # the measurement is still reported
 
 
-def test_a1_missing_ratio(tmp_path):
-    write_evals(tmp_path, models=ONE, methods=("wanda",), ratios=(0.25, 0.75), lm=False)
-    row = one(tmp_path, "A1")
+def test_a1_missing_ratio_or_method(tmp_path):
+    write_evals(tmp_path / "a", models=ONE, methods=("strong_rrqr",), ratios=(0.25, 0.75), lm=False)
+    row = one(tmp_path / "a", "A1")
     assert row["verdict"] == "missing" and "r=0.5" in row["reason"] and math.isnan(row["value"])
+    assert "evaluated at r=0.25, 0.75" in row["reason"]
+    write_evals(tmp_path / "b", models=ONE, methods=("random", "wanda"), ratios=(0.5,), lm=False)
+    row = one(tmp_path / "b", "A1")
+    assert row["verdict"] == "missing" and "strong_rrqr" in row["reason"] and "r=0.5" in row["reason"]
 
 
 @pytest.mark.parametrize("u, verdict", [(0.1, "supported"), (0.35, "inconclusive"), (0.6, "contradicted")])
@@ -74,6 +114,48 @@ def test_a3_speedup(tmp_path, speed, verdict):
     assert len(rows) == 4  # 2 families x 2 phases
     assert set(rows["verdict"]) == {verdict}
     assert rows["value"].tolist() == pytest.approx([speed] * 4)
+
+
+@pytest.mark.parametrize("small_loss, verdict", [(0.5, "supported"), (0.33, "inconclusive"), (0.1, "contradicted")])
+def test_a4_query_noise_by_d_k(tmp_path, small_loss, verdict):
+    write_mqar(tmp_path, families=("delta_net", "gated_deltanet"),
+               loss={32: 0.3, 24: 0.3, 16: 0.3, 8: small_loss})
+    rows = verdicts(tmp_path, "A4")
+    assert rows["model"].tolist() == ["MQAR delta_net", "MQAR gated_deltanet"]
+    assert set(rows["verdict"]) == {verdict}
+    assert rows["value"].tolist() == pytest.approx([small_loss - 0.3] * 2)
+    m = rows["measured"].iloc[0]
+    assert m.startswith("strong_rrqr, query noise 0 -> 1:") and "d_k=8" in m and "32 30%" in m
+
+
+def test_a4_other_method_floor_and_missing(tmp_path):
+    write_mqar(tmp_path / "a", method="wanda", loss={32: 0.1, 24: 0.2, 16: 0.3, 8: 0.4})
+    row = one(tmp_path / "a", "A4")
+    assert row["verdict"] == "supported" and "wanda (strong_rrqr not in the probe)" in row["measured"]
+    write_mqar(tmp_path / "b", base_recall=0.3, loss={32: 0.1, 24: 0.2, 16: 0.3, 8: 0.4})
+    row = one(tmp_path / "b", "A4")
+    assert row["verdict"] == "inconclusive" and "probe model too weak" in row["reason"]
+    assert row["value"] == pytest.approx(0.3)
+    row = one(tmp_path / "c", "A4")
+    assert row["verdict"] == "missing" and "mqar" in row["reason"]
+    write_mqar(tmp_path / "d", noise=(0.0,))
+    row = one(tmp_path / "d", "A4")
+    assert row["verdict"] == "missing" and "noise" in row["reason"]
+
+
+def test_mqar_reader_keeps_the_stage_schema(tmp_path):
+    import pandas as pd
+
+    from lapr.report.results import MQAR_COLUMNS
+    stage = pytest.importorskip("lapr.probes.mqar_stage")
+    assert MQAR_COLUMNS == stage.COLUMNS
+    write_mqar(tmp_path)
+    res = collect(tmp_path)
+    assert not res.problems and len(res.mqar) == 4 * 3 * 2 and res.mqar["d_k"].dtype.kind in "if"
+    path = tmp_path / "mqar" / "eval" / "delta_net.csv"
+    pd.read_csv(path).drop(columns="noise").to_csv(path, index=False)
+    res = collect(tmp_path)
+    assert res.mqar.empty and len(res.problems) == 1 and "noise" in res.problems[0]
 
 
 @pytest.mark.parametrize("ranks, verdict", [
@@ -151,16 +233,24 @@ def test_everything_missing(tmp_path):
 
 def test_partial_results_one_row_per_model(tmp_path):
     write_profile(tmp_path, "deltanet")
-    write_evals(tmp_path, models={"gdn": "gated_deltanet"}, methods=("wanda",), ratios=(0.5,), lm=False)
+    write_evals(tmp_path, models={"gdn": "gated_deltanet"}, methods=("strong_rrqr", "wanda"), ratios=(0.5,),
+                lm=False, slope={"strong_rrqr": 0.2, "wanda": 0.0})
     df = claims_frame(collect(tmp_path))
     a1 = df[df["id"] == "A1"].set_index("model")
-    assert a1.at["gdn", "verdict"] == "inconclusive" and a1.at["deltanet", "verdict"] == "missing"  # wanda +10%
+    assert a1.at["gdn", "verdict"] == "inconclusive" and a1.at["deltanet", "verdict"] == "missing"  # rrqr +10%
+    assert set(df.loc[df["id"] == "A1r", "verdict"]) == {"missing"}
     b1 = df[df["id"] == "B1"].set_index("model")
     assert b1.at["deltanet", "verdict"] == "supported" and b1.at["gdn", "verdict"] == "missing"
-    assert set(df.loc[df["id"].isin(["B3", "B4"]), "verdict"]) == {"missing"}
+    assert set(df.loc[df["id"].isin(["A4", "B3", "B4"]), "verdict"]) == {"missing"}
 
 
 def test_thresholds_documented():
     import lapr.report.claims as c
     for key in THRESHOLDS:
         assert key in c.__doc__ or key in c.__doc__.replace("_", " "), key
+
+
+def test_readme_note_lists_every_criterion(tmp_path):
+    t = claims_table(collect(tmp_path / "none"))
+    for cid in CLAIMS:
+        assert f"- {cid}: " in t.note, cid
