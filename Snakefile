@@ -1,6 +1,7 @@
 # lapr: state reduction in linear-attention LMs. `snakemake --cores all` reproduces the embedded
 # profile; `--configfile workflow/config/<profile>.yaml` (or `--profile workflow/profiles/<p>`)
-# picks another. Every stage lives in workflow/rules/<stage>.smk and calls `python -m lapr <stage>`.
+# picks another. Every stage lives in workflow/rules/<stage>.smk and calls `python -m lapr <stage>`;
+# common.smk (first) holds everything they share, and they read nothing from one another.
 # A --configfile (or a profile's) is the whole config; only a run that names none gets the embedded
 # default. Several files merge in order (`--configfile workflow/config/embedded.yaml mine.yaml`:
 # mine.yaml overlays embedded), as does `--config key=value` over either.

@@ -2,7 +2,7 @@
 (`benchmark:` in workflow/rules/*.smk: results/<p>/benchmarks/<rule>/<name=value,...>.tsv, or
 results/<p>/benchmarks/<rule>.tsv for a job without wildcards). The figures job builds it:
 
-    python -m lapr.report.dag_timing results/P/benchmarks --exclude figures --out results/P/dag_timing.csv
+    python -m lapr.report.dag_timing results/P/benchmarks --exclude figures redraw --out results/P/dag_timing.csv
 
 Columns: rule, wildcards (name=value,... as in the file name), then Snakemake's measurements as it
 writes them: s (wall seconds), max_rss, max_vms, max_uss, max_pss (MB), io_in, io_out (MB),

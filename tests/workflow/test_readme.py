@@ -31,6 +31,7 @@ COMMANDS = {
     "snakemake --cores all --rerun-incomplete": "dry",
     "snakemake --report report.html": "run",
     "snakemake --unlock": "run",
+    "snakemake --lint": "ci",  # .ci/run: `python -m snakemake --lint`; tests/workflow/test_lint.py runs it too
     "python -m lapr --help": "run",
     "python -m lapr <stage> ...": "not here: a template (each stage's command is run by the workflow tests)",
     "python -m lapr.report.summary results/<profile>": "run",
@@ -94,6 +95,14 @@ def test_ci_runs_its_readme_commands_verbatim():
     for command, how in COMMANDS.items():
         if how == "ci" and "snakemake" not in command:
             assert command in ci, command
+
+
+def test_ci_runs_its_readme_snakemake_commands():
+    """A README `snakemake ...` command marked 'ci' is in .ci/run verbatim, through the venv's python."""
+    ci = (ROOT / ".ci/run").read_text().splitlines()
+    for command, how in COMMANDS.items():
+        if how == "ci" and command.startswith("snakemake"):
+            assert f"python -m {command}" in (line.strip() for line in ci), command
 
 
 @pytest.mark.slurm

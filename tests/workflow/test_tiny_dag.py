@@ -72,6 +72,32 @@ def test_every_stage_left_its_outputs(tiny_run):
 
 
 @pytest.mark.slow
+def test_every_job_wrote_its_benchmark_and_the_timing_table_lists_them(tiny_run):
+    """`benchmark:` on every job rule; the figures job tabulates them in results/tiny/dag_timing.csv,
+    one row per job of the DAG but itself (its own file is written after it ends)."""
+    import csv
+    import re
+    from collections import Counter
+
+    dry = snakemake("-n", "-F", "--configfile", str(ROOT / "workflow/config/tiny.yaml"), "--directory", str(tiny_run))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    benchmarks = re.findall(r"^\s+benchmark: (.*)$", dry.stdout, re.M)
+    table = dry.stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]
+    jobs = Counter({line.split()[0]: int(line.split()[1]) for line in table if line.split()[0] not in ("all", "total")})
+    assert len(benchmarks) == sum(jobs.values()) > 60  # every job but `all`
+    missing = [b for b in benchmarks if not (tiny_run / b).is_file()]
+    assert not missing, missing
+    with open(tiny_run / "results/tiny/dag_timing.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert Counter(r["rule"] for r in rows) == jobs - Counter(figures=1)
+    root = "results/tiny/benchmarks/"
+    listed = {f"{root}{r['rule']}/{r['wildcards']}.tsv" if r["wildcards"] else f"{root}{r['rule']}.tsv" for r in rows}
+    assert listed == set(benchmarks) - {f"{root}figures.tsv"}
+    assert all(float(r["s"]) > 0 for r in rows)
+    assert {"max_rss", "io_in", "cpu_time"} <= set(rows[0])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["deltanet", "gdn"])
 def test_pruned_checkpoint_reloads_with_smaller_state(tiny_run, model):
     from transformers import AutoModelForCausalLM

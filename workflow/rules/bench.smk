@@ -1,62 +1,58 @@
 # Throughput and memory vs key dimension: the op grid once per profile, and model level for the
-# unpruned model and each ratio. Shapes (hence speed) depend on the ratio, not on the method, so the
-# model-level bench uses the first configured method's checkpoint for every ratio.
-import shutil
-
-BENCH = config.get("bench", {})
-BENCH_DEVICE = config["device"] if config["device"] != "auto" else ("cuda" if shutil.which("nvidia-smi") else "cpu")
-BENCH_GPU = gpu_prefix(BENCH_DEVICE)
-PRUNED_DK = sorted({math.floor(s["head_k_dim"] * (1 - r)) // PRUNE.get("multiple", 1) * PRUNE.get("multiple", 1)
-                    for s in config["models"].values() if "head_k_dim" in s for r in PRUNE["ratios"]})
+# unpruned model and each ratio (targets in common.smk). The device (cpu or cuda) is decided by the
+# config alone, never by the machine that parses the workflow: the bench section's own `device`, else
+# the top-level one, and `auto` benchmarks the CPU (common.smk, bench_device). A GPU benchmark needs
+# `device: cuda` (the gpu and paper profiles) or `bench.<ops|model>.device: cuda`.
 
 
 rule bench_ops:
     output:
-        f"{R}/bench/ops_{BENCH_DEVICE}.csv",
+        f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv",
     params:
-        settings=json.dumps({"mode": "ops", "extra_d_k": PRUNED_DK, **BENCH.get("ops", {})}),
+        settings=json.dumps({"mode": "ops", "extra_d_k": PRUNED_DK, **BENCH.get("ops", {}),
+                             "device": BENCH_OPS_DEVICE}),
+        seed=SEED,
+        gpu=gpu_prefix(BENCH_OPS_DEVICE),
+        py=PY,
     log:
-        f"{R}/logs/bench/ops_{BENCH_DEVICE}.log",
+        f"{R}/logs/bench/ops_{BENCH_OPS_DEVICE}.log",
+    benchmark:
+        benchmark_tsv("bench_ops", device=BENCH_OPS_DEVICE)
     threads: config["threads"]
     resources:
-        gpu=1 if BENCH_DEVICE == "cuda" else 0,
+        gpu=1 if BENCH_OPS_DEVICE == "cuda" else 0,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --seed {SEED} "
-        "--out {output} > {log} 2>&1"
-
-
-def benched(w):
-    if w.method == "none":
-        return model_input(w.model)
-    return weights(f"{R}/pruned/{w.model}/{w.method}/{w.ratio}")
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr bench --settings {params.settings:q} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule bench_model:
     input:
-        model=benched,
+        model=lambda w: pruned(w.model, w.method, w.ratio),
     output:
-        f"{R}/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_DEVICE}.csv",
+        f"{R}/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
     params:
-        settings=json.dumps({"mode": "model", **BENCH.get("model", {})}),
+        settings=json.dumps({"mode": "model", **BENCH.get("model", {}), "device": BENCH_MODEL_DEVICE}),
         model=lambda w, input: folder(input.model),
+        seed=SEED,
+        gpu=gpu_prefix(BENCH_MODEL_DEVICE),
+        py=PY,
     log:
-        f"{R}/logs/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_DEVICE}.log",
+        f"{R}/logs/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_MODEL_DEVICE}.log",
+    benchmark:
+        benchmark_tsv("bench_model", "model", "method", "ratio", device=BENCH_MODEL_DEVICE)
     threads: config["threads"]
     resources:
-        gpu=1 if BENCH_DEVICE == "cuda" else 0,
+        gpu=1 if BENCH_MODEL_DEVICE == "cuda" else 0,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {BENCH_GPU}{PY} -m lapr bench --settings {params.settings:q} --model {params.model} "
-        "--seed {SEED} --out {output} > {log} 2>&1"
-
-
-BENCHES = [f"{R}/bench/ops_{BENCH_DEVICE}.csv"]
-BENCHES += expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_DEVICE}.csv", model=MODELS)
-BENCHES += expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_DEVICE}.csv", model=MODELS, ratio=RATIOS)
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr bench --settings {params.settings:q} "
+        "--model {params.model} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule benchmarks:
     input:
-        BENCHES,
-
-
-TARGETS["bench"] = BENCHES
+        TARGETS["bench"],

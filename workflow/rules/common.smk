@@ -1,13 +1,17 @@
-# Shared by every stage: config validation (before any job), paths, and the lapr command line.
+# Shared by every stage, and the only file the others read from: config validation (before any job),
+# paths, the lapr command line, every config-derived constant, the input functions and the targets.
+# The stage files define rules only and read nothing from one another, so their include order is free
+# (this file comes first).
 import json
 import math
+import os
 import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from lapr.config import ConfigError, check, check_device, check_values
+from lapr.report.stage import fixed_outputs
 
 min_version("9.0")
 
@@ -30,6 +34,9 @@ onstart:
     except ConfigError as e:
         raise WorkflowError(f"config: {e}") from None
 
+
+# ----------------------------------------------------------------------------- paths, command line
+# The rules pass these to their commands as params (py, gpu, seed, device), never as shell globals.
 R = f"results/{config['name']}"  # every result of this profile
 F = f"figures/{config['name']}"  # every figure of this profile
 PY = f'"{sys.executable}"'  # the interpreter running snakemake, never a bare python
@@ -44,10 +51,25 @@ def gpu_prefix(device):
 
 
 GPU = gpu_prefix(config["device"])
+GPUS = 1 if config["device"] == "cuda" else 0  # the `gpu` resource of a job that may use the GPU
+
+
+def benchmark_tsv(rule, *wildcards, **fixed):
+    """Where a job of `rule` writes Snakemake's benchmark (wall time, max RSS, I/O, CPU time): one
+    TSV per job, results/<p>/benchmarks/<rule>/<name=value,...>.tsv named by the job's wildcards
+    (and `fixed` labels), or results/<p>/benchmarks/<rule>.tsv for a job without any. The report
+    step lapr/report/dag_timing.py tabulates them (rule and labels come back from these names)."""
+    labels = [f"{w}={{{w}}}" for w in wildcards] + [f"{k}={v}" for k, v in fixed.items()]
+    if not labels:
+        return f"{R}/benchmarks/{rule}.tsv"
+    return f"{R}/benchmarks/{rule}/{','.join(labels)}.tsv"
+
+
+# ----------------------------------------------------------------------------- checkpoints
 MODELS = list(config["models"])
 TRAINED = [m for m, spec in config["models"].items() if spec["source"] == "train"]
 FETCHED = [m for m, spec in config["models"].items() if spec["source"] == "hub"]
-TARGETS = {}  # stage -> list of final outputs; `rule all` asks for all of them
+WEIGHTS = "model.safetensors"
 
 
 def checkpoint(model):
@@ -56,23 +78,21 @@ def checkpoint(model):
     return spec["path"] if spec["source"] == "local" else f"{R}/models/{model}"
 
 
-WEIGHTS = "model.safetensors"
-
-
 def weights(folder):
-    """What a rule that writes a checkpoint folder declares as its output: the weights file. The repo
+    """What the producer of a checkpoint folder declares as its output: the weights file. The repo
     commits each folder's records (config, metrics, pruning.json) but not its weights, so after a
     fresh clone the folder exists while its weights do not, and the producer reruns."""
     return f"{folder}/{WEIGHTS}"
 
 
 def folder(path):
-    """The checkpoint folder of a rule's input (a weights file, or a folder for hub/local models)."""
-    return path[: -len(WEIGHTS) - 1] if path.endswith("/" + WEIGHTS) else path
+    """The checkpoint folder of an input (a weights file, or a folder for hub/local models)."""
+    parent, name = os.path.split(path)
+    return parent if name == WEIGHTS else path
 
 
 def model_input(model):
-    """What a rule reading a configured model's checkpoint depends on."""
+    """What a job reading a configured model's checkpoint depends on."""
     return weights(checkpoint(model)) if config["models"][model]["source"] == "train" else checkpoint(model)
 
 
@@ -86,11 +106,129 @@ def ratio_name(r):
 
 
 def one_of(names):
-    """Wildcard regex matching exactly these names (a rule per group of methods, so that the
+    """Wildcard regex matching exactly these names (one rule per group of methods, so that the
     groups' outputs never overlap); matches nothing for an empty list."""
     import re
 
     return "|".join(re.escape(n) for n in names) or "^$"
+
+
+# ----------------------------------------------------------------------------- data, pretraining
+CORPORA = list(config["corpora"])
+EVAL_CORPORA = [c for c in CORPORA if c != "train"]
+
+# ----------------------------------------------------------------------------- profiling
+PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
+                 "timing.json"]
+
+# ----------------------------------------------------------------------------- channel pruning
+PRUNE = config["prune"]
+METHODS = PRUNE["methods"]
+RATIOS = [ratio_name(r) for r in PRUNE["ratios"]]
+# Recovery (LoRA fine-tuning, paper A's optional step): `prune.recovery.methods` x `.ratios` add
+# checkpoints under the method name METHOD+lora, pruned the same way and then fine-tuned, so the
+# un-recovered one at the same ratio is the "before". `enabled: true` recovers every checkpoint.
+_REC = PRUNE.get("recovery", {})
+RECOVERY = {k: v for k, v in _REC.items() if k not in ("methods", "ratios", "enabled")}  # the fine-tuning itself
+RECOVER_ALL = _REC.get("enabled", False)
+RECOVERED = [f"{m}+lora" for m in _REC.get("methods", [])]
+RECOVER_RATIOS = [ratio_name(r) for r in _REC.get("ratios", PRUNE["ratios"])]
+
+
+def pruning_method(w):
+    """The pruning method of a (possibly recovered) method name: METHOD+lora prunes as METHOD."""
+    return w.method.split("+")[0]
+
+
+def prune_settings(w):
+    recovery = {**RECOVERY, "enabled": RECOVER_ALL or w.method in RECOVERED}
+    return json.dumps({**{k: v for k, v in PRUNE.items() if k != "recovery"}, "recovery": recovery})
+
+
+def pruned(model, method, ratio):
+    """The checkpoint of (model, method, ratio) as an input: the configured model for method 'none'."""
+    if method == "none":
+        return model_input(model)
+    return weights(f"{R}/pruned/{model}/{method}/{ratio}")
+
+
+# ----------------------------------------------------------------------------- head pruning, MQAR
+HEADS = config.get("heads", {})
+HEAD_METHODS = HEADS.get("methods", ["joint_rank_norm", "low_rank_first", "high_rank_first", "norm_only", "random"])
+BUDGETS = [ratio_name(b) for b in HEADS.get("budgets", [0.25, 0.5, 0.75])]
+HEAD_SETTINGS = json.dumps({k: v for k, v in HEADS.items() if k not in ("methods", "budgets")})
+MQAR = config.get("mqar", {})
+MQAR_FAMILIES = MQAR.get("families", ["delta_net", "gated_deltanet"])
+
+# ----------------------------------------------------------------------------- benchmarks
+# cpu or cuda, from the config alone: the bench section's own `device`, else the top-level one;
+# `auto` (in both) benchmarks the CPU. The file names carry the device and Snakemake fixes them when
+# it parses the workflow, which may happen on a machine without the GPU (a SLURM login node), so the
+# parsing machine is never asked; a GPU benchmark needs `device: cuda` (gpu, paper) or
+# `bench.<ops|model>.device: cuda`. The stage gets the same device in its settings, so what it
+# measures is what the file name says.
+BENCH = config.get("bench", {})
+
+
+def bench_device(section):
+    for device in (BENCH.get(section, {}).get("device"), config["device"]):
+        if device in ("cpu", "cuda"):
+            return device
+    return "cpu"
+
+
+BENCH_OPS_DEVICE = bench_device("ops")
+BENCH_MODEL_DEVICE = bench_device("model")
+PRUNED_DK = sorted({math.floor(s["head_k_dim"] * (1 - r)) // PRUNE.get("multiple", 1) * PRUNE.get("multiple", 1)
+                    for s in config["models"].values() if "head_k_dim" in s for r in PRUNE["ratios"]})
+
+# ----------------------------------------------------------------------------- report
+CAPTIONS = "../../lapr/report/captions"  # relative to this file, as report() reads it
+
+
+def figure_output(rel, name):
+    """A file of the figures stage; PNGs and CSVs with a caption go into `snakemake --report`."""
+    ext = rel.rsplit(".", 1)[-1]
+    if name and ext in ("png", "csv"):
+        return report(f"{F}/{rel}", caption=f"{CAPTIONS}/{name}.rst",
+                      category={"png": "Figures", "csv": "Tables"}[ext])
+    return f"{F}/{rel}"
+
+
+FIGURE_OUTPUTS = [figure_output(rel, name) for rel, name in fixed_outputs().items()]
+DAG_TIMING = f"{R}/dag_timing.csv"  # one row per job's benchmark file, written by the figures job
+
+
+# ----------------------------------------------------------------------------- targets
+# stage -> its final outputs; `rule all` (Snakefile) asks for all of them, the named targets for one
+TARGETS = {}
+TARGETS["models"] = [model_input(m) for m in MODELS]
+TARGETS["profile"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)
+TARGETS["prune"] = [weights(p) for p in
+                    expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
+                    + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED,
+                             ratio=RECOVER_RATIOS)]
+TARGETS["evaluate"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
+                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS,
+                                ratio=RATIOS)
+                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED,
+                                ratio=RECOVER_RATIOS))
+# the probe models' weights too: after a fresh clone (committed eval tables, no weights) they retrain
+TARGETS["heads"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
+                    + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS, hmethod=HEAD_METHODS,
+                             budget=BUDGETS)
+                    + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
+                    + [weights(f"{R}/mqar/models/{family}") for family in MQAR_FAMILIES])
+# Shapes (hence speed) depend on the ratio, not on the method, so the model-level bench uses the
+# first configured method's checkpoint for every ratio.
+TARGETS["bench"] = ([f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv"]
+                    + expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_MODEL_DEVICE}.csv", model=MODELS)
+                    + expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
+                             model=MODELS, ratio=RATIOS))
+# Every stage's final outputs but the git-ignored calib.pt: `figures` is the end of the full run. After
+# a fresh clone checkpoints have no weights, so `figures` would rerun the DAG; `redraw` does not.
+RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]
+TARGETS["figures"] = [f"{F}/README.md", DAG_TIMING]
 
 
 wildcard_constraints:

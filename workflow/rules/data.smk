@@ -1,6 +1,4 @@
 # Token streams of the shipped corpora (sha256-checked on first use), one .npy per corpus.
-CORPORA = list(config["corpora"])
-EVAL_CORPORA = [c for c in CORPORA if c != "train"]
 
 
 rule tokens:
@@ -11,9 +9,15 @@ rule tokens:
     params:
         dataset=lambda w: config["corpora"][w.corpus]["dataset"],
         settings=lambda w: json.dumps({"max_chars": config["corpora"][w.corpus].get("max_chars")}),
+        tokenizer=config["tokenizer"],
+        py=PY,
     log:
         f"{R}/logs/tokens/{{corpus}}.log",
+    benchmark:
+        benchmark_tsv("tokens", "corpus")
     threads: 1
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr tokens --dataset {params.dataset} --tokenizer {config[tokenizer]} "
-        "--settings {params.settings:q} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.py} -m lapr tokens --dataset {params.dataset} "
+        "--tokenizer {params.tokenizer} --settings {params.settings:q} --out {output} > {log} 2>&1"

@@ -3,15 +3,9 @@
 # process on 2 cores, more than a small checkpoint's evaluation. Asking for one CSV reruns its group.
 
 
-def evaluated(model, method, ratio):
-    if method == "none":
-        return model_input(model)
-    return weights(f"{R}/pruned/{model}/{method}/{ratio}")
-
-
 rule evaluate:
     input:
-        model=lambda w: [evaluated(w.model, w.method, r) for r in RATIOS],
+        model=lambda w: [pruned(w.model, w.method, r) for r in RATIOS],
     output:
         expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RATIOS, allow_missing=True),
     wildcard_constraints:
@@ -20,20 +14,27 @@ rule evaluate:
         ratios=RATIOS,
         settings=settings("evaluate"),
         models=lambda w, input: [folder(p) for p in input.model],
+        seed=SEED,
+        gpu=GPU,
+        py=PY,
     log:
         f"{R}/logs/evaluate/{{model}}/{{method}}.log",
+    benchmark:
+        benchmark_tsv("evaluate", "model", "method")
     threads: config["threads"]
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr evaluate --model {params.models} --model-name {wildcards.model} "
-        "--method {wildcards.method} --ratio {params.ratios} --settings {params.settings:q} --seed {SEED} "
-        "--out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr evaluate --model {params.models} "
+        "--model-name {wildcards.model} --method {wildcards.method} --ratio {params.ratios} "
+        "--settings {params.settings:q} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 use rule evaluate as evaluate_recovered with:
     input:
-        model=lambda w: [evaluated(w.model, w.method, r) for r in RECOVER_RATIOS],
+        model=lambda w: [pruned(w.model, w.method, r) for r in RECOVER_RATIOS],
     output:
         expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RECOVER_RATIOS, allow_missing=True),
     wildcard_constraints:
@@ -42,6 +43,11 @@ use rule evaluate as evaluate_recovered with:
         ratios=RECOVER_RATIOS,
         settings=settings("evaluate"),
         models=lambda w, input: [folder(p) for p in input.model],
+        seed=SEED,
+        gpu=GPU,
+        py=PY,
+    benchmark:
+        benchmark_tsv("evaluate_recovered", "model", "method")
 
 
 use rule evaluate as evaluate_unpruned with:
@@ -55,16 +61,13 @@ use rule evaluate as evaluate_unpruned with:
         ratios=["0"],
         settings=settings("evaluate"),
         models=lambda w, input: [folder(p) for p in input.model],
-
-
-EVALS = expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS) + expand(
-    f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS, ratio=RATIOS) + expand(
-    f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)
+        seed=SEED,
+        gpu=GPU,
+        py=PY,
+    benchmark:
+        benchmark_tsv("evaluate_unpruned", "model", "method")
 
 
 rule evaluations:
     input:
-        EVALS,
-
-
-TARGETS["evaluate"] = EVALS
+        TARGETS["evaluate"],

@@ -17,15 +17,24 @@ rule pretrain:
         spec=lambda w: json.dumps({k: v for k, v in config["models"][w.model].items() if k != "source"}),
         settings=settings("pretrain"),
         evals=lambda w, input: " ".join(f"{c}={p}" for c, p in zip(EVAL_CORPORA, input.evals)),
+        tokenizer=config["tokenizer"],
+        seed=SEED,
+        device=DEVICE,
+        gpu=GPU,
+        py=PY,
     log:
         f"{R}/logs/pretrain/{{model}}.log",
+    benchmark:
+        benchmark_tsv("pretrain", "model")
     threads: config["threads"]
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr pretrain --spec {params.spec:q} --settings {params.settings:q} --train {input.train} "
-        "--eval {params.evals} --tokenizer {config[tokenizer]} --seed {SEED} {DEVICE} --out {params.out} "
-        "> {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr pretrain --spec {params.spec:q} "
+        "--settings {params.settings:q} --train {input.train} --eval {params.evals} "
+        "--tokenizer {params.tokenizer} --seed {params.seed} {params.device} --out {params.out} > {log} 2>&1"
 
 
 rule fetch:
@@ -35,16 +44,18 @@ rule fetch:
         model="|".join(FETCHED) or "^$",
     params:
         path=lambda w: config["models"][w.model]["path"],
+        py=PY,
     log:
         f"{R}/logs/fetch/{{model}}.log",
+    benchmark:
+        benchmark_tsv("fetch", "model")
     threads: 1
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lapr fetch --repo {params.path} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.py} -m lapr fetch --repo {params.path} --out {output} > {log} 2>&1"
 
 
 rule models:
     input:
-        [model_input(m) for m in MODELS],
-
-
-TARGETS["models"] = [model_input(m) for m in MODELS]
+        TARGETS["models"],

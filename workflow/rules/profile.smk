@@ -1,6 +1,4 @@
 # State-rank profiling (papers A and B) and the calibration statistics pruning reuses.
-PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
-                 "timing.json"]
 
 
 rule profile:
@@ -14,19 +12,24 @@ rule profile:
         out=lambda w: f"{R}/profile/{w.model}",
         model=lambda w: checkpoint(w.model),
         settings=settings("profiling"),
+        seed=SEED,
+        device=DEVICE,
+        gpu=GPU,
+        py=PY,
     log:
         f"{R}/logs/profile/{{model}}.log",
+    benchmark:
+        benchmark_tsv("profile", "model")
     threads: config["threads"]
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr profile --model {params.model} --out {params.out} "
-        "--settings {params.settings:q} --seed {SEED} {DEVICE} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr profile --model {params.model} --out {params.out} "
+        "--settings {params.settings:q} --seed {params.seed} {params.device} > {log} 2>&1"
 
 
 rule profiles:
     input:
         expand(f"{R}/profile/{{model}}/heads.csv", model=MODELS),
-
-
-TARGETS["profile"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)

@@ -1,21 +1,5 @@
-# Query/key channel pruning (paper A): every method x ratio x model, one loadable checkpoint each.
-PRUNE = config["prune"]
-METHODS = PRUNE["methods"]
-RATIOS = [ratio_name(r) for r in PRUNE["ratios"]]
-# Recovery (LoRA fine-tuning, paper A's optional step): `prune.recovery.methods` x `.ratios` add
-# checkpoints under the method name + LORA, pruned the same way and then fine-tuned, so the
-# un-recovered one at the same ratio is the "before". `enabled: true` recovers every checkpoint.
-LORA = "+lora"
-_REC = PRUNE.get("recovery", {})
-RECOVERY = {k: v for k, v in _REC.items() if k not in ("methods", "ratios", "enabled")}  # the fine-tuning itself
-RECOVER_ALL = _REC.get("enabled", False)
-RECOVERED = [m + LORA for m in _REC.get("methods", [])]
-RECOVER_RATIOS = [ratio_name(r) for r in _REC.get("ratios", PRUNE["ratios"])]
-
-
-def prune_settings(w):
-    recovery = {**RECOVERY, "enabled": RECOVER_ALL or w.method.endswith(LORA)}
-    return json.dumps({**{k: v for k, v in PRUNE.items() if k != "recovery"}, "recovery": recovery})
+# Query/key channel pruning (paper A): every method x ratio x model, one loadable checkpoint each,
+# plus the LoRA-recovered checkpoints (`prune.recovery`, named METHOD+lora).
 
 
 rule prune:
@@ -30,19 +14,27 @@ rule prune:
         method=one_of(METHODS),
     params:
         settings=prune_settings,
-        method=lambda w: w.method.removesuffix(LORA),
+        method=pruning_method,
         ratios=RATIOS,
         model=lambda w: checkpoint(w.model),
         outs=lambda w, output: [folder(o) for o in output],
+        seed=SEED,
+        device=DEVICE,
+        gpu=GPU,
+        py=PY,
     log:
         f"{R}/logs/prune/{{model}}/{{method}}.log",
+    benchmark:
+        benchmark_tsv("prune", "model", "method")
     threads: config["threads"]
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {GPU}{PY} -m lapr prune --model {params.model} --calib {input.calib} "
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr prune --model {params.model} --calib {input.calib} "
         "--method {params.method} --ratio {params.ratios} --settings {params.settings:q} "
-        "--seed {SEED} {DEVICE} --out {params.outs} > {log} 2>&1"
+        "--seed {params.seed} {params.device} --out {params.outs} > {log} 2>&1"
 
 
 use rule prune as prune_recovered with:
@@ -52,19 +44,18 @@ use rule prune as prune_recovered with:
         method=one_of(RECOVERED),
     params:
         settings=prune_settings,
-        method=lambda w: w.method.removesuffix(LORA),
+        method=pruning_method,
         ratios=RECOVER_RATIOS,
         model=lambda w: checkpoint(w.model),
         outs=lambda w, output: [folder(o) for o in output],
-
-
-PRUNED = [weights(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
-          + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED, ratio=RECOVER_RATIOS)]
+        seed=SEED,
+        device=DEVICE,
+        gpu=GPU,
+        py=PY,
+    benchmark:
+        benchmark_tsv("prune_recovered", "model", "method")
 
 
 rule pruned:
     input:
-        PRUNED,
-
-
-TARGETS["prune"] = PRUNED
+        TARGETS["prune"],

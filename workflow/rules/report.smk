@@ -2,55 +2,54 @@
 # `redraw` (`snakemake --cores 1 redraw`) rebuilds the same outputs from whatever is in results/
 # and never schedules an upstream job: after a fresh clone file times are checkout order, so
 # Snakemake would see committed results as older than their inputs and redo them for `figures`.
-from lapr.report.stage import fixed_outputs
-
-CAPTIONS = "../../lapr/report/captions"
-
-
-def _out(rel, name):
-    ext = rel.rsplit(".", 1)[-1]
-    if name and ext in ("png", "csv"):
-        return report(f"{F}/{rel}", caption=f"{CAPTIONS}/{name}.rst",
-                      category={"png": "Figures", "csv": "Tables"}[ext])
-    return f"{F}/{rel}"
-
-
-# Every stage's final outputs but the git-ignored calib.pt: `figures` is the end of the full run. After
-# a fresh clone checkpoints have no weights, so `figures` would rerun the DAG; `redraw` does not.
-RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]
-
-
-FIGURE_OUTPUTS = [_out(rel, name) for rel, name in fixed_outputs().items()]
-DRAW = "{PY} -m lapr figures --results {R} --out {F} --settings {params.settings:q} > {log} 2>&1"
+# `figures` also tabulates the jobs' benchmark files into results/<p>/dag_timing.csv: every job of the
+# DAG but `figures` itself, whose benchmark is written after it ends (and not `redraw`, no part of
+# the DAG); `redraw` leaves that table as it is.
 
 
 rule figures:
     input:
         RESULT_TABLES,
     output:
-        FIGURE_OUTPUTS,
+        figures=FIGURE_OUTPUTS,
+        timing=DAG_TIMING,
     params:
         settings=settings("figures"),
+        results=lambda w, output: os.path.dirname(output.timing),
+        out=lambda w, output: os.path.commonpath(output.figures),
+        benchmarks=lambda w, output: os.path.join(os.path.dirname(output.timing), "benchmarks"),
+        py=PY,
     log:
         f"{R}/logs/figures.log",
+    benchmark:
+        benchmark_tsv("figures")
     threads: 1
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        DRAW
+        "{params.py} -m lapr figures --results {params.results} --out {params.out} --settings {params.settings:q} "
+        "> {log} 2>&1 && {params.py} -m lapr.report.dag_timing {params.benchmarks} --exclude figures redraw "
+        "--out {output.timing} >> {log} 2>&1"
 
 
 rule redraw:
     output:
-        FIGURE_OUTPUTS,
+        figures=FIGURE_OUTPUTS,
     params:
         settings=settings("figures"),
+        results=R,
+        out=lambda w, output: os.path.commonpath(output.figures),
+        py=PY,
     log:
         f"{R}/logs/redraw.log",
+    benchmark:
+        benchmark_tsv("redraw")
     threads: 1
+    conda:
+        "../envs/lapr.yaml"
     shell:
-        DRAW
+        "{params.py} -m lapr figures --results {params.results} --out {params.out} --settings {params.settings:q} "
+        "> {log} 2>&1"
 
 
 ruleorder: figures > redraw
-
-
-TARGETS["figures"] = [f"{F}/README.md"]

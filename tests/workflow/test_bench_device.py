@@ -1,0 +1,67 @@
+"""The bench rules' device (cpu | cuda) comes from the config alone, never from the machine that
+parses the workflow: `device: cuda` -> cuda, `cpu` -> cpu, `auto` -> cpu (file names are fixed at
+parse time, possibly on a GPU-less login node); a bench section's own `device` wins. Checked with
+and without an `nvidia-smi` on PATH."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from workflow_helpers import ROOT, set_key
+
+
+def _path_without_nvidia_smi() -> str:
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if d and not os.path.exists(os.path.join(d, "nvidia-smi")))
+
+
+def _dry_run(config, workdir, fake_smi_dir=None):
+    path = _path_without_nvidia_smi()
+    if fake_smi_dir is not None:
+        fake_smi_dir.mkdir(exist_ok=True)
+        smi = fake_smi_dir / "nvidia-smi"
+        smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-fake)'\n")
+        smi.chmod(0o755)
+        path = f"{fake_smi_dir}{os.pathsep}{path}"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "-p", "--configfile", str(config),
+           "--directory", str(workdir), "benchmarks"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": path})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return res.stdout
+
+
+def _bench_jobs(stdout):
+    """(rule, output, settings passed to the stage, gpu resource) of the bench jobs of a dry run."""
+    jobs = []
+    for rule, body in re.findall(r"^rule (bench_\w+):\n(.*?)(?=^\[|\Z)", stdout, flags=re.M | re.S):
+        out = re.search(r"^\s+output: (.*)$", body, re.M).group(1)
+        settings = json.loads(re.search(r"--settings '([^']*)'", body).group(1))
+        gpu = int(re.search(r"resources:.*\bgpu=(\d+)", body).group(1))
+        jobs.append((rule, out, settings, gpu))
+    return jobs
+
+
+@pytest.mark.parametrize("smi", [False, True], ids=["no-nvidia-smi", "fake-nvidia-smi"])
+@pytest.mark.parametrize("device,expected", [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "cuda")])
+def test_bench_file_names_follow_the_config(device, expected, smi, config_file, tmp_path):
+    config = config_file("tiny", set_key(["device"], device))
+    jobs = _bench_jobs(_dry_run(config, tmp_path / "work", tmp_path / "bin" if smi else None))
+    assert {rule for rule, *_ in jobs} == {"bench_ops", "bench_model"} and len(jobs) == 5
+    for rule, out, settings, gpu in jobs:
+        assert out.endswith(f"_{expected}.csv"), out
+        assert settings["device"] == expected  # the stage measures what the file name says
+        assert gpu == (expected == "cuda")
+
+
+def test_bench_section_device_wins(config_file, tmp_path):
+    def edit(cfg):
+        cfg["device"] = "auto"
+        cfg["bench"]["ops"]["device"] = "cuda"
+    jobs = _bench_jobs(_dry_run(config_file("tiny", edit), tmp_path / "work"))
+    assert len(jobs) == 5
+    for rule, out, settings, gpu in jobs:
+        expected = "cuda" if rule == "bench_ops" else "cpu"
+        assert out.endswith(f"_{expected}.csv") and settings["device"] == expected and gpu == (expected == "cuda")
