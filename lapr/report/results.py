@@ -278,6 +278,14 @@ def _fill_key(df: pd.DataFrame, **key) -> pd.DataFrame:
     return df
 
 
+def _read_table(path: Path, schema: list[str], kind: str) -> pd.DataFrame:
+    """A result CSV that must have every column its producer writes (lapr/columns.py)."""
+    df = pd.read_csv(path)
+    if missing := set(schema) - set(df.columns):
+        raise ValueError(f"missing columns {sorted(missing)} of the {kind} result schema (lapr/columns.py)")
+    return df
+
+
 def _load_grid(root: Path, stage: str, x: str, schema: list[str], shown, numeric, problems: list) -> pd.DataFrame:
     """Tidy rows of results/<p>/<stage>/<model>/<method>/<x>.csv, keyed by the path where a file
     leaves a key column empty. A file must have every column of the producer's `schema`
@@ -288,10 +296,7 @@ def _load_grid(root: Path, stage: str, x: str, schema: list[str], shown, numeric
             continue
         model, method = path.parts[-3], path.parts[-2]
         try:
-            df = pd.read_csv(path)
-            missing = set(schema) - set(df.columns)
-            if missing:
-                raise ValueError(f"missing columns {sorted(missing)} of the {stage} result schema (lapr/columns.py)")
+            df = _read_table(path, schema, stage)
             df = _fill_key(df, model=model, method=method, **{x: ratio_value(path.stem)})
             df[x] = df[x].map(ratio_value)
             df["model"] = df["model"].astype(str)
@@ -350,10 +355,7 @@ def load_mqar(root: Path, problems: list) -> pd.DataFrame:
     base = root / "mqar" / "eval"
     for path in _visible(base.glob("*.csv"), root) if base.is_dir() else []:
         try:
-            df = pd.read_csv(path)
-            missing = set(MQAR_COLUMNS) - set(df.columns)
-            if missing:
-                raise ValueError(f"missing columns {sorted(missing)} of the mqar-eval result schema")
+            df = _read_table(path, MQAR_COLUMNS, "mqar-eval")
             df = _fill_key(df, model=path.stem)
             df["model"] = df["model"].astype(str)
             parts.append(df)
