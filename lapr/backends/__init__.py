@@ -71,14 +71,18 @@ def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = No
     """Swap fla's Triton pieces for the PyTorch ones (enable=False restores fla's); `only` limits
     the swap to some (module, name) entries of _REPLACEMENTS."""
     for (path, name), impl in _REPLACEMENTS.items():
-        if only is not None and (path, name) not in only:
-            continue
-        holder = owner(path)
-        if enable:
-            _ORIGINALS.setdefault((path, name), getattr(holder, name))
-            setattr(holder, name, impl)
-        elif (path, name) in _ORIGINALS:
-            setattr(holder, name, _ORIGINALS[(path, name)])
+        if only is None or (path, name) in only:
+            _rebind(owner(path), path, name, impl, enable)
+
+
+def _rebind(holder, path: str, name: str, impl, enable: bool) -> None:
+    """Bind `holder.name` to `impl`, remembering fla's original the first time (enable=False puts
+    the original back, if it was ever replaced)."""
+    if enable:
+        _ORIGINALS.setdefault((path, name), getattr(holder, name))
+        setattr(holder, name, impl)
+    elif (path, name) in _ORIGINALS:
+        setattr(holder, name, _ORIGINALS[(path, name)])
 
 
 def cpu_backend_active() -> bool:
@@ -147,11 +151,7 @@ def use_lapr_dqkwg(enable: bool = True) -> None:
             holder = owner(path)
         except ModuleNotFoundError:  # an fla without that op family
             continue
-        if enable:
-            _ORIGINALS.setdefault((path, name), getattr(holder, name))
-            setattr(holder, name, dqkwg_routed)
-        elif (path, name) in _ORIGINALS:
-            setattr(holder, name, _ORIGINALS[(path, name)])
+        _rebind(holder, path, name, dqkwg_routed, enable)
 
 
 def lapr_dqkwg_active() -> bool:

@@ -109,10 +109,10 @@ def _check_loading_info(info: dict, source, arch: str = "model") -> None:
     _tied_weights_keys) or declares ignorable are not reported by transformers, so a tied
     checkpoint without lm_head.weight loads.
     """
-    def names(keys) -> str:
-        keys = sorted(keys)
-        more = f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
-        return ", ".join(keys[:_SHOWN_KEYS]) + more
+    def names(items) -> str:
+        items = sorted(items)
+        more = f", ... ({len(items) - _SHOWN_KEYS} more)" if len(items) > _SHOWN_KEYS else ""
+        return ", ".join(items[:_SHOWN_KEYS]) + more
 
     problems = []
     missing = set(info.get("missing_keys") or ())
@@ -126,11 +126,9 @@ def _check_loading_info(info: dict, source, arch: str = "model") -> None:
         problems.append(f"{len(unexpected)} unexpected tensor(s) (transformers would drop "
                         f"them): {names(unexpected)}")
     if mismatched:
-        shown = sorted(mismatched)[:_SHOWN_KEYS]
-        more = f", ... ({len(mismatched) - _SHOWN_KEYS} more)" if len(mismatched) > _SHOWN_KEYS else ""
         problems.append(f"{len(mismatched)} tensor(s) of the wrong shape (checkpoint vs model): "
-                        + ", ".join(f"{k} {' vs '.join(str(tuple(s)) for s in mismatched[k])}"
-                                    for k in shown) + more)
+                        + names(f"{k} {' vs '.join(str(tuple(s)) for s in shapes)}"
+                                for k, shapes in mismatched.items()))
     errors = [str(e) for e in info.get("error_msgs") or ()]
     if errors:
         problems.append(f"loading errors: {'; '.join(errors[:_SHOWN_KEYS])}")

@@ -22,14 +22,24 @@ def weight_files(model_dir) -> list[Path]:
     """The safetensors files of a checkpoint directory (the shards of its index, else
     model.safetensors); [] when it has none (e.g. pytorch_model.bin only)."""
     model_dir = Path(model_dir)
-    index = model_dir / INDEX
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
-        return [model_dir / n for n in names]
+    shards = _weight_map(model_dir)
+    if shards is not None:
+        return [model_dir / n for n in sorted(set(shards.values()))]
     return [model_dir / SINGLE] if (model_dir / SINGLE).exists() else []
+
+
+def _weight_map(model_dir: Path) -> dict | None:
+    """tensor name -> shard file of a sharded checkpoint's index; None without an index."""
+    index = model_dir / INDEX
+    if not index.is_file():
+        return None
+    try:
+        shards = json.loads(index.read_text())["weight_map"]
+        if not isinstance(shards, dict):
+            raise TypeError("weight_map is not an object")
+        return shards
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
 
 
 def read_header(path) -> tuple[bytes, int]:
@@ -99,10 +109,9 @@ def fingerprint(model_dir) -> str | None:
 def tensor_file(model_dir, name: str) -> Path:
     """The weights file that stores tensor `name` (the checkpoint directory if unknown)."""
     model_dir = Path(model_dir)
-    index = model_dir / INDEX
-    if index.is_file():
-        shard = json.loads(index.read_text())["weight_map"].get(name)
-        return model_dir / shard if shard else model_dir
+    shards = _weight_map(model_dir)
+    if shards is not None:
+        return model_dir / shards[name] if name in shards else model_dir
     return model_dir / SINGLE if (model_dir / SINGLE).is_file() else model_dir
 
 

@@ -278,6 +278,17 @@ def _fill_key(df: pd.DataFrame, **key) -> pd.DataFrame:
     return df
 
 
+def _read_each(paths, read, problems: list) -> list[pd.DataFrame]:
+    """read(path) for every path; a file that fails is a problem (path: reason), never a crash."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(read(path))
+        except Exception as err:  # noqa: BLE001
+            _problem(problems, path, err)
+    return parts
+
+
 def _read_table(path: Path, schema: list[str], kind: str) -> pd.DataFrame:
     """A result CSV that must have every column its producer writes (lapr/columns.py)."""
     df = pd.read_csv(path)
@@ -290,21 +301,17 @@ def _load_grid(root: Path, stage: str, x: str, schema: list[str], shown, numeric
     """Tidy rows of results/<p>/<stage>/<model>/<method>/<x>.csv, keyed by the path where a file
     leaves a key column empty. A file must have every column of the producer's `schema`
     (lapr/columns.py); the stage's sidecar files beside it are not result tables."""
-    parts = []
-    for path in _visible((root / stage).glob("*/*/*.csv"), root):
-        if path.name.endswith(columns.SIDECARS.get(stage, ())):
-            continue
+    def read(path: Path) -> pd.DataFrame:
         model, method = path.parts[-3], path.parts[-2]
-        try:
-            df = _read_table(path, schema, stage)
-            df = _fill_key(df, model=model, method=method, **{x: ratio_value(path.stem)})
-            df[x] = df[x].map(ratio_value)
-            df["model"] = df["model"].astype(str)
-            df["method"] = df["method"].astype(str)
-            parts.append(df)
-        except Exception as err:  # noqa: BLE001
-            _problem(problems, path, err)
-    df = _frame(parts, shown)
+        df = _fill_key(_read_table(path, schema, stage), model=model, method=method, **{x: ratio_value(path.stem)})
+        df[x] = df[x].map(ratio_value)
+        df["model"] = df["model"].astype(str)
+        df["method"] = df["method"].astype(str)
+        return df
+
+    tables = [p for p in _visible((root / stage).glob("*/*/*.csv"), root)
+              if not p.name.endswith(columns.SIDECARS.get(stage, ()))]
+    df = _frame(_read_each(tables, read, problems), shown)
     if len(df):
         for c in numeric:
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -318,22 +325,22 @@ def load_evals(root: Path, problems: list) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- bench
 
 def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
-    parts, files = [], []
+    files = []
+
+    def read(path: Path) -> pd.DataFrame:
+        df = pd.read_csv(path)
+        if "d_k" not in df.columns or "ms_median" not in df.columns:
+            raise ValueError("not a bench table (no d_k / ms_median column)")
+        df["error"] = df["error"].astype(object).fillna("").astype(str) if "error" in df.columns else ""
+        if "level" not in df.columns:
+            df["level"] = "op"
+        df["source"] = str(path.relative_to(root))
+        files.append(path)
+        return df
+
     bench_root = root / "bench"
-    for path in _visible(bench_root.rglob("*.csv"), root) if bench_root.is_dir() else []:
-        try:
-            df = pd.read_csv(path)
-            if "d_k" not in df.columns or "ms_median" not in df.columns:
-                raise ValueError("not a bench table (no d_k / ms_median column)")
-            df["error"] = df["error"].astype(object).fillna("").astype(str) if "error" in df.columns else ""
-            if "level" not in df.columns:
-                df["level"] = "op"
-            df["source"] = str(path.relative_to(root))
-            parts.append(df)
-            files.append(path)
-        except Exception as err:  # noqa: BLE001
-            _problem(problems, path, err)
-    df = _frame(parts, BENCH_COLUMNS)
+    paths = _visible(bench_root.rglob("*.csv"), root) if bench_root.is_dir() else []
+    df = _frame(_read_each(paths, read, problems), BENCH_COLUMNS)
     if len(df) and "ratio" in df:
         df["ratio"] = pd.to_numeric(df["ratio"], errors="coerce")
     return df, files
@@ -351,17 +358,14 @@ def load_head_pruning(root: Path, problems: list) -> pd.DataFrame:
 def load_mqar(root: Path, problems: list) -> pd.DataFrame:
     """Rows of results/<p>/mqar/eval/<family>.csv (the provenance JSON beside each is not read); a file
     must have every column of the mqar-eval schema (MQAR_COLUMNS); `model` defaults to the file's stem."""
-    parts = []
+    def read(path: Path) -> pd.DataFrame:
+        df = _fill_key(_read_table(path, MQAR_COLUMNS, "mqar-eval"), model=path.stem)
+        df["model"] = df["model"].astype(str)
+        return df
+
     base = root / "mqar" / "eval"
-    for path in _visible(base.glob("*.csv"), root) if base.is_dir() else []:
-        try:
-            df = _read_table(path, MQAR_COLUMNS, "mqar-eval")
-            df = _fill_key(df, model=path.stem)
-            df["model"] = df["model"].astype(str)
-            parts.append(df)
-        except Exception as err:  # noqa: BLE001
-            _problem(problems, path, err)
-    df = _frame(parts, MQAR_COLUMNS)
+    paths = _visible(base.glob("*.csv"), root) if base.is_dir() else []
+    df = _frame(_read_each(paths, read, problems), MQAR_COLUMNS)
     if len(df):
         for c in ("ratio", "d_k", "noise", "value", "n", "state_bytes", "state_bytes_full", "state_saved_frac"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
