@@ -14,11 +14,12 @@ What it refuses, beyond the JSON schema (workflow/schemas/config.schema.yaml):
 """
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
 import yaml
+
+from lapr.grid import kept_channels, ratio_name
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -105,8 +106,7 @@ def _check_ratios(config: dict) -> None:
         if d_k is None:
             continue  # hub checkpoints: checked by `lapr prune` once the config is downloaded
         for r in prune.get("ratios", []):
-            kept = math.floor(d_k * (1 - r)) // multiple * multiple
-            if kept < 1:
+            if kept_channels(d_k, r, multiple) < 1:
                 raise ConfigError(f"prune.ratios: ratio {r} leaves no key channel of models.{name} "
                                   f"(head_k_dim {d_k}, multiple {multiple})")
 
@@ -121,18 +121,13 @@ def _check_recovery(config: dict) -> None:
         raise ConfigError(f"prune.recovery.methods must be among prune.methods; got {rec['methods']}")
 
 
-def _name(value) -> str:
-    """A ratio or budget as its folder / file name (the workflow's ratio_name)."""
-    return f"{float(value):g}"
-
-
 def _distinct(values, where: str) -> None:
     names: dict[str, float] = {}
     for v in values:
-        if _name(v) in names:
-            raise ConfigError(f"{where}: {names[_name(v)]!r} and {v!r} are the same value once written as a "
-                              f"file name ({_name(v)!r}); give each once")
-        names[_name(v)] = v
+        if ratio_name(v) in names:
+            raise ConfigError(f"{where}: {names[ratio_name(v)]!r} and {v!r} are the same value once written as "
+                              f"a file name ({ratio_name(v)!r}); give each once")
+        names[ratio_name(v)] = v
 
 
 def _check_distinct(config: dict) -> None:

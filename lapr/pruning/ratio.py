@@ -21,9 +21,9 @@ entry in one error, so the workflow can call it before any job runs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
+from lapr.grid import kept_channels
 from lapr.pruning.channels import ALL_METHODS
 
 
@@ -60,9 +60,7 @@ def kept_dim(d_k: int, ratio, multiple: int = 1) -> int:
         raise ValueError(f"d_k must be a positive int; got {d_k!r}")
     r = check_ratio(ratio)
     multiple = check_multiple(multiple)
-    kept = math.floor(round(d_k * (1.0 - r), 9))
-    if multiple > 1:
-        kept = kept // multiple * multiple
+    kept = kept_channels(d_k, r, multiple)
     if kept < 1:
         extra = f" rounded down to a multiple of {multiple}" if multiple > 1 else ""
         raise ValueError(f"pruning ratio {ratio!r} leaves no channel of d_k={d_k} "

@@ -73,3 +73,13 @@ def test_validate_empty():
         validate([], [0.5], 64)
     with pytest.raises(ValueError, match="no pruning ratio"):
         validate(["l1"], [], 64)
+
+
+def test_workflow_and_stage_share_the_kept_dim():
+    """The workflow's grid (lapr.grid, no torch) and the prune stage keep the same d_k, also where
+    d_k (1 - r) lands just below an integer in floating point (100 * 0.57 = 56.99999999999999)."""
+    from lapr.grid import kept_channels
+
+    for d_k, r, multiple in [(100, 0.43, 1), (10, 0.3, 1), (128, 0.7, 8), (64, 0.75, 1)]:
+        assert kept_channels(d_k, r, multiple) == kept_dim(d_k, r, multiple)
+    assert kept_channels(100, 0.43) == 57

@@ -3,7 +3,6 @@
 # The stage files define rules only and read nothing from one another, so their include order is free
 # (this file comes first).
 import json
-import math
 import os
 import sys
 
@@ -11,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from lapr.config import ConfigError, check, check_device, check_values
+from lapr.grid import kept_channels, ratio_name
 from lapr.report.stage import fixed_outputs
 
 min_version("9.0")
@@ -101,10 +101,6 @@ def settings(section, **extra):
     return json.dumps({**config.get(section, {}), **extra})
 
 
-def ratio_name(r):
-    return f"{float(r):g}"
-
-
 def one_of(names):
     """Wildcard regex matching exactly these names (one rule per group of methods, so that the
     groups' outputs never overlap); matches nothing for an empty list."""
@@ -179,7 +175,7 @@ def bench_device(section):
 
 BENCH_OPS_DEVICE = bench_device("ops")
 BENCH_MODEL_DEVICE = bench_device("model")
-PRUNED_DK = sorted({math.floor(s["head_k_dim"] * (1 - r)) // PRUNE.get("multiple", 1) * PRUNE.get("multiple", 1)
+PRUNED_DK = sorted({kept_channels(s["head_k_dim"], r, PRUNE.get("multiple", 1))
                     for s in config["models"].values() if "head_k_dim" in s for r in PRUNE["ratios"]})
 
 # ----------------------------------------------------------------------------- report
