@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from lapr.grid import kept_channels, ratio_name
+from lapr.grid import heads_removed, kept_channels, ratio_name
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -137,10 +137,6 @@ def _check_distinct(config: dict) -> None:
     _distinct(heads.get("budgets", []), "heads.budgets")
 
 
-def _half_up(x: float) -> int:
-    return int(x + 0.5 + 1e-9)  # lapr.heads.methods rounds the removed count half-up
-
-
 def _check_head_budgets(config: dict) -> None:
     """Budgets that leave a trained model no head at all (hub models: checked by `lapr heads`)."""
     heads = config.get("heads", {})
@@ -151,14 +147,14 @@ def _check_head_budgets(config: dict) -> None:
         per_layer, layers = spec.get("num_v_heads", spec["num_heads"]), spec["num_layers"]
         for b in heads.get("budgets", []):
             total = per_layer * layers
-            removed = _half_up(b * total) if scope == "global" else _half_up(b * per_layer) * layers
+            removed = heads_removed(b, total) if scope == "global" else heads_removed(b, per_layer) * layers
             if removed >= total:
                 raise ConfigError(f"heads.budgets: budget {b} removes all {total} heads of models.{name} "
                                   f"({layers} layers x {per_layer}); use a smaller budget")
             if removed < 1:
                 raise ConfigError(f"heads.budgets: budget {b} removes no head of models.{name} "
                                   f"({layers} layers x {per_layer} heads)")
-            if scope == "layer" and _half_up(b * per_layer) > per_layer - min_keep:
+            if scope == "layer" and heads_removed(b, per_layer) > per_layer - min_keep:
                 raise ConfigError(f"heads.budgets: budget {b} leaves fewer than min_keep={min_keep} heads in "
                                   f"each layer of models.{name}")
 

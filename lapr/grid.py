@@ -17,4 +17,10 @@ def kept_channels(d_k: int, ratio: float, multiple: int = 1) -> int:
     return math.floor(round(d_k * (1.0 - float(ratio)), 9)) // multiple * multiple
 
 
-__all__ = ["kept_channels", "ratio_name"]
+def heads_removed(budget: float, heads: int) -> int:
+    """round(budget * heads), half up (the tolerance keeps e.g. 0.5 * 3 = 1.5 at 2): the heads a
+    head budget removes (lapr.heads.methods, per model or per layer)."""
+    return math.floor(budget * heads + 0.5 + 1e-9)
+
+
+__all__ = ["heads_removed", "kept_channels", "ratio_name"]

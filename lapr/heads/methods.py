@@ -37,13 +37,14 @@ all its heads, but the model may not: a removed count of zero, of every head of 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lapr.grid import heads_removed
 
 Priority = Callable[[pd.DataFrame, dict], np.ndarray]
 METHODS: dict[str, Priority] = {}
@@ -157,10 +158,6 @@ def priorities(table: pd.DataFrame, method: str, alpha: float = DEFAULT_ALPHA) -
     return p
 
 
-def _round(x: float) -> int:
-    return int(math.floor(x + 0.5 + 1e-9))
-
-
 @dataclass
 class HeadPlan:
     """The heads a method removes at a budget, with everything needed to reproduce the choice."""
@@ -213,7 +210,7 @@ def select_heads(table: pd.DataFrame, method: str, budget, scope: str = "global"
     per_layer = {int(k): int(v) for k, v in table.groupby("layer").size().items()}
     removed_idx: list[int] = []
     if scope == "global":
-        want = _round(b * len(table))
+        want = heads_removed(b, len(table))
         room = sum(max(0, n - min_keep) for n in per_layer.values())
         if want < 1:
             raise ValueError(f"head budget {budget} removes no head of {len(table)} "
@@ -232,7 +229,7 @@ def select_heads(table: pd.DataFrame, method: str, budget, scope: str = "global"
                 removed_idx.append(int(i))
                 left[int(layers[i])] -= 1
     else:
-        counts = {k: _round(b * n) for k, n in per_layer.items()}
+        counts = {k: heads_removed(b, n) for k, n in per_layer.items()}
         if sum(counts.values()) < 1:
             raise ValueError(f"head budget {budget} with scope 'layer' removes no head "
                              f"(layers have {sorted(set(per_layer.values()))} heads)")
