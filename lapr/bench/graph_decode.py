@@ -433,11 +433,9 @@ def measure_replays(calls: Sequence[Callable], tokens: int, device, build_ms: fl
     """The measured columns of a graph row (as ops.measure's, plus host_ms). first_call_ms is the
     wall time to build the first graph: warm-up (Triton compile and autotune) and capture."""
     res, host = time_replays(calls, device, **{**ops.TIMING_DEFAULTS, **timing_kw})
-    return {"ms_median": res.median_ms, "ms_iqr": res.iqr_ms, "ms_q25": res.q25_ms, "ms_q75": res.q75_ms,
-            "tokens_per_s": tokens / (res.median_ms / 1e3), "peak_mem_bytes": peak_bytes,
-            "mem_method": timing.MEM_METHOD_CUDA if torch.device(device).type == "cuda" else "",
-            "n_repeats": res.n_repeats, "n_warmup": res.n_warmup, "first_call_ms": build_ms,
-            "clock": res.clock, "host_ms": host}
+    mem_method = timing.MEM_METHOD_CUDA if torch.device(device).type == "cuda" else ""
+    return {**ops.measured_columns(res, tokens, peak_bytes, mem_method), "first_call_ms": build_ms,
+            "host_ms": host}
 
 
 class _PeakSince:

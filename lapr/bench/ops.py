@@ -289,9 +289,13 @@ def measure(fn: Callable, inputs: list, tokens: int, device, **timing_kw) -> dic
     """Time `fn` over the rotated `inputs` and take one call's peak memory: the measured columns
     of a row (`tokens` per call gives tokens_per_s)."""
     res = timing.time_fn(fn, inputs, device=device, **{**TIMING_DEFAULTS, **timing_kw})
-    peak, method = timing.peak_memory(fn, inputs[0], device)
+    return measured_columns(res, tokens, *timing.peak_memory(fn, inputs[0], device))
+
+
+def measured_columns(res: timing.TimingResult, tokens: int, peak_bytes, mem_method: str) -> dict:
+    """A row's measured columns from a timing result (eager calls or graph replays)."""
     return {"ms_median": res.median_ms, "ms_iqr": res.iqr_ms, "ms_q25": res.q25_ms, "ms_q75": res.q75_ms,
-            "tokens_per_s": tokens / (res.median_ms / 1e3), "peak_mem_bytes": peak, "mem_method": method,
+            "tokens_per_s": tokens / (res.median_ms / 1e3), "peak_mem_bytes": peak_bytes, "mem_method": mem_method,
             "n_repeats": res.n_repeats, "n_warmup": res.n_warmup, "first_call_ms": res.first_call_ms,
             "clock": res.clock}
 
@@ -352,5 +356,5 @@ def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=
 
 __all__ = ["Shape", "expand_grid", "d_k_values", "make_inputs", "kernel", "bench_shape", "run_grid",
            "COLUMNS", "FAMILIES", "PHASES", "IMPLS", "DEFAULT_D_K", "GRID_DEFAULTS", "default_impls",
-           "default_dtype", "device_name", "error_text", "measure", "DECODE_MODES", "default_decode_modes",
+           "default_dtype", "device_name", "error_text", "measure", "measured_columns", "DECODE_MODES", "default_decode_modes",
            "decode_modes_for", "peak_gbps", "bandwidth_columns", "PEAK_GBPS", "check_decode_mode"]
