@@ -58,7 +58,8 @@ COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "phase",
            "d_k_unpruned"]
 # Nominal (spec-sheet) HBM bandwidth, GB/s, by a substring of torch.cuda.get_device_name; first match
 # wins. The roofline column is relative to these; a measured device-to-device copy on an H200 here
-# reached ~4300 GB/s (read + write), ~90 % of nominal.
+# reached ~4300 GB/s (read + write), ~90 % of nominal (the lending workplace's record of its H200s,
+# 2026-10/11; not a lapr run).
 PEAK_GBPS = [("H200", 4800.0), ("H100 NVL", 3900.0), ("H100 PCIe", 2000.0), ("H100", 3350.0),
              ("GH200", 4000.0), ("A100-SXM4-80GB", 2039.0), ("A100 80GB PCIe", 1935.0), ("A100", 1555.0)]
 
