@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from lapr.backends import modules
+from lapr.backends import dqkwg_tiled, modules
 from lapr.backends.delta_rule import delta_rule, delta_rule_recurrent, states_in_chunks
 from lapr.backends.dqkwg import chunk_bwd_dqkwg as lapr_chunk_bwd_dqkwg
 
@@ -135,9 +135,16 @@ def fla_gated_backward_broken() -> bool:
 
 def dqkwg_routed(q, k, v, do, h, dh, w=None, g=None, g_gamma=None, dv=None, scale=None,
                  state_v_first=False, cu_seqlens=None, chunk_size=64, chunk_indices=None):
-    """What the patched name calls: lapr's PyTorch dqkwg for the gated calls fla refuses, fla's own
-    (dispatcher and Triton kernel) for everything else (DeltaNet's ungated call, g_gamma)."""
-    impl = lapr_chunk_bwd_dqkwg if g is not None else _ORIGINALS[DQKWG[0]]
+    """What the patched name calls. Gated calls (the ones fla refuses): fla's own kernel at tile
+    widths Hopper compiles correctly (lapr.backends.dqkwg_tiled) where a one-off check against
+    lapr's PyTorch transcription passed on this device and shape, else that PyTorch transcription.
+    Everything else (DeltaNet's ungated call, g_gamma): fla's own dispatcher and kernel."""
+    if g is None:
+        impl = _ORIGINALS[DQKWG[0]]
+    elif dqkwg_tiled.verified(k.shape[-1], v.shape[-1], k.dtype, k.device):
+        impl = dqkwg_tiled.chunk_bwd_dqkwg_tiled
+    else:
+        impl = lapr_chunk_bwd_dqkwg
     return impl(q, k, v, do, h, dh, w=w, g=g, g_gamma=g_gamma, dv=dv, scale=scale,
                 state_v_first=state_v_first, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
                 chunk_indices=chunk_indices)
@@ -161,7 +168,8 @@ def lapr_dqkwg_active() -> bool:
 def for_training(model) -> str:
     """Backend for a run that needs gradients: fla's kernels. Where fla refuses the gated
     chunk_bwd_dqkwg (Hopper, Triton 3.4-3.7.0: fla #640), a Gated DeltaNet keeps fla's op and only
-    that backward kernel is lapr's PyTorch one ("fla+lapr_dqkwg"); LAPR_GDN_TRAINING=lapr_op
+    that backward call is routed through lapr ("fla+lapr_dqkwg": fla's kernel at checked tile widths,
+    else lapr's PyTorch transcription; see dqkwg_routed); LAPR_GDN_TRAINING=lapr_op
     swaps the whole gated op for lapr's chunked delta rule instead (the old, 3.7x slower path)."""
     backend = auto()
     if backend != "fla" or getattr(model.config, "model_type", "") != "gated_deltanet" \

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lapr import backends
-from lapr.backends import dqkwg_routed, lapr_chunk_bwd_dqkwg as dqkwg
+from lapr.backends import dqkwg_routed, dqkwg_tiled, lapr_chunk_bwd_dqkwg as dqkwg
 
 LN2 = math.log(2.0)
 BT = 64
@@ -260,6 +260,7 @@ def test_whole_op_fallback_by_env(fla_flags, monkeypatch):
 
 def test_routing_keeps_fla_for_ungated_calls(fla_flags, monkeypatch):
     fla_flags(True, True, False)
+    monkeypatch.setenv("LAPR_GDN_DQKWG", "torch")
     seen = []
     backends.use_lapr_dqkwg(True)
     monkeypatch.setitem(backends._ORIGINALS, backends.DQKWG[0], lambda *a, **kw: seen.append(kw["g"]) or "fla")
@@ -267,6 +268,86 @@ def test_routing_keeps_fla_for_ungated_calls(fla_flags, monkeypatch):
     assert call(x, 0.5, False, fn=dqkwg_routed) is not None and seen == []  # gated -> lapr
     x["g_nat"] = None
     assert call(x, 0.5, False, fn=dqkwg_routed) == "fla" and seen == [None]  # ungated -> fla
+
+
+# --- fla's own kernel at tile widths Hopper compiles correctly (lapr.backends.dqkwg_tiled) --------
+
+@pytest.mark.parametrize("d,want", [(8, 16), (16, 16), (32, 32), (48, 32), (64, 32), (100, 128), (128, 128),
+                                    (256, 128)])
+def test_tiles_avoid_the_miscompiled_width(d, want):
+    assert dqkwg_tiled.tile(d) == want
+
+
+@pytest.mark.parametrize("mode,verified,impl", [("auto", True, "tiled"), ("auto", False, "torch"),
+                                                 ("torch", True, "torch")])
+def test_gated_calls_take_the_tiled_kernel_only_where_checked(fla_flags, monkeypatch, mode, verified, impl):
+    fla_flags(True, True, False)
+    monkeypatch.setenv("LAPR_GDN_DQKWG", mode)
+    seen = []
+    monkeypatch.setattr(dqkwg_tiled, "_VERIFIED", {})
+    monkeypatch.setattr(dqkwg_tiled, "chunk_bwd_dqkwg_tiled", lambda *a, **kw: seen.append("tiled") or "tiled")
+    monkeypatch.setattr(backends, "lapr_chunk_bwd_dqkwg", lambda *a, **kw: seen.append("torch") or "torch")
+    monkeypatch.setattr(dqkwg_tiled, "verified", lambda K, V, dtype, device, _v=verified:
+                        _v and dqkwg_tiled.os.environ["LAPR_GDN_DQKWG"] != "torch")
+    x = make(1, 64, 2, 2)
+    assert call(x, 0.5, False, fn=dqkwg_routed) == impl and seen == [impl]
+
+
+def test_verified_refuses_a_wrong_kernel_and_caches(monkeypatch):
+    monkeypatch.setattr(dqkwg_tiled, "_VERIFIED", {})
+    monkeypatch.setenv("LAPR_GDN_DQKWG", "auto")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets the CPU stand for a device with kernels
+    calls = []
+
+    def wrong(**x):  # the #640 symptom: dk and dg off by O(1)
+        calls.append(1)
+        dq, dk, dw, dg = dqkwg(**x)
+        return dq, dk * 1.5, dw, dg + 1
+    monkeypatch.setattr(dqkwg_tiled, "chunk_bwd_dqkwg_tiled", wrong)
+    assert not dqkwg_tiled.verified(32, 32, torch.float32, "cpu")
+    assert not dqkwg_tiled.verified(32, 32, torch.float32, "cpu") and calls == [1]  # checked once
+    monkeypatch.setattr(dqkwg_tiled, "chunk_bwd_dqkwg_tiled", lambda **x: dqkwg(**x))
+    assert dqkwg_tiled.verified(32, 64, torch.float32, "cpu")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not dqkwg_tiled.verified(16, 16, torch.float32, "cpu")  # no kernels on a plain CPU
+
+
+INTERPRETED = """
+import json, sys, torch, triton
+from fla.ops.common import chunk_o
+from lapr.backends.dqkwg_tiled import chunk_bwd_dqkwg_tiled, check_inputs, max_errors
+from lapr.backends.dqkwg import chunk_bwd_dqkwg as reference
+kernel = chunk_o.chunk_bwd_kernel_dqkwg
+while not isinstance(kernel, triton.runtime.Autotuner):
+    kernel = kernel.fn
+kernel.configs = kernel.configs[:1]  # one config: the interpreter has no benchmarker to autotune with
+out = {}
+for K, V in [(64, 64), (32, 64), (128, 32)]:
+    x = check_inputs(K, V, torch.float32, "cpu", B=1, T=128, H=1)
+    out[f"{K}x{V}"] = max_errors(chunk_bwd_dqkwg_tiled(**x), reference(**x))
+print(json.dumps(out))
+"""
+
+
+def test_tiled_launcher_runs_flas_kernel_like_the_transcription():
+    """fla's Triton kernel, launched by lapr's tiled launcher, run by Triton's CPU interpreter, against
+    lapr's PyTorch transcription: checks the launcher (tile widths, the NK split of dg, layouts)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    run = subprocess.run([sys.executable, "-c", INTERPRETED], capture_output=True, text=True, env=env, timeout=600)
+    if run.returncode != 0 and "interpret" in run.stderr.lower() and "not supported" in run.stderr.lower():
+        pytest.skip("this Triton has no CPU interpreter")
+    assert run.returncode == 0, run.stderr[-2000:]
+    errs = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(errs) == {"64x64", "32x64", "128x32"}
+    for shape, e in errs.items():
+        assert set(e) == {"dq", "dk", "dw", "dg"}
+        assert max(e.values()) < 1e-5, (shape, e)
 
 
 # --- GPU: end to end through fla's gated delta rule --------------------------------------------
@@ -357,3 +438,21 @@ def test_gpu_matches_flas_own_kernel_where_it_runs(gate, T):
         err = (a.float() - b.float()).abs().max().item() / b.float().abs().max().item()
         print(f"{gate} T={T} {name}: {err:.2e} vs fla's kernel")
         assert err < 2e-2, f"{name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("K", [64, 128])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_tiled_kernel_matches_reference(dtype, K):
+    """fla's GDN op with its gated dqkwg launched at lapr's tile widths (32 / 128, never 64) against
+    lapr's float32 reference op; and the one-off check that routes to it passes on this GPU."""
+    ins, do, dht = _gdn_inputs(dtype, K)
+    with backends.swapped(dqkwg_tiled.chunk_bwd_dqkwg_tiled, backends.DQKWG):
+        got = _grads(_fla_op(), ins, do, dht)
+    ref = _grads(backends.delta_rule, [x.float() for x in ins], do, dht)
+    for name, a, b in zip(NAMES, got, ref):
+        err = (a - b).abs().max().item() / b.abs().max().item()
+        print(f"tiled {dtype} K={K} {name}: {err:.2e} vs lapr's reference")
+        assert err < TOL[dtype], f"{name}: relative error {err:.2e}"
+    assert dqkwg_tiled.verified(K, 128, dtype, "cuda")

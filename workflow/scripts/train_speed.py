@@ -20,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
+def _checked() -> dict:
+    """Which (device, K, V, dtype) the tiled gated dqkwg was checked on, and the outcome."""
+    from lapr.backends import dqkwg_tiled
+
+    return {" ".join(map(str, key)): ok for key, ok in dqkwg_tiled._VERIFIED.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", required=True, choices=["delta_net", "gated_deltanet"])
@@ -27,8 +34,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--dqkwg", choices=["auto", "tiled", "torch"], default="auto",
+                   help="GDN's gated dqkwg where fla refuses it: LAPR_GDN_DQKWG (lapr.backends.dqkwg_tiled)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    import os
+
+    os.environ["LAPR_GDN_DQKWG"] = args.dqkwg
 
     from lapr import provenance
     from lapr.train.pretrain import pretrain
@@ -47,7 +59,7 @@ def main() -> None:
         curve = pd.read_csv(Path(tmp) / "model" / "loss_curve.csv")
     step_s = curve["elapsed_s"].diff().iloc[2:]  # from the third step: the first two include compilation
     row = {"family": args.family, "profile": args.profile, "parameters": metrics["parameters"],
-           "backend": metrics["backend"], "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
+           "backend": metrics["backend"], "dqkwg": args.dqkwg, "dqkwg_checked": _checked(), "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
            "first_step_s": metrics["first_step_s"], "step_s_median": float(step_s.median()),
            "tokens_per_s": args.batch * args.seq_len / float(step_s.median()),
            "final_train_loss": float(curve["train_loss"].iloc[-1]),
