@@ -372,7 +372,7 @@ def _grads(fn, ins, do, dht):
     o, ht = fn(q=q, k=k, v=v, g=g, beta=beta, scale=q.shape[-1] ** -0.5, initial_state=h0,
                output_final_state=True, use_qk_l2norm_in_kernel=True)
     ((o.float() * do).sum() + (ht.float() * dht).sum()).backward()
-    return [x.grad.float() for x in xs]
+    return [None if x.grad is None else x.grad.float() for x in xs]
 
 
 def _fla_op():
@@ -456,3 +456,31 @@ def test_gpu_tiled_kernel_matches_reference(dtype, K):
         print(f"tiled {dtype} K={K} {name}: {err:.2e} vs lapr's reference")
         assert err < TOL[dtype], f"{name}: relative error {err:.2e}"
     assert dqkwg_tiled.verified(K, 128, dtype, "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("K", [64, 128])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_fla_delta_rule_gradients_match_reference(dtype, K):
+    """DeltaNet's fla op (no lapr routing) against lapr's float32 reference: fla #984 reports wrong
+    dk / dbeta from `prepare_wy_repr_bwd` at chunk size 64 on Hopper with Triton >= 3.4; this records
+    whether lapr's DeltaNet training on this GPU is affected."""
+    from fla.ops.delta_rule import chunk_delta_rule
+
+    ins, do, dht = _gdn_inputs(dtype, K)
+
+    def fla_op(q, k, v, g, beta, **kw):  # DeltaNet: no gate
+        return chunk_delta_rule(q=q, k=k, v=v, beta=beta, **kw)
+
+    def ref_op(q, k, v, g, beta, **kw):
+        return backends.delta_rule(q=q, k=k, v=v, beta=beta, **kw)
+
+    got = _grads(fla_op, ins, do, dht)
+    ref = _grads(ref_op, [x.float() for x in ins], do, dht)
+    for name, a, b in zip(NAMES, got, ref):
+        if name == "dg":
+            continue
+        err = (a - b).abs().max().item() / b.abs().max().item()
+        print(f"delta_rule {dtype} K={K} {name}: {err:.2e} vs lapr's reference")
+        assert err < TOL[dtype], f"{name}: relative error {err:.2e}"
