@@ -5,10 +5,14 @@
 Paper A = "The Key to State Reduction in Linear Attention" (q/k channel pruning, rank utilisation);
 paper B = "State Rank Dynamics in Linear Attention LLMs" (head stratification, head pruning).
 
-One row per claim and model (per device / family for the throughput claim). Verdicts:
-  supported     the measured number passes the claim's 'supported' threshold below;
-  contradicted  it passes the 'contradicted' threshold;
-  inconclusive  in between, or the measurement cannot decide (too few heads, probe too weak, ...);
+One row per claim and model (per device / family for the throughput claim). Every row carries the
+measured `value`, its 95% interval [`lo`, `hi`] (lapr.report.intervals: bootstrap over the units the
+value is made of -- evaluation windows, documents, NIAH trials, MQAR queries, heads, context pairs,
+benchmark series -- named in `interval`) and a verdict:
+  supported     the WHOLE interval passes the claim's 'supported' threshold below;
+  contradicted  the whole interval passes the 'contradicted' threshold;
+  inconclusive  the interval straddles a threshold, the results hold nothing to resample ('no interval:
+                ...'), or the measurement cannot decide (too few heads, probe too weak, ...);
   missing       the results needed are not there (the `reason` column names the stage / file).
 Thresholds (THRESHOLDS; override any of them with the stage's settings.claims):
 
@@ -40,7 +44,13 @@ B1 "heads split into a low-rank and a high-rank group"
    per head x = final threshold rank / bound (heads.csv); low: x < group_low (0.25), high: x >= group_high
    (0.75). supported: both groups hold >= min_group (10%) of heads and the middle <= max_middle (25%);
    contradicted: one group is empty; inconclusive otherwise or with fewer than min_heads (8) heads.
-B2 "head identity (rank / class) is stable across inputs"
+B2 "head ranks are stable over time" (paper B: per layer, Spearman rho > 0.90 and cosine > 0.97 of the
+   head rank vectors between t = 128 and t = 2048; cosine > 0.98 of the norm vectors), from the profile
+   stage's consistency_time.csv: rho = mean over layers (and contexts) of the Spearman of head threshold
+   ranks between the early and the last profiled position, c = mean cosine of the rank vectors.
+   supported: rho >= time_spearman (0.9) and c >= time_cosine (0.97); contradicted: rho < unstable_spearman
+   (0.3); bootstrap over (layer, context) rows.
+B2-inputs "head identity (rank / class) is stable across inputs"
    rho = mean Spearman of head final ranks over context pairs, a = mean class agreement (consistency.csv).
    supported: rho >= stable_spearman (0.7) and a >= stable_agreement (0.8); contradicted: rho <
    unstable_spearman (0.3) or a < unstable_agreement (0.6); inconclusive when every pair is constant.
@@ -51,10 +61,13 @@ B3 "38.9% state reduction with accuracy largely kept" (joint rank-norm pruning)
    supported: q >= kept_quality (0.95); contradicted: q < lost_quality (0.80); inconclusive otherwise,
    or when no budget reaches the target saving.
 B4 "low-rank heads are indispensable (NIAH drops when they are removed, not when high-rank go)"
-   at the largest budget both the low-rank-first and the high-rank-first method ran:
-   gap = NIAH(high-rank removed) - NIAH(low-rank removed) (accuracy as a fraction).
-   supported: gap >= niah_gap (0.20); contradicted: gap <= 0; inconclusive otherwise, or when the
-   unpruned NIAH accuracy (if known) is below niah_floor (0.5): the probe is too weak to say.
+   on the heads stage's disjoint, count-matched arms (methods arm_low / arm_high / arm_random: k heads of
+   the low class vs k of the high class vs k random), else at the largest budget both a low-rank-first
+   and a high-rank-first order ran: gap = NIAH(high-rank removed) - NIAH(low-rank removed) (fractions).
+   supported: gap >= niah_gap (0.15) and the high-removed model keeps >= high_kept (0.6) of the unpruned
+   accuracy; contradicted: gap <= 0 (the replication SRA's finding); inconclusive otherwise, or when the
+   unpruned NIAH accuracy is below niah_floor (0.5). `b4_verdict` classifies paper B's own Table 1 rows
+   (Instruct 93.8 / 90.6 / 46.9, Thinking 90.6 / 62.5 / 43.8) as supported (tested).
 
 Head-pruning method names are matched by substring: 'joint' (joint rank-norm), 'low' (low-rank first),
 'high' (high-rank first); the unpruned reference is method 'none' or budget 0, else the eval stage's
@@ -67,6 +80,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from lapr.report import intervals as iv
 from lapr.report.results import UNPRUNED, Results, ratio_value
 from lapr.report.tables import (MQAR_KEYS, NIAH_KEYS, Table, head_metric_rows, is_accuracy, ppl_rows,
                                 primary_ppl_task, rank_stats, task_matches)
@@ -82,13 +96,14 @@ THRESHOLDS = {
     "low_utilisation": 0.25, "high_utilisation": 0.5,
     "min_speedup": 1.5, "no_speedup": 1.1,
     "group_low": 0.25, "group_high": 0.75, "min_group": 0.10, "max_middle": 0.25, "min_heads": 8,
-    "stable_spearman": 0.7, "stable_agreement": 0.8, "unstable_spearman": 0.3, "unstable_agreement": 0.6,
+    "stable_spearman": 0.7, "stable_agreement": 0.8, "time_spearman": 0.9, "time_cosine": 0.97, "unstable_spearman": 0.3, "unstable_agreement": 0.6,
     "state_target": 0.389, "state_tolerance": 0.05, "kept_quality": 0.95, "lost_quality": 0.80,
-    "niah_gap": 0.20, "niah_floor": 0.5,
+    "niah_gap": 0.15, "high_kept": 0.6, "niah_floor": 0.5,
     "noise_gap": 0.05, "mqar_floor": 0.5,
 }
 VERDICTS = ("supported", "contradicted", "inconclusive", "missing")
-COLUMNS = ["id", "paper", "claim", "model", "profile", "measured", "value", "criterion", "verdict", "reason"]
+COLUMNS = ["id", "paper", "claim", "model", "profile", "measured", "value", "lo", "hi", "interval", "criterion",
+           "verdict", "reason"]
 
 CLAIMS = {
     "A1": ("A", "50% of q/k channels removed at a marginal perplexity increase (strong RRQR, no recovery)"),
@@ -97,7 +112,8 @@ CLAIMS = {
     "A3": ("A", "a smaller d_k makes the kernels faster (ideal 2x at r=0.5)"),
     "A4": ("A", "low effective rank (smaller d_k) amplifies query noise in retrieval (MQAR)"),
     "B1": ("B", "heads split into low-rank and high-rank groups"),
-    "B2": ("B", "head identity is stable across inputs"),
+    "B2": ("B", "head ranks are stable over time (t=128 vs the last position)"),
+    "B2-inputs": ("B", "head identity is stable across inputs"),
     "B3": ("B", "38.9% state reduction with accuracy largely kept"),
     "B4": ("B", "low-rank heads are indispensable (NIAH drops when they are removed)"),
 }
@@ -113,19 +129,30 @@ def thresholds(overrides: dict | None = None) -> dict:
     return t
 
 
-def _row(cid, model, profile, measured="", value=math.nan, criterion="", verdict="missing", reason=""):
+def _row(cid, model, profile, measured="", value=math.nan, criterion="", verdict="missing", reason="",
+         lo=math.nan, hi=math.nan, how=""):
     paper, claim = CLAIMS[cid]
     if verdict not in VERDICTS:
         raise ValueError(f"bad verdict {verdict!r}")
+    value = float(value) if value is not None else math.nan
+    shown = iv.describe(lo, hi, how=how) if not math.isnan(value) else ""
     return {"id": cid, "paper": paper, "claim": claim, "model": model, "profile": profile, "measured": measured,
-            "value": float(value) if value is not None else math.nan, "criterion": criterion,
+            "value": value, "lo": float(lo), "hi": float(hi), "interval": shown, "criterion": criterion,
             "verdict": verdict, "reason": reason}
 
 
-def _three_way(value, supported: bool, contradicted: bool) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "missing"
-    return "supported" if supported else "contradicted" if contradicted else "inconclusive"
+def _judged(cid, model, profile, measured, value, criterion, reps, supported, contradicted, how,
+            reason: str = "") -> dict:
+    """A row whose verdict needs the whole 95% interval of `reps` (bootstrap replicates of the value)
+    on one side: supported(x) / contradicted(x) test one end. No replicates: inconclusive, saying so."""
+    lo, hi = iv.interval(reps) if reps is not None else (math.nan, math.nan)
+    if math.isnan(lo):
+        return _row(cid, model, profile, measured, value, criterion, "inconclusive",
+                    reason or f"no interval: {how or 'the results hold no units to resample'}")
+    verdict = iv.decide(lo, hi, supported, contradicted)
+    if verdict == "inconclusive" and not reason:
+        reason = "the 95% interval straddles a threshold"
+    return _row(cid, model, profile, measured, value, criterion, verdict, reason, lo, hi, how)
 
 
 def _models(res: Results) -> list[str]:
@@ -206,10 +233,49 @@ def claim_a1(res: Results, model: str, t: dict, ppl_task: str | None = None, rec
         best = plain.loc[plain["value"].idxmin()]
         measured += (f"; best of {plain['method'].nunique()} methods: {best['method']} "
                      f"{float(best['value']) / b - 1:+.2%}")
+    reps, how = ppl_ratio_replicates(res, model, task, (method, r), (UNPRUNED, 0.0))
     if weak := _no_better_than_unigram(res, model, task, b):
-        return _row(cid, model, prof, measured, x, crit, "inconclusive", weak)
-    return _row(cid, model, prof, measured, x, crit,
-                _three_way(x, x <= t["marginal_ppl"], x > t["large_ppl"]))
+        lo, hi = iv.interval(reps) if reps is not None else (math.nan, math.nan)
+        return _row(cid, model, prof, measured, x, crit, "inconclusive", weak, lo, hi, how)
+    return _judged(cid, model, prof, measured, x, crit, reps, lambda y: y <= t["marginal_ppl"],
+                   lambda y: y > t["large_ppl"], how)
+
+
+def _units(res: Results, model: str, method: str, ratio: float, task: str) -> pd.DataFrame | None:
+    """Per-unit samples (evaluation windows / documents) of one evaluation, from the evaluate stage's
+    `<ratio>.samples.csv` sidecars (Results.samples): columns unit, value (summed NLL), weight."""
+    sm = getattr(res, "samples", None)
+    if sm is None or sm.empty:
+        return None
+    rows = sm[(sm["model"] == model) & (sm["method"] == method) & (sm["task"] == task)
+              & (sm["ratio"].astype(float) == float(ratio))]
+    return rows[["unit", "value", "weight"]] if len(rows) else None
+
+
+def _nll_row(res: Results, model: str, method: str, ratio: float, task: str):
+    ev = res.evals
+    r = ev[(ev["model"] == model) & (ev["method"] == method) & (ev["task"] == task) & (ev["metric"] == "nll")
+           & (ev["ratio"].astype(float) == float(ratio))]
+    return r.iloc[0] if len(r) else None
+
+
+def ppl_ratio_replicates(res: Results, model: str, task: str, pruned: tuple, base: tuple, seed: int = 0):
+    """Bootstrap replicates of ppl(pruned) / ppl(base) - 1 on one corpus, and how they were made:
+    paired over the evaluation windows when both evaluations left per-window samples (same text, so
+    window difficulty cancels); else from the two mean-NLL standard errors, treated as independent
+    (wider); else (None, why)."""
+    a, b = _units(res, model, *pruned, task), _units(res, model, *base, task)
+    if a is not None and b is not None:
+        m = a.merge(b, on="unit", suffixes=("_p", "_b"))
+        if len(m) == len(a) == len(b):
+            reps = iv.paired_ppl_ratio(m["value_p"], m["value_b"], m["weight_b"], seed=seed)
+            return reps, f"paired bootstrap over {len(m)} windows"
+    na, nb = _nll_row(res, model, *pruned, task), _nll_row(res, model, *base, task)
+    if na is not None and nb is not None and not (pd.isna(na["stderr"]) or pd.isna(nb["stderr"])):
+        d = iv.normal(float(na["value"]), float(na["stderr"]), seed=seed) - \
+            iv.normal(float(nb["value"]), float(nb["stderr"]), seed=seed + 1)
+        return np.expm1(d), "mean-NLL standard errors, unpaired"
+    return None, "no per-window samples or NLL standard errors in these results"
 
 
 def claim_a2(res: Results, model: str, t: dict, stats: pd.DataFrame) -> dict:
@@ -220,8 +286,13 @@ def claim_a2(res: Results, model: str, t: dict, stats: pd.DataFrame) -> dict:
                     reason=f"profile stage: no ranks.parquet / heads.csv for {model}")
     u = float(s["mean utilisation"].iloc[0])
     measured = f"mean utilisation {u:.3f} over {int(s['n_heads'].iloc[0])} heads ({s['utilisation source'].iloc[0]})"
-    return _row("A2", model, res.profile_name, measured, u, crit,
-                _three_way(u, u <= t["low_utilisation"], u >= t["high_utilisation"]))
+    h = res.heads[(res.heads["model"] == model) & (res.heads["method"] == UNPRUNED)] if not res.heads.empty \
+        else res.heads
+    per_head = h["utilisation"].astype(float).to_numpy() if "utilisation" in h and len(h) else np.array([])
+    # resampling heads: the heads' spread, not the mean's source (per-head final utilisation from heads.csv)
+    reps = iv.mean(per_head) + (u - float(np.nanmean(per_head))) if len(per_head) else None
+    return _judged("A2", model, res.profile_name, measured, u, crit, reps, lambda x: x <= t["low_utilisation"],
+                   lambda x: x >= t["high_utilisation"], f"bootstrap over {len(per_head)} heads")
 
 
 def claims_a3(res: Results, t: dict) -> list[dict]:
@@ -247,9 +318,11 @@ def claims_a3(res: Results, t: dict) -> list[dict]:
                              reason="no series has both d_k0 and d_k0/2"))
             continue
         s = float(np.median(speedups))
-        rows.append(_row("A3", label, res.profile_name,
-                         f"speed-up {s:.2f}x at half d_k (ideal 2x; {len(speedups)} series)", s, crit,
-                         _three_way(s, s >= t["min_speedup"], s < t["no_speedup"])))
+        reps = iv.statistic({"x": np.array(speedups)}, lambda x: float(np.median(x)))
+        rows.append(_judged("A3", label, res.profile_name,
+                            f"speed-up {s:.2f}x at half d_k (ideal 2x; {len(speedups)} series)", s, crit, reps,
+                            lambda x: x >= t["min_speedup"], lambda x: x < t["no_speedup"],
+                            f"bootstrap over {len(speedups)} series"))
     return rows
 
 
@@ -303,6 +376,19 @@ def claims_a4(res: Results, t: dict) -> list[dict]:
         def loss(c):
             return 1 - float(c[s]) / float(c[0]) if s in c.index and 0 in c.index and c[0] > 0 else math.nan
 
+        def n_of(rows, d_k, noise):
+            sel = rows[(rows["d_k"] == d_k) & (rows["noise"] == noise)]["n"]
+            return int(sel.sum()) if len(sel) and sel.notna().all() else 0
+
+        # recall measured on n queries each: Jeffreys replicates of the four recalls the gap is made of
+        src = {full_dk: base, small_dk: ch}
+        draws = {(d, z): iv.proportion(float(curves[d][z]), n_of(src[d], d, z), seed=i)
+                 for i, (d, z) in enumerate([(full_dk, 0), (full_dk, s), (small_dk, 0), (small_dk, s)])}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reps = (1 - draws[(small_dk, s)] / draws[(small_dk, 0)]) - (1 - draws[(full_dk, s)] / draws[(full_dk, 0)])
+        n_q = min(n_of(src[d], d, z) for d, z in draws)
+        how = f"recall of {n_q}+ queries per cell, Jeffreys replicates"
+
         losses = {d: loss(c) for d, c in sorted(curves.items(), reverse=True)}
         gap = losses[small_dk] - losses[full_dk]
         f, sm = curves[full_dk], curves[small_dk]
@@ -311,56 +397,139 @@ def claims_a4(res: Results, t: dict) -> list[dict]:
                     f"{sm[0]:.3f} -> {sm[s]:.3f} at d_k={small_dk}; relative loss by d_k: "
                     + ", ".join(f"{d} {v:.0%}" for d, v in losses.items()) + f" (gap {gap * 100:+.1f} points)")
         if float(f[0]) < t["mqar_floor"]:
+            lo, hi = iv.interval(reps)
             out.append(_row("A4", label, prof, measured, gap, crit, "inconclusive",
-                            f"unpruned MQAR recall {float(f[0]):.1%} < {t['mqar_floor']:.0%}: probe model too weak"))
+                            f"unpruned MQAR recall {float(f[0]):.1%} < {t['mqar_floor']:.0%}: probe model too weak",
+                            lo, hi, how))
             continue
         if math.isnan(gap):
             out.append(_row("A4", label, prof, measured, gap, crit, "inconclusive",
                             f"recall 0 without noise at d_k={small_dk}: relative loss undefined"))
             continue
-        out.append(_row("A4", label, prof, measured, gap, crit, _three_way(gap, gap >= g_, gap <= -g_)))
+        out.append(_judged("A4", label, prof, measured, gap, crit, reps, lambda x: x >= g_, lambda x: x <= -g_,
+                           how if n_q else "", "" if n_q else "no interval: the probe rows lack query counts (n)"))
     return out
 
 
 # ----------------------------------------------------------------------------- paper B
 
-def claim_b1(res: Results, model: str, t: dict) -> dict:
+def _b1_fractions(x: np.ndarray, t: dict) -> tuple[float, float, float]:
+    lo, hi = float(np.mean(x < t["group_low"])), float(np.mean(x >= t["group_high"]))
+    return lo, hi, 1 - lo - hi
+
+
+def claim_b1(res: Results, model: str, t: dict, rank_col: str = "final_rank", eps_label: str = "") -> dict:
     crit = (f"x=rank/bound; low x<{t['group_low']:g}, high x>={t['group_high']:g}: supported if both groups "
             f">= {t['min_group']:.0%} of heads and middle <= {t['max_middle']:.0%}; contradicted if a group is empty")
+    cid = "B1" + (f" eps={eps_label}" if eps_label else "")
+    cid_key = "B1"
     h = res.heads[(res.heads["model"] == model) & (res.heads["method"] == UNPRUNED)] \
         if not res.heads.empty else res.heads
-    if h.empty:
-        return _row("B1", model, res.profile_name, criterion=crit, reason=f"profile stage: no heads.csv for {model}")
-    x = h["final_rank"].astype(float) / h["bound"].astype(float)
+    if h.empty or rank_col not in h:
+        return _row(cid_key, model, res.profile_name, criterion=crit,
+                    reason=f"profile stage: no heads.csv for {model}" if h.empty else f"heads.csv lacks {rank_col}")
+    x = (h[rank_col].astype(float) / h["bound"].astype(float)).to_numpy()
     n = len(x)
-    lo, hi = float((x < t["group_low"]).mean()), float((x >= t["group_high"]).mean())
-    mid = 1 - lo - hi
-    measured = f"{n} heads: low {lo:.0%}, high {hi:.0%}, middle {mid:.0%}"
+    lo, hi, mid = _b1_fractions(x, t)
+    measured = f"{n} heads: low {lo:.0%}, high {hi:.0%}, middle {mid:.0%}" + (f" (eps {eps_label})" if eps_label else "")
+    # resampling heads; each replicate is judged whole (both groups large enough and a small middle)
+    idx = np.random.default_rng(iv.SEED).integers(0, n, size=(iv.N_BOOT, n))
+    fr = np.array([_b1_fractions(x[i], t) for i in idx])
+    reps = np.minimum(fr[:, 0], fr[:, 1])
+    ok = (fr[:, 0] >= t["min_group"]) & (fr[:, 1] >= t["min_group"]) & (fr[:, 2] <= t["max_middle"])
+    lo_i, hi_i = iv.interval(reps)
+    how = f"bootstrap over {n} heads; criterion held in {ok.mean():.0%} of replicates"
+    row = lambda verdict, reason="": _row(cid_key, model, res.profile_name, measured, min(lo, hi), crit,  # noqa: E731
+                                          verdict, reason, lo_i, hi_i, how)
     if n < t["min_heads"]:
-        return _row("B1", model, res.profile_name, measured, min(lo, hi), crit, "inconclusive",
-                    f"only {n} heads (< {t['min_heads']:g})")
-    verdict = _three_way(min(lo, hi), lo >= t["min_group"] and hi >= t["min_group"] and mid <= t["max_middle"],
-                         lo == 0 or hi == 0)
-    return _row("B1", model, res.profile_name, measured, min(lo, hi), crit, verdict)
+        out = row("inconclusive", f"only {n} heads (< {t['min_heads']:g})")
+    elif lo == 0 or hi == 0:
+        out = row("contradicted")
+    elif ok.mean() >= iv.LEVEL + (1 - iv.LEVEL) / 2:  # the criterion holds across the 95% interval
+        out = row("supported")
+    else:
+        out = row("inconclusive", "the criterion fails in more than 2.5% of bootstrap replicates")
+    out["id"] = cid
+    return out
 
 
-def claim_b2(res: Results, model: str, t: dict, stats: pd.DataFrame) -> dict:
+def claim_b2_inputs(res: Results, model: str, t: dict, stats: pd.DataFrame) -> dict:
     crit = (f"supported: Spearman >= {t['stable_spearman']:g} and agreement >= {t['stable_agreement']:g}; "
             f"contradicted: Spearman < {t['unstable_spearman']:g} or agreement < {t['unstable_agreement']:g}")
     s = stats[(stats["model"] == model) & (stats["method"] == UNPRUNED)] if not stats.empty else stats
     if s.empty or int(s["n context pairs"].iloc[0]) == 0:
-        return _row("B2", model, res.profile_name, criterion=crit,
+        return _row("B2-inputs", model, res.profile_name, criterion=crit,
                     reason=f"profile stage: no consistency.csv for {model}")
     s = s.iloc[0]
     rho, agree = float(s["spearman mean"]), float(s["class agreement mean"])
     measured = (f"Spearman mean {rho:.2f} (min {float(s['spearman min']):.2f}), class agreement mean {agree:.2f} "
                 f"(min {float(s['class agreement min']):.2f}) over {int(s['n context pairs'])} context pairs")
     if math.isnan(rho):
-        return _row("B2", model, res.profile_name, measured, agree, crit, "inconclusive",
+        return _row("B2-inputs", model, res.profile_name, measured, agree, crit, "inconclusive",
                     "head ranks constant in every context pair (Spearman undefined)")
-    verdict = _three_way(rho, rho >= t["stable_spearman"] and agree >= t["stable_agreement"],
-                         rho < t["unstable_spearman"] or agree < t["unstable_agreement"])
-    return _row("B2", model, res.profile_name, measured, rho, crit, verdict)
+    c = res.consistency
+    c = c[(c["model"] == model) & (c["method"] == UNPRUNED)] if not c.empty else c
+    rhos = c["spearman"].astype(float).to_numpy() if len(c) else np.array([rho])
+    keep = c["keep_fraction"].astype(float).to_numpy() if len(c) and "keep_fraction" in c else np.full(len(rhos), agree)
+    idx = np.random.default_rng(iv.SEED).integers(0, len(rhos), size=(iv.N_BOOT, len(rhos)))
+    r_reps = np.nanmean(rhos[idx], axis=1)
+    k_reps = np.nanmean(keep[idx], axis=1)
+    (r_lo, r_hi), (k_lo, k_hi) = iv.interval(r_reps), iv.interval(k_reps)
+    if r_lo >= t["stable_spearman"] and k_lo >= t["stable_agreement"]:
+        verdict, reason = "supported", ""
+    elif r_hi < t["unstable_spearman"] or k_hi < t["unstable_agreement"]:
+        verdict, reason = "contradicted", ""
+    else:
+        verdict, reason = "inconclusive", (f"95% intervals: Spearman [{r_lo:.2f}, {r_hi:.2f}], agreement "
+                                           f"[{k_lo:.2f}, {k_hi:.2f}] straddle a threshold")
+    return _row("B2-inputs", model, res.profile_name, measured, rho, crit, verdict, reason, r_lo, r_hi,
+                f"bootstrap over {len(rhos)} context pairs")
+
+
+def _profile_file(res: Results, model: str, name: str) -> pd.DataFrame | None:
+    """A table the profile stage wrote beside heads.csv for the unpruned model (None if absent)."""
+    d = res.profile_dirs.get((model, UNPRUNED, 0.0))
+    if d is None:
+        d = next((p for (m, meth, _), p in res.profile_dirs.items() if m == model and meth == UNPRUNED), None)
+    path = d / name if d is not None else None
+    if path is None or not path.is_file():
+        return None
+    return pd.read_csv(path)
+
+
+def claim_b2(res: Results, model: str, t: dict) -> dict:
+    crit = (f"per layer, head threshold ranks at t=128 vs the last position: supported if mean Spearman >= "
+            f"{t['time_spearman']:g} and mean cosine >= {t['time_cosine']:g}; contradicted if Spearman < "
+            f"{t['unstable_spearman']:g}")
+    ct = _profile_file(res, model, "consistency_time.csv")
+    if ct is None or ct.empty:
+        return _row("B2", model, res.profile_name, criterion=crit,
+                    reason=f"profile stage: no consistency_time.csv for {model}")
+    rho_col = "spearman"
+    cos_col = "cosine_rank" if "cosine_rank" in ct else None
+    rhos = pd.to_numeric(ct[rho_col], errors="coerce").to_numpy()
+    coss = pd.to_numeric(ct[cos_col], errors="coerce").to_numpy() if cos_col else np.full(len(rhos), np.nan)
+    norms = pd.to_numeric(ct["cosine_norm"], errors="coerce").to_numpy() if "cosine_norm" in ct else None
+    rho, cos = float(np.nanmean(rhos)) if np.isfinite(rhos).any() else math.nan, float(np.nanmean(coss))
+    t0 = ct["t_early"].iloc[0] if "t_early" in ct else "?"
+    t1 = ct["t_late"].iloc[0] if "t_late" in ct else "?"
+    measured = (f"t={t0} vs t={t1}, {len(ct)} (layer, context) rows: Spearman mean {rho:.2f}, rank-vector cosine "
+                f"{cos:.3f}" + (f", norm-vector cosine {float(np.nanmean(norms)):.3f}" if norms is not None else ""))
+    if math.isnan(rho):
+        return _row("B2", model, res.profile_name, measured, rho, crit, "inconclusive",
+                    "head ranks constant within every layer (Spearman undefined)")
+    idx = np.random.default_rng(iv.SEED).integers(0, len(rhos), size=(iv.N_BOOT, len(rhos)))
+    with np.errstate(all="ignore"):
+        r_lo, r_hi = iv.interval(np.nanmean(rhos[idx], axis=1))
+        c_lo, _ = iv.interval(np.nanmean(coss[idx], axis=1))
+    if r_lo >= t["time_spearman"] and (math.isnan(c_lo) or c_lo >= t["time_cosine"]):
+        verdict, reason = "supported", ""
+    elif r_hi < t["unstable_spearman"]:
+        verdict, reason = "contradicted", ""
+    else:
+        verdict, reason = "inconclusive", "the 95% interval straddles a threshold"
+    return _row("B2", model, res.profile_name, measured, rho, crit, verdict, reason, r_lo, r_hi,
+                f"bootstrap over {len(rhos)} (layer, context) rows")
 
 
 def _head_rows(res: Results, model: str, ppl_task: str | None):
@@ -381,6 +550,19 @@ def _task_quality(rows: pd.DataFrame) -> dict:
                & ~rows["task"].astype(str).str.startswith("ppl/")]
     return {(a, m): float(v) for a, m, v in acc.groupby(["task", "metric"])["value"].first().reset_index()
             .itertuples(index=False)}
+
+
+def _task_counts(rows: pd.DataFrame) -> dict:
+    """(task, metric) -> number of documents the accuracy was measured on (`n` or `n_docs`)."""
+    col = "n" if "n" in rows else "n_docs" if "n_docs" in rows else None
+    if col is None or rows.empty:
+        return {}
+    out = {}
+    for (task, metric), g in rows.groupby(["task", "metric"]):
+        n = pd.to_numeric(g[col], errors="coerce").dropna()
+        if len(n):
+            out[(task, metric)] = int(n.iloc[0])
+    return out
 
 
 def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> dict:
@@ -408,11 +590,17 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     common = sorted(set(q_pruned) & set(q_base))
     saved = float(pick["state_saved_frac"])
     where = f"{pick['method']} budget {pick['budget']:g}, state saved {saved:.1%}"
+    reps, how = None, ""
     if common:
         a_p = float(np.mean([q_pruned[k] for k in common]))
         a_b = float(np.mean([q_base[k] for k in common]))
         q = a_p / a_b if a_b else math.nan
         measured = f"{where}: mean acc {a_p:.3f} vs {a_b:.3f} unpruned over {len(common)} tasks (q={q:.3f})"
+        n_p, n_b = _task_counts(sel), _task_counts(base_rows)
+        if all(n_p.get(k, 0) > 0 and n_b.get(k, 0) > 0 for k in common):
+            rp = np.mean([iv.proportion(q_pruned[k], n_p[k], seed=2 * i) for i, k in enumerate(common)], axis=0)
+            rb = np.mean([iv.proportion(q_base[k], n_b[k], seed=2 * i + 1) for i, k in enumerate(common)], axis=0)
+            reps, how = rp / rb, "per-task accuracies on their document counts, Jeffreys replicates"
     else:
         task = primary_ppl_task(hp["task"], ppl_task)
         base_ppl = math.nan
@@ -425,45 +613,113 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
                         reason="no accuracy or perplexity of both the pruned and the unpruned model")
         q = base_ppl / p
         measured = f"{where}: ppl {p:.4g} vs {base_ppl:.4g} unpruned on {task[4:]} (q={q:.3f})"
+        how = "no per-window samples of head-pruned perplexity"
         if weak := _no_better_than_unigram(res, model, task, base_ppl):
             return _row("B3", model, res.profile_name, measured, q, crit, "inconclusive", weak)
-    return _row("B3", model, res.profile_name, measured, q, crit,
-                _three_way(q, q >= t["kept_quality"], q < t["lost_quality"]))
+    return _judged("B3", model, res.profile_name, measured, q, crit, reps, lambda x: x >= t["kept_quality"],
+                   lambda x: x < t["lost_quality"], how)
+
+
+def b4_verdict(base: float, low: float, high: float, t: dict) -> str:
+    """Paper B's retrieval claim on one set of NIAH accuracies (fractions): removing the low-rank heads
+    must cost clearly more than removing the high-rank ones (gap = high - low >= niah_gap) while the
+    high-rank-removed model keeps most of the base level (high / base >= high_kept). Calibrated on the
+    paper's own Table 1 (Qwen3-Next): Instruct 93.8 / 90.6 / 46.9 (base / high removed / low removed)
+    and Thinking 90.6 / 62.5 / 43.8 both classify as supported (gaps 0.437 and 0.187, retention 0.97 and
+    0.69). Contradicted: removing high-rank heads costs at least as much (gap <= 0), the replication
+    SRA's finding on a pure Gated DeltaNet."""
+    if any(math.isnan(x) for x in (low, high)):
+        return "inconclusive"
+    gap = high - low
+    kept = high / base if base and not math.isnan(base) else math.nan
+    if gap >= t["niah_gap"] and (math.isnan(kept) or kept >= t["high_kept"]):
+        return "supported"
+    if gap <= 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _niah_arm(rows: pd.DataFrame) -> tuple[float, int]:
+    """Mean NIAH accuracy of an arm (fraction) and the number of trials behind it."""
+    acc = float(rows["niah"].mean())
+    n = pd.to_numeric(rows["niah_n"], errors="coerce").sum() if "niah_n" in rows else 0
+    return acc, int(n) if n == n else 0
 
 
 def claim_b4(res: Results, model: str, t: dict) -> dict:
-    crit = (f"gap = NIAH(high-rank removed) - NIAH(low-rank removed): supported >= {t['niah_gap']:g}, "
-            f"contradicted <= 0")
+    crit = (f"gap = NIAH(high-rank removed) - NIAH(low-rank removed), same number of heads: supported if "
+            f"gap >= {t['niah_gap']:g} and high-removed keeps >= {t['high_kept']:.0%} of base; contradicted if "
+            f"gap <= 0 (judged at both ends of the 95% interval)")
     hp, rows = _head_rows(res, model, None)
     if rows.empty:
         return _row("B4", model, res.profile_name, criterion=crit, reason=f"heads stage: no results for {model}")
     rows = rows[rows["niah"].notna()]
-    low = rows[rows["method"].str.contains("low", case=False) & ~_is_base(rows)]
-    high = rows[rows["method"].str.contains("high", case=False) & ~_is_base(rows)]
-    if low.empty or high.empty:
+    arms = _disjoint_arms(rows)
+    if arms is None:
         return _row("B4", model, res.profile_name, criterion=crit,
                     reason="need NIAH results of a low-rank-first and a high-rank-first method")
-    common = sorted(set(low["budget"]) & set(high["budget"]))
-    if not common:
-        return _row("B4", model, res.profile_name, criterion=crit, reason="low/high methods share no budget")
-    b = common[-1]
-    a_low = float(low.loc[low["budget"] == b, "niah"].iloc[0])
-    a_high = float(high.loc[high["budget"] == b, "niah"].iloc[0])
-    base = rows[_is_base(rows)]["niah"]
-    a_base = float(base.iloc[0]) if len(base) else math.nan
+    low, high, rand, label = arms
+    (a_low, n_low), (a_high, n_high) = _niah_arm(low), _niah_arm(high)
+    base = rows[_is_base(rows)]
+    a_base, n_base = _niah_arm(base) if len(base) else (math.nan, 0)
     if math.isnan(a_base) and not res.evals.empty:  # the eval stage's unpruned NIAH rows, if any
         ev = res.evals[(res.evals["model"] == model) & (res.evals["method"] == UNPRUNED)]
         ev = ev[ev["task"].map(lambda x: task_matches(x, NIAH_KEYS)) & ev["metric"].map(is_accuracy)]["value"]
         if len(ev):
             a_base = float(ev.mean() / 100 if ev.max() > 1 else ev.mean())
     gap = a_high - a_low
-    measured = (f"budget {b:g}: NIAH {a_base:.1%} unpruned -> {a_low:.1%} low-rank removed, "
+    measured = (f"{label}: NIAH {a_base:.1%} unpruned -> {a_low:.1%} low-rank removed, "
                 f"{a_high:.1%} high-rank removed (gap {gap * 100:+.1f} points)")
+    if rand is not None and len(rand):
+        measured += f", {_niah_arm(rand)[0]:.1%} random ({rand['method'].nunique() if 'draw' not in rand else rand['draw'].nunique()} draw(s))"
+    if n_low and n_high:
+        r_low, r_high = iv.proportion(a_low, n_low, seed=1), iv.proportion(a_high, n_high, seed=2)
+        r_base = iv.proportion(a_base, n_base, seed=3) if n_base else np.full(iv.N_BOOT, a_base)
+        reps = r_high - r_low
+        how = f"NIAH trials {n_low} / {n_high} per arm, Jeffreys replicates"
+    else:
+        reps, how = None, "the NIAH rows lack trial counts (n)"
     if not math.isnan(a_base) and a_base < t["niah_floor"]:
+        lo, hi = iv.interval(reps) if reps is not None else (math.nan, math.nan)
         return _row("B4", model, res.profile_name, measured, gap, crit, "inconclusive",
-                    f"unpruned NIAH accuracy {a_base:.1%} < {t['niah_floor']:.0%}: probe too weak")
-    return _row("B4", model, res.profile_name, measured, gap, crit,
-                _three_way(gap, gap >= t["niah_gap"], gap <= 0))
+                    f"unpruned NIAH accuracy {a_base:.1%} < {t['niah_floor']:.0%}: probe too weak", lo, hi, how)
+    if reps is None:
+        return _row("B4", model, res.profile_name, measured, gap, crit, "inconclusive", f"no interval: {how}")
+    lo, hi = iv.interval(reps)
+    kept_lo = iv.interval(r_high / r_base)[0] if n_base else (a_high / a_base if a_base else math.nan)
+    if lo >= t["niah_gap"] and (math.isnan(kept_lo) or kept_lo >= t["high_kept"]):
+        verdict, reason = "supported", ""
+    elif hi <= 0:
+        verdict, reason = "contradicted", ""
+    else:
+        verdict, reason = "inconclusive", "the 95% interval straddles a threshold"
+    return _row("B4", model, res.profile_name, measured, gap, crit, verdict, reason, lo, hi, how)
+
+
+def _disjoint_arms(rows: pd.DataFrame):
+    """(low arm, high arm, random arm or None, label): the heads stage's disjoint, count-matched arms
+    (methods named arm_low / arm_high / arm_random) when present, else the largest budget both a
+    low-rank-first and a high-rank-first method ran (the arms may then overlap; the label says so)."""
+    m = rows["method"].astype(str)
+    arm = rows[m.str.startswith("arm_")]
+    if len(arm):
+        low = arm[arm["method"].str.contains("low")]
+        high = arm[arm["method"].str.contains("high")]
+        rand = arm[arm["method"].str.contains("random")]
+        if len(low) and len(high):
+            k = int(pd.to_numeric(low["heads_removed"], errors="coerce").max()) if "heads_removed" in low else -1
+            return low, high, rand, f"disjoint arms of k={k} heads each"
+    low = rows[m.str.contains("low", case=False) & ~_is_base(rows)]
+    high = rows[m.str.contains("high", case=False) & ~_is_base(rows)]
+    if low.empty or high.empty:
+        return None
+    common = sorted(set(low["budget"]) & set(high["budget"]))
+    if not common:
+        return None
+    b = common[-1]
+    rand = rows[m.str.contains("random", case=False) & (rows["budget"] == b)]
+    return (low[low["budget"] == b], high[high["budget"] == b], rand,
+            f"budget {b:g} (low/high-first orders; arms may overlap)")
 
 
 # ----------------------------------------------------------------------------- table
@@ -481,9 +737,9 @@ def claims_frame(res: Results, overrides: dict | None = None, ppl_task: str | No
         rows.append(claim_a2(res, model, t, stats))
     rows += claims_a3(res, t)
     rows += claims_a4(res, t)
-    for fn in (claim_b1, claim_b2, claim_b3, claim_b4):
+    for fn in (claim_b1, claim_b2, claim_b2_inputs, claim_b3, claim_b4):
         for model in models:
-            if fn is claim_b2:
+            if fn is claim_b2_inputs:
                 rows.append(fn(res, model, t, stats))
             elif fn is claim_b3:
                 rows.append(fn(res, model, t, ppl_task))

@@ -103,7 +103,7 @@ def eval_rows(model, method, ratio, slope=None, lm=True):
     for corpus in BASE_PPL[model]:
         v = ppl_value(model, corpus, method, ratio, slope)
         rows += [(model, method, ratio, f"ppl/{corpus}", "ppl", v, 0.5, 32, 32768),
-                 (model, method, ratio, f"ppl/{corpus}", "nll", math.log(v), 0.01, 32, 32768)]
+                 (model, method, ratio, f"ppl/{corpus}", "nll", math.log(v), 0.001, 32, 32768)]
         if method == "none":
             rows.append((model, method, ratio, f"ppl/{corpus}", "unigram_ppl", 900.0, math.nan, 32, 32768))
     if lm:
@@ -194,7 +194,7 @@ HEAD_COLS = columns.HEAD_PRUNING
 
 
 def write_heads(root: Path, models=("deltanet", "gdn"), niah=None, ppl=None, saved=None, budgets=(0.25, 0.5),
-                accuracy=None):
+                accuracy=None, n=20000):
     """heads/MODEL/METHOD/BUDGET.csv. niah / ppl / saved / accuracy: {method: {budget: value}} overrides;
     the unpruned reference is method 'none' budget 0."""
     niah = niah or {"none": {0.0: 0.9}, "low_rank": {0.25: 0.5, 0.5: 0.3}, "high_rank": {0.25: 0.85, 0.5: 0.8},
@@ -213,6 +213,7 @@ def write_heads(root: Path, models=("deltanet", "gdn"), niah=None, ppl=None, sav
                 if accuracy is not None:
                     rows.append((model, method, b, "lapr_piqa", "acc", accuracy[method][b]))
                 df = pd.DataFrame(rows, columns=HEAD_COLS[:6])
+                df["n"] = [n if t != "ppl/gutenberg_valid" else 16 for t in df["task"]]  # trials / docs / windows
                 df["state_bytes"] = full * (1 - s)
                 df["state_bytes_full"] = full
                 df["state_saved_frac"] = s

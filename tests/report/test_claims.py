@@ -51,6 +51,7 @@ def test_a1_self_trained_model_uses_gutenberg_valid(tmp_path):
     path = tmp_path / "eval" / "deltanet" / "strong_rrqr" / "0.5.csv"
     df = pd.read_csv(path)
     df.loc[(df["task"] == "ppl/wikitext2_test_raw") & (df["metric"] == "ppl"), "value"] = 400.0 * 1.3
+    df.loc[(df["task"] == "ppl/wikitext2_test_raw") & (df["metric"] == "nll"), "value"] = math.log(400.0 * 1.3)
     df.to_csv(path, index=False)
     row = one(tmp_path, "A1")
     assert "gutenberg_valid" in row["measured"] and row["verdict"] == "supported"
@@ -171,14 +172,14 @@ def test_b1_groups(tmp_path, ranks, verdict):
 
 @pytest.mark.parametrize("rho, keep, verdict", [
     ((0.9, 0.8, 1.0), (1.0, 0.9, 1.0), "supported"),
-    ((0.1, 0.2, 0.3), (1.0, 1.0, 1.0), "contradicted"),
+    ((0.1, 0.2, 0.25), (1.0, 1.0, 1.0), "contradicted"),
     ((0.9, 0.9, 0.9), (0.5, 0.5, 0.5), "contradicted"),
     ((0.5, 0.5, 0.5), (0.9, 0.9, 0.9), "inconclusive"),
     ((math.nan, math.nan, math.nan), (1.0, 1.0, 1.0), "inconclusive"),
 ])
 def test_b2_stability(tmp_path, rho, keep, verdict):
     write_profile(tmp_path, "deltanet", spearman=rho, keep=keep)
-    row = one(tmp_path, "B2")
+    row = one(tmp_path, "B2-inputs")
     assert row["verdict"] == verdict
     if not math.isnan(rho[0]):
         assert row["value"] == pytest.approx(sum(rho) / 3)
@@ -191,11 +192,12 @@ def _heads(joint_ppl=110.0, joint_saved=0.4, **kw):
     return dict(ppl=ppl, saved=saved, niah=niah, models=("deltanet",), **kw)
 
 
-@pytest.mark.parametrize("joint_ppl, verdict", [(102.0, "supported"), (110.0, "inconclusive"), (150.0, "contradicted")])
-def test_b3_state_reduction_by_ppl(tmp_path, joint_ppl, verdict):
+@pytest.mark.parametrize("joint_ppl", [102.0, 150.0])
+def test_b3_by_ppl_without_windows_has_no_interval(tmp_path, joint_ppl):
     write_heads(tmp_path, **_heads(joint_ppl))
     row = one(tmp_path, "B3")
-    assert row["verdict"] == verdict and row["value"] == pytest.approx(100.0 / joint_ppl)
+    assert row["verdict"] == "inconclusive" and row["value"] == pytest.approx(100.0 / joint_ppl)
+    assert "no interval" in row["reason"] and math.isnan(row["lo"])
     assert "40.0%" in row["measured"]
 
 
@@ -204,13 +206,18 @@ def test_b3_prefers_accuracy_and_needs_target_saving(tmp_path):
     write_heads(tmp_path / "a", **_heads(150.0, accuracy=acc))  # ppl says contradicted, accuracy says kept
     row = one(tmp_path / "a", "B3")
     assert row["verdict"] == "supported" and row["value"] == pytest.approx(0.59 / 0.60)
+    assert row["lo"] < 0.59 / 0.60 < row["hi"] and row["lo"] >= 0.95
+    write_heads(tmp_path / "c", **_heads(150.0, accuracy=acc, n=200))  # the same point on 200 documents
+    row = one(tmp_path / "c", "B3")
+    assert row["verdict"] == "inconclusive" and row["lo"] < 0.95 < row["hi"]
     write_heads(tmp_path / "b", **_heads(joint_saved=0.3))
     row = one(tmp_path / "b", "B3")
     assert row["verdict"] == "inconclusive" and "no budget reaches" in row["reason"]
 
 
 @pytest.mark.parametrize("low, high, base, verdict", [
-    (0.3, 0.8, 0.9, "supported"), (0.8, 0.8, 0.9, "contradicted"), (0.7, 0.8, 0.9, "inconclusive"),
+    (0.3, 0.8, 0.9, "supported"), (0.85, 0.8, 0.9, "contradicted"), (0.7, 0.8, 0.9, "inconclusive"),
+    (0.79, 0.8, 0.9, "inconclusive"),  # high - low barely above 0: the interval straddles it
     (0.0, 0.4, 0.3, "inconclusive"),  # unpruned NIAH below the floor
 ])
 def test_b4_niah(tmp_path, low, high, base, verdict):
@@ -220,6 +227,20 @@ def test_b4_niah(tmp_path, low, high, base, verdict):
     write_heads(tmp_path, models=("deltanet",), niah=niah, ppl=ppl, saved=saved)
     row = one(tmp_path, "B4")
     assert row["verdict"] == verdict and row["value"] == pytest.approx(high - low)  # largest common budget 0.5
+    if verdict != "inconclusive":
+        assert row["lo"] <= high - low <= row["hi"]
+
+
+@pytest.mark.parametrize("base, high, low, verdict", [
+    (0.938, 0.906, 0.469, "supported"),     # paper B Table 1, Qwen3-Next Instruct
+    (0.906, 0.625, 0.438, "supported"),     # paper B Table 1, Qwen3-Next Thinking
+    (0.938, 0.30, 0.90, "contradicted"),    # SRA's direction: removing high-rank heads hurts more
+    (0.938, 0.50, 0.40, "inconclusive"),    # the high-rank-removed model lost half the base level
+])
+def test_b4_criterion_on_the_papers_table_1(base, high, low, verdict):
+    from lapr.report.claims import b4_verdict
+
+    assert b4_verdict(base, low, high, THRESHOLDS) == verdict
 
 
 def test_everything_missing(tmp_path):
@@ -254,3 +275,21 @@ def test_readme_note_lists_every_criterion(tmp_path):
     t = claims_table(collect(tmp_path / "none"))
     for cid in CLAIMS:
         assert f"- {cid}: " in t.note, cid
+
+
+@pytest.mark.parametrize("rho, cos, verdict", [(0.95, 0.99, "supported"), (0.95, 0.90, "inconclusive"),
+                                               (0.1, 0.99, "contradicted"), (0.6, 0.99, "inconclusive")])
+def test_b2_over_time(tmp_path, rho, cos, verdict):
+    import numpy as np
+    import pandas as pd
+
+    write_profile(tmp_path, "deltanet")
+    rng = np.random.default_rng(0)
+    rows = [{"layer": layer, "context": c, "t_early": 128, "t_late": 2048,
+             "spearman": rho + rng.normal(0, 0.01), "cosine_rank": cos, "cosine_norm": 0.99, "n_heads": 6}
+            for layer in range(4) for c in ("gutenberg", "wikitext")]
+    pd.DataFrame(rows).to_csv(tmp_path / "profile" / "deltanet" / "consistency_time.csv", index=False)
+    row = one(tmp_path, "B2")
+    assert row["verdict"] == verdict and row["value"] == pytest.approx(rho, abs=0.01)
+    assert row["lo"] <= row["value"] <= row["hi"] and "t=128 vs t=2048" in row["measured"]
+    assert one(tmp_path, "B2-inputs")["verdict"] == "supported"  # consistency.csv: its own row
