@@ -9,6 +9,11 @@ refuses every tile width. This launcher is fla's launcher (fla/ops/common/chunk_
 `chunk_bwd_dqkwg`) with one change: BK and BV never equal 64 (64 -> 32; 128 stays 128, which is
 what fla itself picks on Hopper for d_k = d_v = 128, the gpu profile's shape).
 
+Only the 128-wide tiles are used (d_k and d_v > 64, e.g. the gpu profile's 128): that is exactly the
+launch fla itself makes on Hopper, minus its over-broad guard. The 32-wide tiles (for d_k = 64) matched
+in float32 on an H200 but hit an illegal memory access while Triton autotuned them in bf16
+(results/gpu_speed/gpu_tests_dqkwg.txt), so smaller heads keep lapr's PyTorch transcription.
+
 Trust is not assumed from the issue thread: `verified(...)` runs the tiled kernel once per
 (device, K, V, dtype) on random inputs against lapr's PyTorch transcription (lapr.backends.dqkwg)
 and the router uses the tiled kernel only where that check passed, else the PyTorch one. The GPU
@@ -25,6 +30,14 @@ import torch
 # is O(1) relative (dk max err 14.65), four orders of magnitude above this.
 CHECK_TOL = 2e-2
 _VERIFIED: dict[tuple, bool] = {}
+
+
+SAFE_TILES = (128,)  # tile widths recorded correct on Hopper (see above); others fall back to PyTorch
+
+
+def eligible(K: int, V: int) -> bool:
+    """Whether the tiled kernel may be tried at all for these head dims."""
+    return tile(K) in SAFE_TILES and tile(V) in SAFE_TILES
 
 
 def tile(d: int, cap: int = 128) -> int:
@@ -101,8 +114,10 @@ def verified(K: int, V: int, dtype: torch.dtype, device) -> bool:
     if mode == "torch":
         return False
     if mode == "tiled":
-        return True
+        return eligible(K, V)
     device = torch.device(device)
+    if not eligible(K, V):
+        return False
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return False  # no Triton kernels to run here
     key = (str(device), int(K), int(V), dtype)

@@ -276,6 +276,7 @@ def test_routing_keeps_fla_for_ungated_calls(fla_flags, monkeypatch):
                                     (256, 128)])
 def test_tiles_avoid_the_miscompiled_width(d, want):
     assert dqkwg_tiled.tile(d) == want
+    assert dqkwg_tiled.eligible(d, 128) is (want == 128)
 
 
 @pytest.mark.parametrize("mode,verified,impl", [("auto", True, "tiled"), ("auto", False, "torch"),
@@ -304,12 +305,16 @@ def test_verified_refuses_a_wrong_kernel_and_caches(monkeypatch):
         dq, dk, dw, dg = dqkwg(**x)
         return dq, dk * 1.5, dw, dg + 1
     monkeypatch.setattr(dqkwg_tiled, "chunk_bwd_dqkwg_tiled", wrong)
-    assert not dqkwg_tiled.verified(32, 32, torch.float32, "cpu")
-    assert not dqkwg_tiled.verified(32, 32, torch.float32, "cpu") and calls == [1]  # checked once
+    assert not dqkwg_tiled.verified(128, 128, torch.float32, "cpu")
+    assert not dqkwg_tiled.verified(128, 128, torch.float32, "cpu") and calls == [1]  # checked once
     monkeypatch.setattr(dqkwg_tiled, "chunk_bwd_dqkwg_tiled", lambda **x: dqkwg(**x))
-    assert dqkwg_tiled.verified(32, 64, torch.float32, "cpu")
+    assert dqkwg_tiled.verified(128, 100, torch.float32, "cpu")
+    assert not dqkwg_tiled.verified(64, 128, torch.float32, "cpu")  # 32-wide tiles: never tried
+    monkeypatch.setenv("LAPR_GDN_DQKWG", "tiled")
+    assert not dqkwg_tiled.verified(64, 64, torch.float32, "cpu") and dqkwg_tiled.verified(128, 128, torch.float32, "cpu")
+    monkeypatch.setenv("LAPR_GDN_DQKWG", "auto")
     monkeypatch.delenv("TRITON_INTERPRET")
-    assert not dqkwg_tiled.verified(16, 16, torch.float32, "cpu")  # no kernels on a plain CPU
+    assert not dqkwg_tiled.verified(256, 256, torch.float32, "cpu")  # no kernels on a plain CPU
 
 
 INTERPRETED = """
@@ -441,7 +446,7 @@ def test_gpu_matches_flas_own_kernel_where_it_runs(gate, T):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("K", [64, 128])
+@pytest.mark.parametrize("K", [128])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_tiled_kernel_matches_reference(dtype, K):
