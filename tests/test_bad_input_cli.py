@@ -311,7 +311,7 @@ def test_evaluate_never_writes_a_missing_metric(root, capfd, monkeypatch):
     r, _ = root
     monkeypatch.setattr(perplexity, "token_perplexity", lambda *a, **k: {
         "nll": math.nan, "ppl": math.nan, "nll_stderr": math.nan, "ppl_stderr": math.nan, "tokens": 93,
-        "windows": 3})
+        "windows": 3, "window_nll": [math.nan] * 3, "window_tokens": [31] * 3})
     before = snapshot(r)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:

@@ -25,6 +25,15 @@ PAPER_A_TASKS = ("lapr_wikitext", "lapr_lambada_openai", "lapr_piqa", "lapr_hell
                  "lapr_winogrande", "lapr_arc_easy", "lapr_arc_challenge")
 ALIASES = {"paper_a": PAPER_A_TASKS}
 COLUMNS = ["task", "metric", "value", "stderr", "n_docs", "limit"]
+# lm-eval aggregation of a metric's per-document values -> (sign of `value`, transform of
+# m = sum(value) / sum(weight)) that reproduces it (lm_eval/api/metrics.py, 0.4.13): mean ->
+# mean(x); perplexity -> exp(-mean(ll)); weighted_perplexity -> exp(-sum(ll) / sum(n)) over
+# (ll, n) pairs; bits_per_byte -> -sum(ll) / sum(n) / ln 2; weighted_mean -> sum(a) / sum(b).
+# Per-unit values of perplexity-type metrics are stored as NLL (-ll), so every perplexity in the
+# samples sidecar reads exp(m) (lapr.columns.SAMPLES). Other aggregations (f1, bleu, ...) are not
+# means over documents and get no per-unit rows.
+UNIT_AGGREGATIONS = {"mean": (1.0, "mean"), "weighted_mean": (1.0, "mean"), "perplexity": (-1.0, "exp"),
+                     "weighted_perplexity": (-1.0, "exp"), "bits_per_byte": (-1.0, "bits")}
 
 
 def task_names(tasks: str | Sequence[str]) -> list[str]:
@@ -84,6 +93,51 @@ def tidy(results: dict, limit: int | float | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _aggregation(config: dict, metric: str) -> str | None:
+    """Name of the aggregation lm-eval applies to `metric` of a task: the task config's, else the
+    metric's registered default (as ConfigurableTask does)."""
+    from lm_eval.api import registry
+
+    for item in (config or {}).get("metric_list") or []:
+        if item.get("metric") == metric and isinstance(item.get("aggregation"), str):
+            return item["aggregation"]
+    try:
+        fn = registry.get_metric_aggregation(metric)
+    except (KeyError, ValueError):
+        return None
+    return next((k for k, v in registry.AGGREGATION_REGISTRY.items() if v is fn), None)
+
+
+def units(results: dict) -> pd.DataFrame:
+    """Per-document values of `simple_evaluate(..., log_samples=True)` -> rows task, metric, unit,
+    value, weight (lapr.columns.SAMPLES): unit = lm-eval's doc_id; for each metric whose aggregation
+    is a (weighted) mean or a perplexity (UNIT_AGGREGATIONS) value/weight are such that
+    SAMPLE_TRANSFORM[metric](sum(value) / sum(weight)) is lm-eval's aggregate, e.g. acc: 0/1 and 1;
+    word_perplexity: -loglikelihood (nats) and the page's word count."""
+    from lapr.columns import SAMPLE_TRANSFORM, SAMPLES
+
+    rows = []
+    for task, examples in (results.get("samples") or {}).items():
+        config = results.get("configs", {}).get(task, {})
+        plan = {}
+        for ex in examples:
+            filt = ex.get("filter", "none")
+            for name in ex.get("metrics", []):
+                if name not in plan:
+                    agg = UNIT_AGGREGATIONS.get(_aggregation(config, name))
+                    # the reader knows a metric's transform by its name only: write units only
+                    # where the name and lm-eval's aggregation agree (all metrics of lapr's tasks)
+                    plan[name] = agg if agg and agg[1] == SAMPLE_TRANSFORM.get(name, "mean") else None
+                if plan[name] is None:
+                    continue
+                sign, _ = plan[name]
+                x = ex[name]
+                value, weight = (x[0], x[1]) if isinstance(x, (tuple, list)) else (x, 1)
+                rows.append({"task": task, "metric": name if filt == "none" else f"{name},{filt}",
+                             "unit": int(ex["doc_id"]), "value": sign * float(value), "weight": float(weight)})
+    return pd.DataFrame(rows, columns=SAMPLES)
+
+
 @contextlib.contextmanager
 def _env(**values: str):
     """Set environment variables for the duration of a block, then restore them."""
@@ -134,7 +188,18 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
              batch_size: int | str = 1, max_length: int | None = None, device: str | None = None,
              bootstrap_iters: int = 1000, seed: int = 0, float_logits: bool = True,
              env_info: bool = False) -> pd.DataFrame:
-    """Zero-shot lm-eval of `model` on `tasks`; one row per (task, metric).
+    """Zero-shot lm-eval of `model` on `tasks`; one row per (task, metric). See `evaluate_units`."""
+    return evaluate_units(model, tokenizer, tasks, limit=limit, batch_size=batch_size, max_length=max_length,
+                          device=device, bootstrap_iters=bootstrap_iters, seed=seed, float_logits=float_logits,
+                          env_info=env_info, log_samples=False)[0]
+
+
+def evaluate_units(model, tokenizer, tasks: str | Sequence[str], limit: int | float | None = None,
+                   batch_size: int | str = 1, max_length: int | None = None, device: str | None = None,
+                   bootstrap_iters: int = 1000, seed: int = 0, float_logits: bool = True,
+                   env_info: bool = False, log_samples: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Zero-shot lm-eval of `model` on `tasks`: (one row per (task, metric), one row per (task,
+    metric, document) from lm-eval's logged samples (`units`; empty when log_samples is False)).
 
     model: causal LM module (transformers PreTrainedModel or one with `.config` and
         `.logits` outputs); moved to `device` when given, else evaluated where it is.
@@ -161,8 +226,12 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
         on the 2-core machine, more than a 50-document task). Off by default: the
         report is dropped anyway, and lapr.provenance records versions/hardware.
 
+    log_samples: have lm-eval keep every document's metric values (and its requests and
+        responses: memory grows with the documents, not with the model) for `units`.
+
     Returns a DataFrame with columns task, metric, value, stderr, n_docs, limit
-    (stderr NaN where lm-eval gives none); `df.attrs` holds the run settings.
+    (stderr NaN where lm-eval gives none; `df.attrs` holds the run settings) and the
+    per-document frame (lapr.columns.SAMPLES).
     """
     import lm_eval
 
@@ -175,7 +244,7 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
     with _env(DISABLE_MULTIPROC="1"), _lm_eval_env_info(env_info):
         results = lm_eval.simple_evaluate(
             model=lm, tasks=names, task_manager=task_manager(names), limit=limit,
-            bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
+            bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=seed,
             numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     seconds = time.perf_counter() - start
     df = tidy(results, limit)
@@ -183,4 +252,4 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str], limit: int | float | 
                      "batch_size": batch_size, "device": str(lm.device), "tasks": names,
                      "seconds": seconds, "bootstrap_iters": bootstrap_iters, "float_logits": float_logits,
                      "n_docs_total": {t: v.get("original") for t, v in results.get("n-samples", {}).items()}})
-    return df
+    return df, units(results)

@@ -121,7 +121,11 @@ def token_perplexity(model, tokens, seq_len: int, batch_size: int = 8,
         tokens from the ones before them inside the window.
     Returns {"nll": mean NLL per predicted token (nats), "ppl": exp(nll),
     "nll_stderr": standard error of the mean over windows, "ppl_stderr": ppl *
-    nll_stderr (delta method), "tokens": tokens predicted, "windows": windows}.
+    nll_stderr (delta method), "tokens": tokens predicted, "windows": windows,
+    "window_nll": summed NLL (nats) of each window, in stream order, "window_tokens":
+    tokens each window predicts (seq_len - 1)}. nll == sum(window_nll) / tokens: the
+    per-window sums are the units an interval is bootstrapped over (`window_samples`),
+    and window i of two models on the same stream is the same text (paired units).
     """
     from lapr.data import eval_windows
 
@@ -135,13 +139,27 @@ def token_perplexity(model, tokens, seq_len: int, batch_size: int = 8,
         logits = model(x).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                 x[:, 1:].reshape(-1), reduction="none")
-        per_window.append(nll.view(len(x), -1).double().mean(1).cpu())
-    w = torch.cat(per_window)
-    nll = float(w.mean())
+        per_window.append(nll.view(len(x), -1).double().sum(1).cpu())
+    sums = torch.cat(per_window)
+    per_token = seq_len - 1
+    n_tokens = len(sums) * per_token
+    # every window predicts the same number of tokens, so this token mean is also the mean of the
+    # window means (the stderr's units); computed from the sums so the samples sidecar reproduces it
+    nll = float(sums.sum()) / n_tokens
+    w = sums / per_token
     stderr = float(w.std(unbiased=True) / math.sqrt(len(w))) if len(w) > 1 else math.nan
     ppl = math.exp(nll)
     return {"nll": nll, "ppl": ppl, "nll_stderr": stderr, "ppl_stderr": ppl * stderr,
-            "tokens": int(len(w) * (seq_len - 1)), "windows": int(len(w))}
+            "tokens": int(n_tokens), "windows": int(len(w)), "window_nll": sums.tolist(),
+            "window_tokens": per_token}
+
+
+def window_samples(task: str, result: dict) -> list[dict]:
+    """Rows of the per-unit samples sidecar (lapr.columns.SAMPLES) for one `token_perplexity` result:
+    one per window, metric "ppl", value = the window's summed NLL (nats), weight = tokens it predicts,
+    so exp(sum(value) / sum(weight)) == result["ppl"] (and the ratio itself == result["nll"])."""
+    return [{"task": task, "metric": "ppl", "unit": i, "value": float(v), "weight": result["window_tokens"]}
+            for i, v in enumerate(result["window_nll"])]
 
 
 def _prefix_token(tokenizer) -> int:

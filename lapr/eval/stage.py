@@ -19,9 +19,19 @@ Rows (columns model, method, ratio, task, metric, value, stderr, n_docs, limit):
   and `unigram_perplexity` for (lapr_)lambada_openai (same passages, same target
   tokens as lm-eval), from an add-one unigram model of `unigram_corpus`.
 
+Per-unit samples `<out stem>.samples.csv` (columns task, metric, unit, value, weight;
+lapr.columns.SAMPLES) hold what each table value is a weighted mean of, for intervals
+bootstrapped over units and paired pruned-vs-unpruned by `unit`: one row per window of a
+`ppl/<dataset>` task (metric ppl: summed NLL in nats, predicted tokens), one per document and
+metric of an lm-eval task (acc / acc_norm: 0/1, weight 1; word_perplexity: the page's NLL =
+-loglikelihood in nats, its word count; byte_perplexity and bits_per_byte: NLL, bytes; LAMBADA
+perplexity: NLL of the target, 1). With m = sum(value) / sum(weight) the table's value is m for
+accuracies, exp(m) for perplexities, m / ln 2 for bits_per_byte (lapr.columns.SAMPLE_TRANSFORM).
+Unigram floors have none.
+
 A provenance JSON `<out stem>.provenance.json` (settings as resolved, versions,
 hardware, per-part wall and CPU seconds, lm-eval's max_length and document counts)
-is written beside the CSV; both atomically, the CSV last.
+is written beside the CSV; all three atomically, the CSV last.
 
 Several checkpoints with the same settings can share one process (the imports
 cost ~10 s of CPU per process on the embedded machine): give `--model` and
@@ -242,13 +252,14 @@ def _row(task, metric, value, stderr=math.nan, n_docs=math.nan, limit=None) -> d
 
 
 def evaluate_model(model, tokenizer, settings: dict, unigram: bool, seed: int = 0,
-                   log=print) -> tuple[pd.DataFrame, dict]:
-    """All rows of one checkpoint (without the model/method/ratio columns) and an info dict."""
+                   log=print) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """All rows of one checkpoint (without the model/method/ratio columns), an info dict and the
+    per-unit samples (lapr.columns.SAMPLES)."""
     import torch
 
     from lapr.eval.baselines import lambada_unigram, unigram_logprobs
-    from lapr.eval.harness import evaluate
-    from lapr.eval.perplexity import token_perplexity
+    from lapr.eval.harness import evaluate_units
+    from lapr.eval.perplexity import token_perplexity, window_samples
 
     rows, info = [], {"seconds": {}, "cpu_seconds": {}, "n_docs_total": {}}
     vocab = model.config.vocab_size
@@ -261,19 +272,20 @@ def evaluate_model(model, tokenizer, settings: dict, unigram: bool, seed: int = 
             logp = unigram_logprobs(train_tokens, vocab)
         info["unigram_train_tokens"] = int(len(train_tokens))
 
-    frames = []
+    frames, units = [], []
     for task in settings["tasks"]:
         limit = settings["limit"][task]
         log(f"[evaluate] lm-eval {task} (limit={limit})", flush=True)
         with _Timer(info, task):
-            df = evaluate(model, tokenizer, [task], limit=limit,
-                          batch_size=settings["batch_size"], max_length=settings["max_length"],
-                          bootstrap_iters=settings["bootstrap_iters"], seed=seed,
-                          float_logits=settings["float_logits"])
+            df, per_doc = evaluate_units(model, tokenizer, [task], limit=limit,
+                                         batch_size=settings["batch_size"], max_length=settings["max_length"],
+                                         bootstrap_iters=settings["bootstrap_iters"], seed=seed,
+                                         float_logits=settings["float_logits"])
         info["max_length"] = df.attrs["max_length"]
         info["lm_eval_version"] = df.attrs["lm_eval_version"]
         info["n_docs_total"].update(df.attrs["n_docs_total"])
         frames.append(df)
+        units.append(per_doc)
         shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(df.metric, df.value))
         log(f"[evaluate]   {shown}  ({info['seconds'][task]:.1f} s)", flush=True)
         if logp is not None and task in ("lapr_lambada_openai", "lambada_openai"):  # same passages
@@ -293,6 +305,7 @@ def evaluate_model(model, tokenizer, settings: dict, unigram: bool, seed: int = 
                 res = token_perplexity(model, tokens, ppl["seq_len"], batch_size=ppl["batch_size"])
         rows += [_row(task, "ppl", res["ppl"], res["ppl_stderr"], res["windows"], ppl["max_tokens"]),
                  _row(task, "nll", res["nll"], res["nll_stderr"], res["windows"], ppl["max_tokens"])]
+        units.append(pd.DataFrame(window_samples(task, res), columns=columns.SAMPLES))
         msg = f"[evaluate] {task}: ppl {res['ppl']:.4g} over {res['tokens']} tokens"
         if train_tokens is not None:
             from lapr.data import eval_windows, unigram_baseline
@@ -306,7 +319,9 @@ def evaluate_model(model, tokenizer, settings: dict, unigram: bool, seed: int = 
     frames = [f for f in frames if len(f)]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["task", "metric", "value", "stderr", "n_docs", "limit"])
-    return out, info
+    units = [u for u in units if len(u)]
+    samples = pd.concat(units, ignore_index=True) if units else pd.DataFrame(columns=columns.SAMPLES)
+    return out, info, samples
 
 
 # ----------------------------------------------------------------------------- stage contract
@@ -329,7 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: str | None = None,
                         method: str = "none", ratio: float = 0.0, settings: dict | str | None = None,
                         seed: int = 0) -> pd.DataFrame:
-    """Evaluate one checkpoint and write `out` (CSV) + `<out stem>.provenance.json`; returns the rows.
+    """Evaluate one checkpoint and write `out` (CSV), `<out stem>.samples.csv` and
+    `<out stem>.provenance.json`; returns the rows.
 
     The stage's `run` is this function on the command-line arguments; a rule that evaluates several
     checkpoints in one process (saving the ~10 s of imports per checkpoint) can call it in a loop.
@@ -354,7 +370,7 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
     print(f"[evaluate] {model_name} / {method} / {ratio:g}: loading {model_dir}", flush=True)
     model, tokenizer = load_checkpoint(model_dir, settings)
     load = (time.perf_counter() - start, time.process_time() - cpu_start)
-    df, info = evaluate_model(model, tokenizer, settings, unigram=unigram, seed=seed)
+    df, info, samples = evaluate_model(model, tokenizer, settings, unigram=unigram, seed=seed)
     info["seconds"]["load"], info["cpu_seconds"]["load"] = load
     info["seconds"]["total"] = time.perf_counter() - start
     info["cpu_seconds"]["total"] = time.process_time() - cpu_start
@@ -371,6 +387,7 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
                              parameters=sum(p.numel() for p in model.parameters()), dtype=str(param.dtype),
                              unigram=unigram, **info)
     provenance.write_json(provenance_path(out), prov)
+    provenance.write_table(samples_path(out), samples[columns.SAMPLES])
     provenance.write_table(out, df)   # last: the CSV (the rule's output) appears only when all is written
     print(f"[evaluate] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s "
           f"({info['cpu_seconds']['total']:.1f} s CPU)", flush=True)
@@ -381,11 +398,17 @@ def provenance_path(out: Path) -> Path:
     return out.with_name(out.stem + ".provenance.json")
 
 
+def samples_path(out: Path) -> Path:
+    """The per-unit samples beside a result table (a lapr.columns.SIDECARS suffix)."""
+    return out.with_name(out.stem + columns.SAMPLES_SUFFIX)
+
+
 def check_paths(models: list, outs: list, settings: dict) -> None:
-    """No CSV (or its provenance JSON) is, holds or lies in a checkpoint or the tokenizer."""
+    """No CSV (or its provenance JSON or samples) is, holds or lies in a checkpoint or the tokenizer."""
     from lapr import paths
 
-    paths.check_outputs({"--out": [p for o in outs for p in (Path(o), provenance_path(Path(o)))]},
+    paths.check_outputs({"--out": [p for o in outs
+                                   for p in (Path(o), provenance_path(Path(o)), samples_path(Path(o)))]},
                         {"--model": list(models), "settings.tokenizer": paths.local(settings["tokenizer"])})
 
 

@@ -36,7 +36,8 @@ STYLE = {"joint_rank_norm": ("C0", "o"), "high_rank_first": ("C3", "^"), "low_ra
          "norm_only": ("C1", "s"), "random": ("0.5", "D"), "none": ("k", "*"),
          # channel methods (lapr.pruning.channels)
          "l1": ("#1f77b4", "o"), "l2": ("#aec7e8", "s"), "wanda": ("#ff7f0e", "^"), "taylor": ("#9467bd", "v"),
-         "pivoted_qr": ("#2ca02c", "P"), "strong_rrqr": ("#98df8a", "X"), "pca": ("#d62728", "D")}
+         "pivoted_qr": ("#2ca02c", "P"), "strong_rrqr": ("#98df8a", "X"), "pca": ("#d62728", "D"),
+         "pca_qk": ("#ff9896", "d")}
 
 
 def _fonts(fn):

@@ -16,22 +16,45 @@ files of each budget are exactly those of a run with that budget alone (timings 
 evaluation inputs (perplexity token streams, NIAH samples) do not depend on the budget and are
 built once.
 
-`--method none --budget 0` evaluates the unpruned model (the baseline row of every curve).
+`--method none --budget 0` evaluates the unpruned model (the baseline row of every curve); with
+`--arms-out FILE` the same job also evaluates paper B's disjoint low / high / random arms
+(lapr.heads.methods.disjoint_arms) into FILE, on the same NIAH samples as the unpruned rows (the
+unpruned NIAH then runs max(niah.n, arms.niah_n) samples per cell; sample i of a cell does not
+depend on n, so the pruned methods' fewer samples are a subset of these).
+
+Paper B's B3 protocol: for the alpha-dependent methods (joint_rank_norm) the budget equal to
+settings.b3_budget (38.9%: paper B's abstract and sec. 5.3 report a 38.9% state / KV reduction) is
+evaluated at every alpha of settings.alphas (rows carry `alpha`; the claims read alpha ==
+settings.alpha), head sets met twice are evaluated once; at settings.alpha it also runs the
+evaluate stage's lm-eval tasks (settings.lm_eval, lapr.eval.stage.evaluate_model), rows with
+task/metric as the eval stage writes them (acc as fractions), `n` = documents, `stderr`.
 
 Rows (LAYOUT.md heads format, plus descriptive columns):
   model, method, budget, task, metric, value, state_bytes, state_bytes_full, state_saved_frac,
   application ('structural' | 'masked' | 'none'), context_len, depth, n, heads_removed,
-  removed_low, removed_high, scope, alpha
+  removed_low, removed_high, scope, alpha, norm, status, draw, stderr
 - task `ppl/<corpus>`: metrics ppl, nll (lapr.eval.perplexity.token_perplexity over the first
   eval.max_tokens tokens in windows of eval.seq_len; n = windows);
 - task `niah`: per (context_len, depth) cell metrics accuracy (greedy passkey), token_accuracy,
   answer_logprob (n = samples); and over all cells accuracy_mean, token_accuracy_mean.
+- arms file (--arms-out): methods arm_low, arm_high, arm_random (one per random draw: `draw`
+  0..draws-1), each removing k = min(#low class, #high class) heads (heads_removed = k, budget =
+  k / heads); tasks ppl/<arms.ppl> and niah as above. When either class is empty no arm can be
+  formed: one row per arm with task 'arms', metric 'k', value 0 and status 'unformable: ...'.
+`status` is 'ok' on every measured row. `norm` is settings.norm ('frobenius' | 'nuclear').
 state_bytes are bytes per sequence of the recurrent states after removal (lapr.heads.apply).
 Beside each CSV: `<stem>.provenance.json` (settings, the head plan with every head's scores, the
 state accounting, timings, the budgets of the batch) and `<stem>.niah.csv` (one row per NIAH sample, with the continuation).
 
 Settings (--settings JSON, defaults in DEFAULTS):
-  alpha (0.5)            weight of the normalised rank in joint_rank_norm
+  alpha (0.5)            weight of the normalised rank in joint_rank_norm (eq. 14); the claims' alpha
+  alphas ([0, .25, .5, .75, 1])  alphas swept by joint_rank_norm at b3_budget (alpha is unpublished)
+  b3_budget (0.389)      budget of the alpha sweep and of the lm-eval tasks
+  norm ('frobenius')     nbar of eq. 14: 'frobenius' (heads.csv state_norm) | 'nuclear' (state_nuclear)
+  lm_eval (null)         {tasks, limit, batch_size, max_length} as the evaluate stage's settings: run at
+                         b3_budget and alpha by joint_rank_norm (null: none)
+  arms                   {group_low 0.25, group_high 0.75, draws 3, niah_n 8, ppl [gutenberg_valid]}
+                         or null: the disjoint arms of --arms-out
   scope ('global')       'global' | 'layer' budget
   seed (0)               tie-break / random-method seed, and NIAH sample seed
   min_keep (0)           heads that must stay in every layer
@@ -58,8 +81,11 @@ from lapr.cli import settings_object
 
 COLUMNS = columns.HEAD_PRUNING  # shared with the report (lapr/columns.py)
 
+ARMS_DEFAULTS = {"group_low": 0.25, "group_high": 0.75, "draws": 3, "niah_n": 8, "ppl": ["gutenberg_valid"]}
+LM_EVAL_KEYS = ("tasks", "limit", "batch_size", "max_length")
 DEFAULTS: dict = {
-    "alpha": 0.5, "scope": "global", "seed": 0, "min_keep": 0, "application": "auto",
+    "alpha": 0.5, "alphas": [0.0, 0.25, 0.5, 0.75, 1.0], "b3_budget": 0.389, "norm": "frobenius",
+    "lm_eval": None, "arms": ARMS_DEFAULTS, "scope": "global", "seed": 0, "min_keep": 0, "application": "auto",
     "state_dtype": "float32", "device": None, "dtype": None, "tokenizer": None,
     "eval": {"ppl": ["gutenberg_valid", "wikitext2_test_raw"], "max_tokens": 16384, "seq_len": 256,
              "batch_size": 8},
@@ -90,11 +116,31 @@ def resolve_settings(raw) -> dict:
     if unknown:
         raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     s = copy.deepcopy(DEFAULTS)
-    s.update({k: v for k, v in raw.items() if k not in ("eval", "niah")})
+    s.update({k: v for k, v in raw.items() if k not in ("eval", "niah", "arms")})
+    s["arms"] = _merge("arms", raw.get("arms", ARMS_DEFAULTS), ARMS_DEFAULTS)
     s["eval"] = _merge("eval", raw.get("eval", DEFAULTS["eval"]), DEFAULTS["eval"]) or \
         {**DEFAULTS["eval"], "ppl": []}
     s["niah"] = _merge("niah", raw.get("niah", DEFAULTS["niah"]), DEFAULTS["niah"])
     s["alpha"] = methods.check_alpha(s["alpha"])
+    if not isinstance(s["alphas"], list) or not s["alphas"]:
+        raise ValueError(f"settings.alphas must be a non-empty list of numbers in [0, 1], got {s['alphas']!r}")
+    s["alphas"] = sorted({methods.check_alpha(a) for a in s["alphas"]} | {s["alpha"]})
+    s["b3_budget"] = methods.check_budget(s["b3_budget"])
+    s["norm"] = methods.check_norm(s["norm"])
+    if s["lm_eval"] is not None:
+        from lapr.eval.stage import resolve_settings as eval_settings
+        if not isinstance(s["lm_eval"], dict) or set(s["lm_eval"]) - set(LM_EVAL_KEYS):
+            raise ValueError(f"settings.lm_eval must be null or an object with keys among {list(LM_EVAL_KEYS)}, "
+                             f"got {s['lm_eval']!r}")
+        s["lm_eval"] = {k: v for k, v in eval_settings(s["lm_eval"]).items() if k in LM_EVAL_KEYS}
+    if s["arms"] is not None:
+        a = s["arms"]
+        a["group_low"], a["group_high"] = methods.check_groups(a["group_low"], a["group_high"])
+        for key in ("draws", "niah_n"):
+            if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 1:
+                raise ValueError(f"settings.arms.{key} must be an integer >= 1, got {a[key]!r}")
+        ppl = a["ppl"] or []
+        a["ppl"] = [_corpus(c, "arms.ppl") for c in ([ppl] if isinstance(ppl, str) else ppl)]
     s["scope"] = methods.check_scope(s["scope"])
     if s["application"] not in apply.APPLICATIONS:
         raise ValueError(f"settings.application must be one of {apply.APPLICATIONS}, got {s['application']!r}")
@@ -220,7 +266,20 @@ def evaluate(model, tokenizer, settings: dict, log=print,
     return rows, samples, seconds
 
 
-def plan_budget(model, table: pd.DataFrame | None, method: str, budget: float, settings: dict) -> dict:
+def lm_eval_rows(model, tokenizer, settings: dict, log=print) -> list[dict]:
+    """The evaluate stage's lm-eval rows (its own harness call, lapr.eval.stage.evaluate_model, with
+    settings.lm_eval and no perplexity) as heads rows: task, metric, value, stderr, n (documents)."""
+    from lapr.eval.stage import evaluate_model, resolve_settings as eval_settings
+
+    ev = eval_settings({**settings["lm_eval"], "perplexity": None, "unigram": False,
+                        "device": settings["device"], "dtype": settings["dtype"]})
+    df, _, _ = evaluate_model(model, tokenizer, ev, unigram=False, seed=settings["seed"], log=log)
+    return [{"task": r.task, "metric": r.metric, "value": float(r.value), "stderr": float(r.stderr),
+             "n": r.n_docs} for r in df.itertuples(index=False)]
+
+
+def plan_budget(model, table: pd.DataFrame | None, method: str, budget: float, settings: dict,
+                alpha: float | None = None) -> dict:
     """The heads `method` removes at `budget`, how (structural / masked / none) and the state saved.
 
     Touches no weights and evaluates nothing, so every budget of a batch is planned (and any that
@@ -230,20 +289,22 @@ def plan_budget(model, table: pd.DataFrame | None, method: str, budget: float, s
     from lapr.heads import apply, methods
 
     dtype = getattr(torch, settings["state_dtype"])
+    alpha = settings["alpha"] if alpha is None else alpha
     if method == "none":
         plan, removed, how, why = None, [], "none", None
     else:
         table = model_heads(model) if table is None else table
-        plan = methods.select_heads(table, method, budget, settings["scope"], settings["alpha"],
-                                    settings["seed"], settings["min_keep"])
+        plan = methods.select_heads(table, method, budget, settings["scope"], alpha,
+                                    settings["seed"], settings["min_keep"], settings["norm"])
         removed = plan.removed
         how, why = apply.plan_application(model, removed, settings["application"])
-    return {"method": method, "budget": float(budget), "plan": plan, "removed": removed, "application": how,
+    return {"method": method, "budget": float(budget), "alpha": alpha, "plan": plan, "removed": removed,
+            "application": how,
             "why": why, "state": apply.state_accounting(model, removed, dtype)}
 
 
-def evaluate_plan(model, tokenizer, planned: dict, settings: dict, log=print,
-                  inputs: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+def evaluate_plan(model, tokenizer, planned: dict, settings: dict, log=print, inputs: dict | None = None,
+                  lm_eval: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """Apply a `plan_budget` result and evaluate; returns (rows without the model column, NIAH samples, info).
 
     `model` is left as it was: structural removal evaluates a new model (apply.remove_heads copies
@@ -256,15 +317,23 @@ def evaluate_plan(model, tokenizer, planned: dict, settings: dict, log=print,
     log(f"[heads] {method} @ {budget}: removing {len(removed)} heads {removed} ({how}); state "
         f"{acc['state_bytes']} / {acc['state_bytes_full']} bytes per sequence "
         f"({100 * acc['state_saved_frac']:.1f}% saved)", flush=True)
+    def run_all(m):
+        rows, samples, seconds = evaluate(m, tokenizer, settings, log, inputs)
+        if lm_eval:
+            t0 = time.perf_counter()
+            rows += lm_eval_rows(m, tokenizer, settings, log)
+            seconds["lm_eval"] = time.perf_counter() - t0
+        return rows, samples, seconds
+
     if how == "structural":
         target = apply.remove_heads(model, removed)
-        rows, samples, seconds = evaluate(target, tokenizer, settings, log, inputs)
+        rows, samples, seconds = run_all(target)
         del target
     elif how == "masked":
         with apply.masked(model, removed):
-            rows, samples, seconds = evaluate(model, tokenizer, settings, log, inputs)
+            rows, samples, seconds = run_all(model)
     else:
-        rows, samples, seconds = evaluate(model, tokenizer, settings, log, inputs)
+        rows, samples, seconds = run_all(model)
     summary = plan.summary() if plan is not None else {"n_removed": 0}
     df = pd.DataFrame(rows)
     df["method"], df["budget"] = method, float(budget)
@@ -273,7 +342,8 @@ def evaluate_plan(model, tokenizer, planned: dict, settings: dict, log=print,
     df["heads_removed"] = len(removed)
     df["removed_low"] = summary.get("removed_low", math.nan)
     df["removed_high"] = summary.get("removed_high", math.nan)
-    df["scope"], df["alpha"] = settings["scope"], settings["alpha"]
+    df["scope"], df["alpha"], df["norm"] = settings["scope"], planned.get("alpha", settings["alpha"]), settings["norm"]
+    df["status"] = "ok"
     info = {"plan": summary, "scores": plan.scores.to_dict("records") if plan is not None else [],
             "application": how, "structural_blocked_by": planned["why"], "state": acc, "seconds": seconds}
     return df, samples, info
@@ -285,6 +355,66 @@ def prune_and_evaluate(model, tokenizer, table: pd.DataFrame | None, method: str
     """Plan, apply, evaluate one budget; returns (rows without the model column, NIAH samples, info)."""
     return evaluate_plan(model, tokenizer, plan_budget(model, table, method, budget, settings), settings, log,
                          inputs)
+
+
+def is_b3(budget: float, settings: dict) -> bool:
+    """budget is settings.b3_budget (compared as file names: 0.389 and 0.38900000001 are one budget)."""
+    from lapr.grid import ratio_name
+
+    return ratio_name(budget) == ratio_name(settings["b3_budget"])
+
+
+def lm_tasks(df: pd.DataFrame) -> set:
+    """Tasks of rows that are neither ppl/<corpus> nor niah: the lm-eval rows."""
+    return {t for t in df["task"].unique() if not str(t).startswith("ppl/") and t != "niah"}
+
+
+def arms_niah(settings: dict) -> dict:
+    """settings with niah.n raised to arms.niah_n (unpruned and arms rows then share their samples)."""
+    if settings["niah"] is None or settings["arms"] is None:
+        return settings
+    out = copy.deepcopy(settings)
+    out["niah"]["n"] = max(out["niah"]["n"], out["arms"]["niah_n"])
+    return out
+
+
+def evaluate_arms(model, tokenizer, arms, settings: dict, inputs: dict,
+                  log=print) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """Rows (without `model`) of every disjoint arm (lapr.heads.methods.disjoint_arms), or, when the
+    arms cannot be formed, one row per arm saying so (status 'unformable: ...')."""
+    from lapr.heads import apply
+
+    dtype = getattr(torch, settings["state_dtype"])
+    ev = {**settings, "eval": {**settings["eval"], "ppl": settings["arms"]["ppl"]}}
+    info = {"arms": arms.summary(), "seconds": {}, "plans": {}}
+    if arms.k == 0:
+        log(f"[heads] arms cannot be formed: {arms.status}", flush=True)
+        df = pd.DataFrame([{"method": m, "budget": 0.0, "task": "arms", "metric": "k", "value": 0.0,
+                            "heads_removed": 0, "status": arms.status} for m in ("arm_low", "arm_high", "arm_random")])
+        df["scope"], df["alpha"], df["norm"] = settings["scope"], math.nan, settings["norm"]
+        return df, None, info
+    runs = [("arm_low", math.nan, arms.low), ("arm_high", math.nan, arms.high)]
+    runs += [("arm_random", d, heads) for d, heads in enumerate(arms.random)]
+    frames, niah = [], []
+    for method, draw, removed in runs:
+        how, why = apply.plan_application(model, removed, settings["application"])
+        planned = {"method": method, "budget": arms.k / arms.n_heads, "alpha": math.nan, "plan": None,
+                   "removed": removed, "application": how, "why": why,
+                   "state": apply.state_accounting(model, removed, dtype)}
+        t0 = time.perf_counter()
+        df, samples, one = evaluate_plan(model, tokenizer, planned, ev, log, inputs)
+        df["draw"] = draw
+        # removed heads of the arms' classes (rank/bound < group_low, >= group_high)
+        df["removed_low"] = len(set(removed) & set(arms.low_class))
+        df["removed_high"] = len(set(removed) & set(arms.high_class))
+        frames.append(df)
+        if samples is not None:
+            niah.append(samples.assign(method=method, draw=draw))
+        key = method if math.isnan(draw) else f"{method}/{draw}"
+        info["plans"][key] = {"removed": [list(h) for h in removed], "application": how,
+                              "structural_blocked_by": why, "state": planned["state"]}
+        info["seconds"][key] = time.perf_counter() - t0
+    return pd.concat(frames, ignore_index=True), (pd.concat(niah, ignore_index=True) if niah else None), info
 
 
 def sidecars(out: Path) -> tuple[Path, Path]:
@@ -326,6 +456,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
     parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
+    parser.add_argument("--arms-out", default=None, help="with --method none: also evaluate the disjoint "
+                        "low / high / random arms (settings.arms) into this CSV")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -338,7 +470,14 @@ def run(args: argparse.Namespace) -> None:
     if args.seed is not None:
         settings["seed"] = int(args.seed)
     jobs = check_budgets_outs(args.method, args.budget, args.out)
-    paths.check_outputs({"--out": [p for _, out in jobs for p in (out, *sidecars(out))]},
+    if args.arms_out:
+        if args.method != "none" or settings["arms"] is None or not args.heads_csv:
+            raise ValueError("--arms-out needs --method none, --heads-csv and settings.arms (not null)")
+        if Path(args.arms_out).resolve() in {p.resolve() for _, out in jobs for p in (out, *sidecars(out))}:
+            raise ValueError(f"--arms-out {args.arms_out} is also an --out file")
+    outs = [p for _, out in jobs for p in (out, *sidecars(out))]
+    outs += [p for p in (Path(args.arms_out), *sidecars(Path(args.arms_out)))] if args.arms_out else []
+    paths.check_outputs({"--out": outs},
                         {"--model": args.model, "--heads-csv": args.heads_csv,
                          "settings.tokenizer": paths.local(settings["tokenizer"])})
     model_dir = Path(args.model)
@@ -360,7 +499,16 @@ def run(args: argparse.Namespace) -> None:
                           (profile.get("settings") or {}).get("T"))
     name = args.model_name or model_dir.name
     device = next(model.parameters()).device
-    plans = [plan_budget(model, table, args.method, budget, settings) for budget, _ in jobs]
+    sweep = [a for a in settings["alphas"]] if args.method in methods.ALPHA_METHODS else [settings["alpha"]]
+    plans = [[plan_budget(model, table, args.method, budget, settings, a)
+              for a in (sweep if is_b3(budget, settings) else [settings["alpha"]])] for budget, _ in jobs]
+    arms = None
+    if args.arms_out:
+        arms = methods.disjoint_arms(table, **{k: settings["arms"][k] for k in ("group_low", "group_high", "draws")},
+                                     seed=settings["seed"])
+        print(f"[heads] arms: {arms.n_low_class} low-class, {arms.n_high_class} high-class of {arms.n_heads} "
+              f"heads -> k = {arms.k} ({arms.status})", flush=True)
+        settings = arms_niah(settings)  # the unpruned rows share the arms' NIAH samples
     load_s = time.perf_counter() - start
     budgets = [budget for budget, _ in jobs]
     inputs: dict = {}
@@ -368,22 +516,58 @@ def run(args: argparse.Namespace) -> None:
         if len(jobs) > 1:
             print(f"[heads] budget {i + 1}/{len(jobs)}: {args.method} @ {budget} -> {out}", flush=True)
         t0 = time.perf_counter()
-        df, samples, info = evaluate_plan(model, tokenizer, planned, settings, inputs=inputs)
+        frames, niah_frames, infos, done = [], [], {}, {}
+        for p in planned:
+            # at settings.alpha (the claims' alpha) the lm-eval tasks run too, so never reuse a copy there
+            lm = settings["lm_eval"] is not None and is_b3(budget, settings) and p["alpha"] == settings["alpha"] \
+                and args.method in methods.ALPHA_METHODS
+            key = (frozenset(p["removed"]), p["application"])
+            if key in done and not lm:  # same heads removed at another alpha: same model, same rows
+                df, samples, info = done[key]
+                print(f"[heads] alpha {p['alpha']:g}: same {len(p['removed'])} heads as alpha "
+                      f"{df['alpha'].iloc[0]:g}, rows reused", flush=True)
+                df = df[~df["task"].isin(lm_tasks(df))].assign(alpha=p["alpha"])
+                info = {**info, "plan": p["plan"].summary(), "reused_from_alpha": float(done[key][0]["alpha"].iloc[0])}
+            else:
+                df, samples, info = evaluate_plan(model, tokenizer, p, settings, inputs=inputs, lm_eval=lm)
+                done.setdefault(key, (df, samples, info))
+            frames.append(df)
+            if samples is not None:
+                niah_frames.append(samples.assign(alpha=p["alpha"]))
+            infos[f"{p['alpha']:g}"] = info
+        df = pd.concat(frames, ignore_index=True)
         df.insert(0, "model", name)
         df = df.reindex(columns=COLUMNS)
         check_values(df, f"{model_dir} ({args.method} @ {budget})")
-        # load (shared by the batch) + this budget's own work
-        info["seconds"]["load"] = load_s
-        info["seconds"]["total"] = load_s + time.perf_counter() - t0
+        info = dict(infos[f"{settings['alpha']:g}"])
+        info["seconds"] = {**info["seconds"], "load": load_s, "total": load_s + time.perf_counter() - t0}
+        if len(planned) > 1:
+            info["alphas"] = infos
         prov, niah_csv = sidecars(out)
         provenance.write_json(prov, provenance.record(
             settings, settings["seed"], device, stage="heads", model_dir=str(model_dir), model=name,
             method=args.method, budget=budget, heads_csv=args.heads_csv, batch_budgets=budgets, **info))
-        if samples is not None:
-            provenance.write_table(niah_csv, samples)
+        if niah_frames:
+            provenance.write_table(niah_csv, pd.concat(niah_frames, ignore_index=True))
         provenance.write_table(out, df)
         print(f"[heads] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s "
               f"({i + 1}/{len(jobs)} budgets, {time.perf_counter() - start:.1f} s so far)", flush=True)
+    if arms is not None:
+        t0 = time.perf_counter()
+        df, samples, info = evaluate_arms(model, tokenizer, arms, settings, inputs)
+        df.insert(0, "model", name)
+        df = df.reindex(columns=COLUMNS)
+        check_values(df, f"{model_dir} (arms)")
+        info["seconds"]["load"] = load_s
+        info["seconds"]["total"] = load_s + time.perf_counter() - t0
+        prov, niah_csv = sidecars(Path(args.arms_out))
+        provenance.write_json(prov, provenance.record(
+            settings, settings["seed"], device, stage="heads", model_dir=str(model_dir), model=name,
+            method="arms", heads_csv=args.heads_csv, **info))
+        if samples is not None:
+            provenance.write_table(niah_csv, samples)
+        provenance.write_table(args.arms_out, df)
+        print(f"[heads] wrote {len(df)} arm rows to {args.arms_out} in {info['seconds']['total']:.1f} s", flush=True)
 
 
 def main(argv=None) -> None:

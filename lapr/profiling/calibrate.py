@@ -15,6 +15,13 @@ mode) and records, per attention layer (order of `family(model).attention(model)
   weights get gradients; every parameter's requires_grad is restored afterwards.
 - state_norm [HV]: mean over calibration sequences of the Frobenius norm of each value head's
   final recurrent state (after seq_len tokens), read from fla's cache.
+- k_norm_mean [H, d_k], k_norm_cov [H, d_k, d_k]: mean and mean-centred covariance
+  (sum_t (k_t - mu)(k_t - mu)^T / (n - 1)) over ALL n calibration tokens (not the subsampled
+  rows) of the keys after the layer's per-head normalisation: fla's L2 norm (eps 1e-6) of the
+  pre-norm k above, or the pre-norm k itself for qk_norm='sum' layers, whose sum norm `k_act`
+  already includes. These are the statistics of paper A's PCA (LAP's code:
+  src/key_reduction/pruners/pca.py, collect_layer_statistics accumulates k_sum / k_outer of
+  l2_norm(k), compute_pca_projection centres them); accumulated in float64.
 
 The forward runs with `use_cache=True`: that both returns the final states and keeps GDN off its
 fused q/k/v-conv path, so the q/k conv modules (and their hooks) are called on every layer.
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lapr import backends
+from lapr.backends.delta_rule import l2norm
 from lapr.models import family
 
 CALIB_DEFAULTS = {"n_batches": 8, "seq_len": 512, "batch_size": 4, "rows": 2048,
@@ -99,6 +107,14 @@ def _pre_norm(view):
     return apply
 
 
+def _qk_norm(view):
+    """The layer's per-head q/k normalisation applied to a pre-norm [N, H, d_k] tensor: fla's L2
+    norm in the kernel (qk_norm='l2', GDN always), none left for qk_norm='sum' (in _pre_norm)."""
+    if getattr(view.module, "qk_norm", "l2") == "sum":
+        return lambda x: x
+    return l2norm
+
+
 def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str = "",
               progress: bool = False, meta: dict | None = None) -> dict:
     """The calib.pt dict (LAYOUT.md) of `model` over `batches` ([n, B, L] tensor or iterable of [B, L])."""
@@ -127,7 +143,11 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
         stats.append({"sumsq": torch.zeros(D, dtype=torch.float64, device=device), "count": 0,
                       "q": [], "k": [], "state": torch.zeros(v.num_v_heads, dtype=torch.float64, device=device),
                       "q_grad": torch.zeros_like(v.q_proj.weight, dtype=torch.float32),
-                      "k_grad": torch.zeros_like(v.k_proj.weight, dtype=torch.float32)})
+                      "k_grad": torch.zeros_like(v.k_proj.weight, dtype=torch.float32),
+                      "k_sum": torch.zeros(v.num_heads, v.head_k_dim, dtype=torch.float64, device=device),
+                      "k_outer": torch.zeros(v.num_heads, v.head_k_dim, v.head_k_dim,
+                                             dtype=torch.float64, device=device),
+                      "k_count": 0})
     current = {"rows": None}  # local row indices of the batch being processed
 
     def rms_hook(i):
@@ -137,11 +157,16 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
             stats[i]["count"] += x.flatten(0, -2).shape[0]
         return hook
 
-    def act_hook(i, key, post):
+    def act_hook(i, key, post, norm):
         def hook(mod, args, out):
-            y = (out[0] if isinstance(out, tuple) else out).detach()
-            y = y.flatten(0, -2)[current["rows"]]
-            stats[i][key].append(post(y.float()).cpu())
+            y = post((out[0] if isinstance(out, tuple) else out).detach().flatten(0, -2).float())
+            if key == "k":  # post-norm key statistics over every token (paper A's PCA)
+                v = views[i]
+                k = norm(y.view(-1, v.num_heads, v.head_k_dim)).double()
+                stats[i]["k_sum"] += k.sum(0)
+                stats[i]["k_outer"] += torch.einsum("nhd,nhe->hde", k, k)
+                stats[i]["k_count"] += k.shape[0]
+            stats[i][key].append(y[current["rows"]].cpu())  # post acts per row: commutes
         return hook
 
     handles = []
@@ -149,10 +174,10 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
     was_training = model.training
     try:
         for i, v in enumerate(views):
-            post = _pre_norm(v)
+            post, norm = _pre_norm(v), _qk_norm(v)
             handles.append(v.q_proj.register_forward_pre_hook(rms_hook(i)))
-            handles.append((v.q_conv or v.q_proj).register_forward_hook(act_hook(i, "q", post)))
-            handles.append((v.k_conv or v.k_proj).register_forward_hook(act_hook(i, "k", post)))
+            handles.append((v.q_conv or v.q_proj).register_forward_hook(act_hook(i, "q", post, norm)))
+            handles.append((v.k_conv or v.k_proj).register_forward_hook(act_hook(i, "k", post, norm)))
         for p in model.parameters():
             p.requires_grad_(False)
         for v in views:
@@ -200,6 +225,9 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
             a = torch.cat(acts, 0)                                   # [N, H*d_k]
             return a.view(a.shape[0], H, dk).permute(1, 0, 2).contiguous()  # [H, N, d_k]
 
+        n = s["k_count"]
+        mean = s["k_sum"] / max(1, n)
+        cov = (s["k_outer"] - n * torch.einsum("hd,he->hde", mean, mean)) / max(1, n - 1)
         layers.append({
             "input_rms": (s["sumsq"] / max(1, s["count"])).sqrt().float().cpu(),
             "q_act": per_head(s["q"]),
@@ -207,6 +235,8 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
             "q_grad": s["q_grad"].view(H, dk, D).cpu(),
             "k_grad": s["k_grad"].view(H, dk, D).cpu(),
             "state_norm": (s["state"] / n_seq).float().cpu(),
+            "k_norm_mean": mean.float().cpu(),
+            "k_norm_cov": cov.float().cpu(),
         })
     seq_lens = {b.shape[1] for b in batches}
     return {"meta": {"model": str(model_name), "n_tokens": int(sum(sizes)),

@@ -82,14 +82,45 @@ def _backbone(model):
     return base if isinstance(base, torch.nn.Module) else model
 
 
-def _states_op(want: list[int], sink: list):
+def _states_op(want: list[int], sink: list, decay_sink: list | None = None):
     """An fla delta-rule op that runs lapr's chunked op and appends the states after the 0-based
-    token indices `want` ([B, HV, P, d_k, d_v] float32) to `sink`, in call order (= layer order)."""
+    token indices `want` ([B, HV, P, d_k, d_v] float32) to `sink`, in call order (= layer order).
+    decay_sink (optional) gets each call's per-head mean log decay (mean_log_decay)."""
     def op(*args, **kwargs):
         o, final, states = backends.delta_rule(*args, **kwargs, states_at=want)
         sink.append(states)
+        if decay_sink is not None:
+            decay_sink.append(mean_log_decay(*args, **kwargs))
         return o, final
     return op
+
+
+def mean_log_decay(*args, **kwargs) -> torch.Tensor | None:
+    """Per-head mean over tokens of the natural-log decay g_t = log alpha_t that a delta-rule op call
+    applies ([B, HV] float32), or None for an ungated call (DeltaNet). The arguments are those of an
+    fla delta-rule entry point (lapr.backends.delta_rule's signature): g [B, T, HV], raw when
+    use_gate_in_kernel (Gated DeltaNet's layer passes a_proj(x) with A_log / dt_bias; the gate is then
+    -exp(A_log) * softplus(g + dt_bias), applied here exactly as the op applies it)."""
+    import inspect
+    bound = inspect.signature(backends.delta_rule).bind(*args, **kwargs).arguments
+    g = bound.get("g")
+    if g is None:
+        return None
+    if bound.get("use_gate_in_kernel"):
+        from lapr.backends.delta_rule import gdn_gate
+        g = gdn_gate(g, bound.get("A_log"), bound.get("dt_bias"))
+    return g.float().mean(dim=1)
+
+
+def chunk_log_decay_mean(g_cum: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Per-head mean natural-log decay from fla's chunk-local cumulative gate g_cum [B, T, HV] (log2
+    units, the cumsum restarting at each chunk): the sum over tokens of g_t is the sum of each chunk's
+    last cumsum value, so mean g = ln 2 * sum(chunk ends) / T. [B, HV] float32."""
+    T = g_cum.shape[1]
+    ends = list(range(chunk_size - 1, T, chunk_size))
+    if not ends or ends[-1] != T - 1:
+        ends.append(T - 1)  # the last, partial chunk
+    return g_cum[:, ends].float().sum(dim=1) * (math.log(2.0) / T)
 
 
 # where fla's chunked forwards of both families look up the state pass (module globals)
@@ -97,10 +128,12 @@ FLA_STATE_PASS = [("fla.ops.delta_rule.chunk", "chunk_gated_delta_rule_fwd_h"),
                   ("fla.ops.gated_delta_rule.chunk", "chunk_gated_delta_rule_fwd_h")]
 
 
-def fla_states_pass(state_pass, want: list[int], sink: list):
+def fla_states_pass(state_pass, want: list[int], sink: list, decay_sink: list | None = None):
     """Wrap fla's `chunk_gated_delta_rule_fwd_h(k, w, u, g, ...)` -> (h, v_new, final): the forward
     gets the original's result unchanged; a second float32 call supplies h and v_new for the
     read-out of the states after the 0-based tokens `want`, appended to `sink` ([B, HV, P, K, V]).
+    decay_sink (optional) gets each call's per-head mean natural-log decay [B, HV] from g
+    (chunk_log_decay_mean), or None when the call has no gate (DeltaNet).
     fla's layouts: k [B, T, H, K]; w [B, T, HV, K]; u, v_new [B, T, HV, V]; g [B, T, HV] is the
     chunk-local cumulative log decay in log2 units (fla scales it by 1/ln 2 for exp2); h is
     [B, NT, HV, K, V], or [B, NT, HV, V, K] with state_v_first (Gated DeltaNet's layer)."""
@@ -116,6 +149,8 @@ def fla_states_pass(state_pass, want: list[int], sink: list):
                                  output_final_state=False, chunk_size=chunk_size, save_new_value=True,
                                  state_v_first=state_v_first, **kwargs)
         sink.append(read_out(h, k, v_new, g, want, chunk_size, state_v_first))
+        if decay_sink is not None:
+            decay_sink.append(None if g is None else chunk_log_decay_mean(g, chunk_size))
         return out
     return wrapped
 
@@ -133,7 +168,8 @@ def read_out(h, k, v_new, g, want: list[int], chunk_size: int, state_v_first: bo
 
 @torch.no_grad()
 def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out_device=None,
-                   progress: bool = False, method: str = "single_pass") -> dict[int, torch.Tensor]:
+                   progress: bool = False, method: str = "single_pass",
+                   decays: dict | None = None) -> dict[int, torch.Tensor]:
     """States of every attention layer after `positions` tokens of `input_ids`.
 
     model: an fla DeltaNet / Gated DeltaNet causal LM (any family with a lapr adapter), in eval mode.
@@ -141,6 +177,9 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
     Returns {layer: float32 Tensor [B, HV, P, d_k, d_v]}, layer = the attention layer's index in
     `family(model).attention(model)` (order of the model's modules), P = len(positions), on
     `out_device` (default: the model's device). method: "single_pass" or "segments" (module doc).
+    decays: a dict to fill, single_pass only (same forward, no extra pass), with {layer: float32 [B, HV]
+    mean over the T tokens of the log decay g_t = log alpha_t} for the gated layers (Gated DeltaNet);
+    ungated layers (DeltaNet) and the segments method leave no entry.
     """
     if method not in ("single_pass", "segments"):
         raise ValueError(f"unknown capture method {method!r}: 'single_pass' or 'segments'")
@@ -162,20 +201,25 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
     model.eval()
     if method == "single_pass":
         sink: list[torch.Tensor] = []
+        decay_sink: list = []
         want = [p - 1 for p in pos]
         try:
             if reader(model) == "fla":
                 state_pass = backends.owner("fla.ops.common.chunk_delta_h").chunk_gated_delta_rule_fwd_h
-                with backends.swapped(fla_states_pass(state_pass, want, sink), FLA_STATE_PASS):
+                with backends.swapped(fla_states_pass(state_pass, want, sink, decay_sink), FLA_STATE_PASS):
                     backbone(input_ids=input_ids, use_cache=False)
             if not sink:  # lapr's op (CPU), or fla took its recurrent path (T <= 64)
-                with backends.swapped(_states_op(want, sink), backends.DELTA_RULE_OPS):
+                decay_sink.clear()
+                with backends.swapped(_states_op(want, sink, decay_sink), backends.DELTA_RULE_OPS):
                     backbone(input_ids=input_ids, use_cache=False)
         finally:
             model.train(was_training)
         if len(sink) != len(views):
             raise RuntimeError(f"{len(sink)} attention op calls for {len(views)} attention layers: the "
                                f"model calls its delta-rule op through a path lapr does not patch")
+        if decays is not None:
+            decays.update({v.index: d.to(out_device, torch.float32)
+                           for v, d in zip(views, decay_sink) if d is not None})
         return {v.index: s.to(out_device, torch.float32) for v, s in zip(views, sink)}
 
     from fla.models.utils import Cache
@@ -214,4 +258,4 @@ def plain_forward(model, input_ids: torch.Tensor):
 
 
 __all__ = ["log_positions", "check_positions", "capture_states", "plain_forward", "reader",
-           "fla_states_pass", "read_out", "FLA_STATE_PASS"]
+           "fla_states_pass", "read_out", "FLA_STATE_PASS", "mean_log_decay", "chunk_log_decay_mean"]

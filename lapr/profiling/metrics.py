@@ -26,19 +26,31 @@ DEFAULT_EPS = 1e-4
 
 RANK_COLUMNS = [
     "position", "layer", "head", "threshold_rank", "stable_rank", "utilisation",
-    "entropy_rank", "frobenius", "spectral", "bound",
+    "entropy_rank", "frobenius", "nuclear", "spectral", "bound",
 ]
 SPECTRUM_COLUMNS = ["position", "layer", "head", "index", "sigma", "sigma_rel"]
 
 
-def singular_values(states: torch.Tensor) -> torch.Tensor:
+SVD_METHODS = ("lapack", "gram", "auto")
+
+
+def singular_values(states: torch.Tensor, method: str = "lapack") -> torch.Tensor:
     """[..., d_k, d_v] -> [..., min(d_k, d_v)], descending.
 
     Half precisions are upcast to float32 (svdvals has no bf16/fp16 kernels and their
     rounding would swamp small singular values); float64 input stays float64.
+    method: "lapack" (torch.linalg.svdvals, the reference), "gram" (fp64 Gram matrix ->
+    tridiagonalisation -> Sturm bisection, lapr.profiling.spectrum_gpu: the fast path on a GPU,
+    where svdvals of many small matrices is slow; accurate to 1e-4 * sigma_1) or "auto" (gram on
+    CUDA tensors, lapack otherwise).
     """
+    if method not in SVD_METHODS:
+        raise ValueError(f"method must be one of {SVD_METHODS}, got {method!r}")
     if states.dtype not in (torch.float32, torch.float64):
         states = states.float()
+    if method == "gram" or (method == "auto" and states.is_cuda):
+        from lapr.profiling.spectrum_gpu import gram_singular_values
+        return gram_singular_values(states)
     return torch.linalg.svdvals(states)
 
 
@@ -51,6 +63,17 @@ def _relative(sv: torch.Tensor) -> torch.Tensor:
 def threshold_rank(sv: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """Number of sigma_i strictly above eps * sigma_1 (int64); 0 for an all-zero matrix."""
     return (sv > eps * sv[..., :1]).sum(dim=-1)
+
+
+def eps_label(eps: float) -> str:
+    """Short, exact text of a threshold eps for column names: 1e-3 -> '1e-3', 2.5e-4 -> '2.5e-4'."""
+    return np.format_float_scientific(float(eps), trim="-", exp_digits=1)
+
+
+def threshold_rank_column(eps: float, prefix: str = "threshold_rank") -> str:
+    """Column of the threshold rank at another eps (eps sensitivity): 'threshold_rank_1e-3' in rank
+    tables, 'final_rank_1e-3' in heads.csv (prefix='final_rank')."""
+    return f"{prefix}_{eps_label(eps)}"
 
 
 def stable_rank(sv: torch.Tensor) -> torch.Tensor:
@@ -101,6 +124,8 @@ def rank_table(
     states: torch.Tensor | Mapping[object, torch.Tensor],
     positions: Sequence[int] | torch.Tensor | np.ndarray,
     eps: float = DEFAULT_EPS,
+    method: str = "lapack",
+    extra_eps: Sequence[float] = (),
 ) -> pd.DataFrame:
     """Tidy frame of all rank metrics, one row per (position, layer, head).
 
@@ -108,20 +133,27 @@ def rank_table(
       (e.g. only the linear-attention layers of a hybrid model; head counts and shapes may differ).
     positions: the n_pos token counts t of the states S_t (1-based: S_t has absorbed t tokens),
       used for bound = min(t, d_k, d_v), the largest rank S_t can have.
-    Columns: RANK_COLUMNS. SVDs run per layer on the states' device.
+    Columns: RANK_COLUMNS, then threshold_rank_column(e) for each e in extra_eps (the threshold rank
+    at e, from the same singular values: eps sensitivity costs no extra SVD). SVDs run per layer on
+    the states' device (method: see singular_values).
     """
+    extra = {threshold_rank_column(e): float(e) for e in extra_eps}
     frames = []
     for order, (layer, s) in enumerate(_layers(states)):
         n_pos, n_heads, d_k, d_v = s.shape
         pos = _positions(positions, n_pos)
-        sv = singular_values(s)  # [n_pos, H, r]
+        sv = singular_values(s, method)  # [n_pos, H, r]
         metrics = {
             "threshold_rank": threshold_rank(sv, eps),
             "stable_rank": stable_rank(sv),
             "utilisation": rank_utilisation(sv, d_k, d_v),
             "entropy_rank": entropy_rank(sv),
             "frobenius": state_norm(sv),
+            # nuclear norm ||S||_* = sum of singular values: the norm SRA reads into paper B's
+            # eq. 14 (lapr.heads.methods, settings.norm = "nuclear")
+            "nuclear": sv.sum(-1),
             "spectral": sv[..., 0],
+            **{col: threshold_rank(sv, e) for col, e in extra.items()},
         }
         pos_grid = np.repeat(pos, n_heads)
         frames.append(pd.DataFrame({
@@ -133,11 +165,11 @@ def rank_table(
             "_order": order,
         }))
     if not frames:
-        return pd.DataFrame(columns=RANK_COLUMNS)
+        return pd.DataFrame(columns=RANK_COLUMNS + list(extra))
     table = pd.concat(frames, ignore_index=True)
     for col in ("stable_rank", "utilisation", "entropy_rank", "frobenius", "spectral"):
         table[col] = table[col].astype(np.float64)
-    return _sort(table, ["position", "_order", "head"])[RANK_COLUMNS]
+    return _sort(table, ["position", "_order", "head"])[RANK_COLUMNS + list(extra)]
 
 
 def _sort(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -163,18 +195,19 @@ def spectrum_table(
     positions: Sequence[int] | torch.Tensor | np.ndarray,
     keep: Iterable[int] | int | None = None,
     n_sigma: int | None = None,
+    method: str = "lapack",
 ) -> pd.DataFrame:
     """Tidy singular spectra, one row per (position, layer, head, index).
 
     states/positions as in `rank_table`. keep: position values to keep, an int n for n evenly
     spaced positions (first and last included), or None for all. n_sigma: keep only the top
-    n_sigma singular values. sigma_rel = sigma / sigma_1 (0 for an all-zero state).
+    n_sigma singular values. method: see singular_values. sigma_rel = sigma / sigma_1 (0 for an all-zero state).
     """
     frames = []
     for order, (layer, s) in enumerate(_layers(states)):
         pos = _positions(positions, s.shape[0])
         idx = _keep_index(pos, keep)
-        sv = singular_values(s[torch.as_tensor(idx, device=s.device)])  # [k, H, r]
+        sv = singular_values(s[torch.as_tensor(idx, device=s.device)], method)  # [k, H, r]
         if n_sigma is not None:
             sv = sv[..., :n_sigma]
         k, n_heads, r = sv.shape

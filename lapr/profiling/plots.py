@@ -10,6 +10,12 @@
   cell's value printed when the grid is small; 'H' marks heads classified high-rank.
 - consistency.{png,pdf}: per context pair, Spearman correlation of head final ranks and the
   fraction of heads that keep their class ("n/a" where Spearman is undefined: constant ranks).
+- stratification.{png,pdf}: paper B's Fig. 1 as a distribution. Left: final threshold rank / bound
+  of every head (heads.csv), one strip per layer, coloured by class, with a histogram over all heads
+  and Sarle's bimodality coefficient b in the title (stratify.bimodality_coefficient; b > 5/9
+  suggests two groups). Right: rank / bound over t of every head of the layer whose heads spread
+  widest at t = T (natural contexts' sample mean), with consistency_time.csv's t_early and t_late
+  (claim B2's comparison) dotted.
 
 Figures use matplotlib's object API (no pyplot state, no global backend switch), are sized for
 a paper (single column 3.3 in, double 7 in), and are saved as PNG (dpi 200) and PDF atomically.
@@ -24,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lapr import provenance
+from lapr.profiling import stratify
 from lapr.profiling.contexts import NATURAL
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
@@ -141,6 +148,70 @@ def consistency_plot(pairs: pd.DataFrame, stem: Path, title: str = "") -> list[P
         return _save(fig, stem)
 
 
+def widest_layer(heads: pd.DataFrame):
+    """The layer whose heads' final rank / bound spread widest (max - min; the first on ties)."""
+    x = heads.assign(x=heads["final_rank"] / heads["bound"])
+    spread = x.groupby("layer", sort=True)["x"].agg(lambda v: float(np.ptp(v)))
+    return spread.idxmax()
+
+
+def stratification(ranks: pd.DataFrame, heads: pd.DataFrame, stem: Path, times: tuple | None = None,
+                   title: str = "") -> list[Path]:
+    import matplotlib
+    x = heads["final_rank"].astype(float) / heads["bound"].astype(float)
+    b = stratify.bimodality_coefficient(x)
+    layers = sorted(pd.unique(heads["layer"]))
+    colors = {"low": "tab:blue", "high": "tab:red"}
+    wide = widest_layer(heads)
+    data = _natural(ranks)
+    d = data[data["layer"] == wide].assign(x=lambda f: f["threshold_rank"] / f["bound"])
+    curves = d.groupby(["head", "position"])["x"].mean().reset_index()
+    cls = heads[heads["layer"] == wide].set_index("head")["class"]
+    with matplotlib.rc_context(FONT):
+        fig = _figure(7.0, 2.7)
+        ax_s, ax_h, ax_t = fig.subplots(1, 3, gridspec_kw={"width_ratios": [3, 1, 4]})
+        jitter = np.random.default_rng(0)  # fixed: the same figure on every run
+        for i, layer in enumerate(layers):
+            h = heads[heads["layer"] == layer]
+            xs = i + jitter.uniform(-0.25, 0.25, len(h))
+            ax_s.scatter(xs, h["final_rank"] / h["bound"], s=9, c=[colors.get(c, "0.4") for c in h["class"]],
+                         edgecolors="none", alpha=0.8)
+        ax_s.set_xticks(range(len(layers)), [str(la) for la in layers])
+        ax_s.set_xlabel("layer")
+        ax_s.set_ylabel("final threshold rank / bound")
+        ax_s.set_ylim(-0.04, 1.04)
+        ax_s.set_title(f"{len(x)} heads: Sarle's b = {b:.2f}" + (" (> 5/9)" if b > stratify.BIMODAL_THRESHOLD else ""))
+        ax_h.hist(x, bins=np.linspace(0, 1, 21), orientation="horizontal", color="0.5")
+        ax_h.set_ylim(-0.04, 1.04)
+        ax_h.set_yticklabels([])
+        ax_h.set_xlabel("heads")
+        for cl, color in colors.items():
+            ax_s.scatter([], [], s=9, c=color, label=f"{cl}-rank class")
+        ax_s.legend(loc="center left", frameon=False)
+        cmap = matplotlib.colormaps["viridis"]
+        heads_w = sorted(pd.unique(curves["head"]))
+        for j, h in enumerate(heads_w):
+            g = curves[curves["head"] == h].sort_values("position")
+            ls = "-" if cls.get(h, "high") == "high" else "--"
+            ax_t.plot(g["position"], g["x"], ls=ls, marker="o", ms=1.5, lw=0.9,
+                      color=cmap(j / max(1, len(heads_w) - 1)), label=f"head {h}")
+        if times is not None:
+            for t in times:
+                ax_t.axvline(t, color="k", ls=":", lw=0.8)
+        ax_t.set_xscale("log")
+        ax_t.set_ylim(-0.04, 1.04)
+        ax_t.set_xlabel("context length t (tokens)")
+        ax_t.set_ylabel("threshold rank / min(t, $d_k$, $d_v$)")
+        ax_t.set_title(f"layer {wide} (widest spread); dashed: low-rank class"
+                       + (f"; dotted: t = {times[0]}, {times[1]}" if times is not None else ""))
+        if len(heads_w) <= 16:
+            ax_t.legend(loc="lower left", ncol=2 if len(heads_w) > 8 else 1, frameon=False, fontsize=5)
+        for ax in (ax_s, ax_h, ax_t):
+            ax.grid(True, which="major", lw=0.3, alpha=0.5)
+        fig.suptitle(title or "Head stratification: final state rank per head (paper B, Fig. 1)")
+        return _save(fig, stem)
+
+
 def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
     """All figures of one profile directory; returns the written paths (PNG and PDF each)."""
     profile_dir, fig_dir = Path(profile_dir), Path(fig_dir)
@@ -152,7 +223,15 @@ def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
     paths = rank_vs_t(ranks, fig_dir / "rank_vs_t", layer=layer)
     heads_path = profile_dir / "heads.csv"
     if heads_path.is_file():
-        paths += rank_heatmap(pd.read_csv(heads_path), fig_dir / "rank_heatmap")
+        heads = pd.read_csv(heads_path)
+        paths += rank_heatmap(heads, fig_dir / "rank_heatmap")
+        times = None
+        time_path = profile_dir / "consistency_time.csv"
+        if time_path.is_file():
+            ct = pd.read_csv(time_path)
+            if len(ct):
+                times = (int(ct["t_early"].iloc[0]), int(ct["t_late"].iloc[0]))
+        paths += stratification(ranks, heads, fig_dir / "stratification", times)
     cons_path = profile_dir / "consistency.csv"
     if cons_path.is_file():
         pairs = pd.read_csv(cons_path)
@@ -161,4 +240,4 @@ def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
     return paths
 
 
-__all__ = ["make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot"]
+__all__ = ["make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot", "stratification", "widest_layer"]

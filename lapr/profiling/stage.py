@@ -4,23 +4,49 @@
         --settings '{"T": 512, "n_positions": 32, "batch": 2}'
 
 For each input context (lapr.profiling.contexts) it captures every layer's recurrent state at
-`n_positions` log-spaced token counts up to T (capture.capture_states), computes the rank metrics
+`n_positions` log-spaced token counts up to T, plus t_early (below) when the log grid misses it
+(capture.capture_states; the same forward also yields Gated DeltaNet's per-head mean log decay),
+computes the rank metrics
 (metrics.rank_table / spectrum_table), classifies heads from their final rank and measures how
 consistent ranks and classes are across contexts (stratify), then collects the calibration
 statistics pruning needs (calibrate.calibrate). It writes, atomically (the whole directory
 appears at once), into --out:
 
   ranks.parquet     context, sample, layer, head, position, threshold_rank, stable_rank, utilisation,
-                    entropy_rank, frobenius, spectral, bound (one row per state)
+                    entropy_rank, frobenius, nuclear, spectral, bound, then threshold_rank_<e> for each
+                    e in eps_sensitivity (the threshold rank at eps = e, e written by metrics.eps_label:
+                    threshold_rank_1e-3, threshold_rank_1e-2; same singular values, no extra SVD);
+                    one row per state
   spectrum.parquet  context, sample, position, layer, head, index, sigma, sigma_rel
                     (`spectrum_positions` evenly spaced positions, first and last included)
-  heads.csv         layer, head, final_rank, bound, state_norm, class, stable_rank, utilisation:
+  heads.csv         layer, head, final_rank, bound, state_norm, class, stable_rank, utilisation,
+                    state_nuclear (mean nuclear norm = sum of singular values; state_norm is Frobenius):
                     means over the natural contexts' samples at the last position (t = T); class
                     'low' / 'high' by `class_rule` (stratify.classify_heads, default: high iff
                     final_rank >= 0.5 * bound). All contexts are used when no natural one is run.
+                    Then final_rank_<e> for e in [eps] + eps_sensitivity (final_rank_1e-4 equals
+                    final_rank at the default eps; B1 at each eps reads final_rank_<e> / bound), and
+                    mean_decay: the head's r_bar = exp(mean over tokens of log alpha_t), averaged over
+                    the same samples (SRA's per-sequence decay, rank_decay_dist.py / stage1_repro.py;
+                    alpha_t = exp(g_t) is Gated DeltaNet's decay gate). NaN for DeltaNet, which has no
+                    decay gate (not 1.0: "no gate" is not "a gate that keeps everything" in a
+                    regression), and with capture 'segments' (the gate is read in the single pass).
   consistency.csv   one row per context pair: context_a, context_b, n_heads, spearman, spearman_p,
                     constant, keep_fraction (Spearman of per-head final ranks; fraction of heads
-                    with the same class in both)
+                    with the same class in both): claim B2-inputs
+  consistency_time.csv  paper B's consistency over time (claim B2), stratify.time_consistency: one row
+                    per (layer, context): layer, context, natural, t_early, t_late, n_heads, spearman,
+                    constant, cosine_rank, cosine_norm (nuclear norms, as SRA), cosine_frobenius, of
+                    the layer's head vectors (means over the context's samples) at t_early vs t_late = T;
+                    then one row per layer with context 'mean' averaging the natural contexts' rows.
+                    t_early = 128 when T >= 256 (paper B: t = 128 vs 2048), else max(2, round(T / 16))
+                    (the same fraction of T as 128 / 2048); it is always added to the positions.
+  stratification.csv  one row per eps in [eps] + eps_sensitivity: eps, rank_column, primary (eps ==
+                    settings.eps), n_heads, bimodality (Sarle's b of final rank / bound over all heads,
+                    stratify.bimodality_coefficient), bimodal (b > 5/9), skewness, excess_kurtosis,
+                    low_fraction (x < 0.25), high_fraction (x >= 0.75), decay_r2, decay_slope,
+                    decay_intercept, decay_n_heads (OLS of final rank / bound on mean_decay over heads,
+                    stratify.linear_r2, SRA's G1b regression; NaN without decays)
   calib.pt          calibration statistics (format: LAYOUT.md); meta.weights_fingerprint identifies
                     the model (lapr.models.weights.fingerprint), so prune refuses it for another
   timing.json       profiling wall time vs one plain forward of the full LM on the same tokens
@@ -28,12 +54,15 @@ appears at once), into --out:
                     weights_fingerprint (what heads checks heads.csv against)
 
 Settings (--settings JSON object; every key optional):
-  T (2048 on CUDA, 512 on CPU), capture ("single_pass" | "segments", see capture.py), n_positions (32), eps (1e-4), batch (samples per context: 4),
+  T (2048 on CUDA, 512 on CPU), eps_sensitivity ([1e-3, 1e-2]: extra thresholds; paper B's eps
+  1e-4 lies below bf16's resolution of a state entry, ~4e-3 relative), capture ("single_pass" | "segments", see capture.py), n_positions (32), eps (1e-4), batch (samples per context: 4),
   contexts (["gutenberg", "wikitext", "attack", "needle"]), spectrum_positions (4),
   class_rule ("fraction" | "gap"), class_fraction (0.5), tokenizer (null: the checkpoint's own if
   it has one, else "gutenberg-bpe-8k"), warmup (true: one untimed forward + capture first, so
   Triton compilation / first-call allocations are not timed), seed (0; --seed overrides),
-  calib {n_batches (8), seq_len (512), batch_size (4), rows (2048), source ("gutenberg_train")}.
+  calib {n_batches (8), seq_len (512), batch_size (4), rows (2048), source ("gutenberg_train")},
+  svd ("auto": singular values by metrics.singular_values' "gram" path on CUDA states, LAPACK on CPU
+  ones; "lapack" / "gram" force one; lapr.profiling.spectrum_gpu).
 """
 from __future__ import annotations
 
@@ -55,7 +84,8 @@ from lapr.profiling import stratify
 from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
-from lapr.profiling.metrics import DEFAULT_EPS, rank_table, spectrum_table
+from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, spectrum_table,
+                                    threshold_rank_column)
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
     "single_pass": "one backbone forward; states read out of its chunked state pass (reader: 'fla' = fla's "
@@ -66,12 +96,14 @@ DEFAULTS = {
     "T": None, "capture": "single_pass", "n_positions": 32, "eps": DEFAULT_EPS, "batch": 4,
     "contexts": ["gutenberg", "wikitext", "attack", "needle"], "spectrum_positions": 4,
     "class_rule": "fraction", "class_fraction": 0.5, "tokenizer": None, "warmup": None, "seed": 0,
-    "calib": dict(CALIB_DEFAULTS),
+    "calib": dict(CALIB_DEFAULTS), "svd": "auto", "eps_sensitivity": [1e-3, 1e-2],
 }
 MIN_POSITIONS = 32  # the issue asks for >= 32 positions; fewer only warn (tiny smoke profiles)
 CLASS_NAMES = {stratify.LOW: "low", stratify.HIGH: "high"}
 RANK_ORDER = ["context", "sample", "layer", "head", "position", "threshold_rank", "stable_rank",
-              "utilisation", "entropy_rank", "frobenius", "spectral", "bound"]
+              "utilisation", "entropy_rank", "frobenius", "nuclear", "spectral", "bound"]
+PAPER_T_EARLY = 128  # paper B compares head ranks at t = 128 and t = 2048 (claim B2)
+PAPER_T = 2048
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +156,13 @@ def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
     s["seed"] = integer("seed", s["seed"], 0)
     if not isinstance(s["eps"], (int, float)) or isinstance(s["eps"], bool) or not 0 < s["eps"] < 1:
         raise ValueError(f"settings.eps must be a number in (0, 1), got {s['eps']!r}")
+    sens = s["eps_sensitivity"]
+    if not isinstance(sens, list) or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1
+                                         for e in sens):
+        raise ValueError(f"settings.eps_sensitivity must be a list of numbers in (0, 1), got {sens!r}")
+    if len({eps_label(e) for e in sens}) != len(sens):
+        raise ValueError(f"settings.eps_sensitivity has duplicates: {sens}")
+    s["eps_sensitivity"] = [float(e) for e in sens]
     ctx = s["contexts"]
     if isinstance(ctx, str) or not isinstance(ctx, list) or not ctx:
         raise ValueError(f"settings.contexts must be a non-empty list, got {ctx!r}")
@@ -131,6 +170,8 @@ def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
         raise ValueError(f"settings.contexts: unknown {bad}; known: {sorted(CONTEXTS)}")
     if len(set(ctx)) != len(ctx):
         raise ValueError(f"settings.contexts has duplicates: {ctx}")
+    if s["svd"] not in SVD_METHODS:
+        raise ValueError(f"settings.svd must be one of {list(SVD_METHODS)}, got {s['svd']!r}")
     if s["capture"] not in CAPTURE_METHODS:
         raise ValueError(f"settings.capture must be one of {sorted(CAPTURE_METHODS)}, got {s['capture']!r}")
     if s["class_rule"] not in ("fraction", "gap"):
@@ -172,16 +213,95 @@ def _timed(fn, device, repeats: int = 1):
 TIMING_REPEATS = {"cuda": 3}
 
 
-def head_table(ranks: pd.DataFrame, contexts: list[str], rule: str, fraction: float) -> pd.DataFrame:
-    """heads.csv: per (layer, head) means at the last position over natural contexts (all if none)."""
-    natural = [c for c in contexts if c in NATURAL] or list(contexts)
+def early_position(T: int) -> int:
+    """t_early of the consistency over time: paper B's 128 when T >= 256, else the same fraction of
+    T as 128 of paper B's 2048 (T / 16, at least 2) so that short smoke profiles still compare an
+    early with the last state."""
+    return PAPER_T_EARLY if T >= 2 * PAPER_T_EARLY else max(2, round(T * PAPER_T_EARLY / PAPER_T))
+
+
+def profile_positions(T: int, n_positions: int) -> list[int]:
+    """The log grid (capture.log_positions) plus early_position(T) when the grid misses it (it does
+    at T = 2048, n = 32: ... 111, 139 ...), so consistency over time reads a measured state."""
+    return sorted(set(log_positions(T, n_positions)) | {early_position(T)})
+
+
+def _natural(contexts) -> list[str]:
+    return [c for c in contexts if c in NATURAL] or list(contexts)
+
+
+def eps_list(settings: dict) -> list[float]:
+    """[eps] + the eps_sensitivity values other than eps: the thresholds of heads.csv's final_rank_<e>."""
+    base = float(settings["eps"])
+    return [base] + [e for e in settings.get("eps_sensitivity", []) if eps_label(e) != eps_label(base)]
+
+
+def head_table(ranks: pd.DataFrame, contexts: list[str], rule: str, fraction: float, eps: float = DEFAULT_EPS,
+               decay: pd.DataFrame | None = None) -> pd.DataFrame:
+    """heads.csv: per (layer, head) means at the last position over natural contexts (all if none).
+    eps: the threshold of ranks' threshold_rank (its final_rank_<eps> copy); threshold_rank_<e> columns
+    of ranks give final_rank_<e>. decay: rows (context, sample, layer, head, log_decay) -> mean_decay."""
+    natural = _natural(contexts)
     last = ranks[(ranks["position"] == ranks["position"].max()) & ranks["context"].isin(natural)]
+    extra = {c.replace("threshold_rank_", "final_rank_", 1): (c, "mean")
+             for c in ranks.columns if c.startswith("threshold_rank_")}
     heads = last.groupby(["layer", "head"], sort=True).agg(
         final_rank=("threshold_rank", "mean"), bound=("bound", "first"), state_norm=("frobenius", "mean"),
-        stable_rank=("stable_rank", "mean"), utilisation=("utilisation", "mean")).reset_index()
+        state_nuclear=("nuclear", "mean"),
+        stable_rank=("stable_rank", "mean"), utilisation=("utilisation", "mean"), **extra).reset_index()
     labels = stratify.classify_heads(heads["final_rank"], heads["bound"], rule=rule, fraction=fraction)
     heads["class"] = [CLASS_NAMES[x] for x in labels]
-    return heads[["layer", "head", "final_rank", "bound", "state_norm", "class", "stable_rank", "utilisation"]]
+    per_eps = [threshold_rank_column(eps, "final_rank")] + list(extra)
+    heads[per_eps[0]] = heads["final_rank"]
+    heads["mean_decay"] = np.nan
+    if decay is not None and len(decay):
+        d = decay[decay["context"].isin(natural)].assign(r_bar=lambda f: np.exp(f["log_decay"]))
+        r_bar = d.groupby(["layer", "head"])["r_bar"].mean()
+        heads["mean_decay"] = [r_bar.get((layer, head), np.nan) for layer, head in zip(heads["layer"], heads["head"])]
+    return heads[["layer", "head", "final_rank", "bound", "state_norm", "class", "stable_rank", "utilisation",
+                  "state_nuclear"] + per_eps + ["mean_decay"]]
+
+
+def consistency_time_table(ranks: pd.DataFrame, t_early: int) -> pd.DataFrame:
+    """consistency_time.csv (claim B2): stratify.time_consistency between t_early and the last position
+    on the per-head means over each context's samples."""
+    t_late = int(ranks["position"].max())
+    sel = ranks[ranks["position"].isin([t_early, t_late])]
+    per = sel.groupby(["context", "layer", "head", "position"], sort=False).agg(
+        rank=("threshold_rank", "mean"), nuclear=("nuclear", "mean"), frobenius=("frobenius", "mean")).reset_index()
+    contexts = list(pd.unique(ranks["context"]))
+    natural = [c for c in contexts if c in NATURAL]
+    return stratify.time_consistency(per, t_early, t_late, natural=natural)
+
+
+STRAT_COLUMNS = ["eps", "rank_column", "primary", "n_heads", "bimodality", "bimodal", "skewness",
+                 "excess_kurtosis", "low_fraction", "high_fraction", "decay_r2", "decay_slope",
+                 "decay_intercept", "decay_n_heads"]
+
+
+def stratification_table(heads: pd.DataFrame, eps_values: list[float]) -> pd.DataFrame:
+    """stratification.csv: per eps, Sarle's b of x = final rank / bound over all heads (paper B's
+    Fig. 1 groups; SRA's G1a) and the R^2 of x on mean_decay (SRA's G1b: rank ~ r_bar). The bound
+    is one number per model when all heads share d_k, d_v, so R^2 is that of the raw final rank."""
+    from scipy import stats
+    rows = []
+    for i, e in enumerate(eps_values):
+        col = threshold_rank_column(e, "final_rank")
+        x = (heads[col].astype(float) / heads["bound"].astype(float)).to_numpy()
+        fin = x[np.isfinite(x)]
+        spread = len(fin) >= 4 and np.ptp(fin) > 0
+        b = stratify.bimodality_coefficient(x)
+        decay = heads["mean_decay"].astype(float).to_numpy()
+        r2, slope, icpt = stratify.linear_r2(decay, x)
+        rows.append({"eps": e, "rank_column": col, "primary": i == 0, "n_heads": len(fin), "bimodality": b,
+                     "bimodal": bool(b > stratify.BIMODAL_THRESHOLD),
+                     "skewness": float(stats.skew(fin, bias=False)) if spread else np.nan,
+                     "excess_kurtosis": float(stats.kurtosis(fin, bias=False)) if spread else np.nan,
+                     "low_fraction": float(np.mean(fin < 0.25)) if len(fin) else np.nan,
+                     "high_fraction": float(np.mean(fin >= 0.75)) if len(fin) else np.nan,
+                     "decay_r2": r2, "decay_slope": slope, "decay_intercept": icpt,
+                     "decay_n_heads": int((np.isfinite(decay) & np.isfinite(x)).sum())})
+    return pd.DataFrame(rows, columns=STRAT_COLUMNS)
 
 
 def consistency_table(ranks: pd.DataFrame, rule: str, fraction: float) -> stratify.Consistency:
@@ -198,21 +318,26 @@ def consistency_table(ranks: pd.DataFrame, rule: str, fraction: float) -> strati
 
 
 def _metrics(states: dict, positions, settings: dict, context: str) -> tuple[list, list]:
-    """Rank and spectrum frames, one of each per sample. The SVDs run on the CPU, one thread per
-    (sample, layer): CUDA has no batched SVD for 128 x 128 matrices (cuSOLVER loops over them, ~5 ms
+    """Rank and spectrum frames, one of each per sample. With settings.svd 'lapack' (or CPU states)
+    the SVDs run on the CPU, one thread per (sample, layer): CUDA has no batched SVD for 128 x 128 matrices (cuSOLVER loops over them, ~5 ms
     each; measured 53 s for one context of a 14-layer model on an H100), while LAPACK takes ~1 ms per
     matrix and releases the GIL, so the work spreads over the cores."""
-    states = {layer: s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
+    # svd 'gram'/'auto' on CUDA states: singular values on the GPU by the gram path (metrics.
+    # singular_values; cuSOLVER took 33 s per context), one (sample, layer) after the other;
+    # otherwise LAPACK threads
+    on_gpu = settings["svd"] != "lapack" and next(iter(states.values())).is_cuda
+    states = {layer: s.float() if on_gpu else s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
     n_samples = next(iter(states.values())).shape[0]
     jobs = [(b, layer) for b in range(n_samples) for layer in states]
 
     def one(job):
         b, layer = job
         per_layer = {layer: states[layer][b].transpose(0, 1)}  # [P, HV, dk, dv]
-        return (rank_table(per_layer, positions, eps=settings["eps"]),
-                spectrum_table(per_layer, positions, keep=settings["spectrum_positions"]))
+        return (rank_table(per_layer, positions, eps=settings["eps"], method=settings["svd"],
+                           extra_eps=eps_list(settings)[1:]),
+                spectrum_table(per_layer, positions, keep=settings["spectrum_positions"], method=settings["svd"]))
 
-    with ThreadPoolExecutor(max(1, min(len(jobs), torch.get_num_threads()))) as pool:
+    with ThreadPoolExecutor(1 if on_gpu else max(1, min(len(jobs), torch.get_num_threads()))) as pool:
         parts = list(pool.map(one, jobs))
 
     def per_sample(kind: int, by: list[str]) -> list[pd.DataFrame]:
@@ -228,7 +353,7 @@ def _metrics(states: dict, positions, settings: dict, context: str) -> tuple[lis
 def profile(model, tokenizer, settings: dict, device: torch.device, progress: bool = True) -> dict:
     """Run captures + metrics for every context; returns the tables and timings (no file I/O)."""
     T, seed = settings["T"], settings["seed"]
-    positions = log_positions(T, settings["n_positions"])
+    positions = profile_positions(T, settings["n_positions"])
     vocab = model.get_input_embeddings().num_embeddings
     inputs = {}
     for name in settings["contexts"]:
@@ -244,13 +369,19 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
         capture_states(model, first, positions, method=settings["capture"])
         _sync(device)
 
-    rank_frames, spec_frames, timing = [], [], {}
+    rank_frames, spec_frames, decay_frames, timing = [], [], [], {}
     for name in tqdm(settings["contexts"], desc="profile contexts", disable=not progress):
         ids = inputs[name].to(device)
         reps = TIMING_REPEATS.get(device.type, 1)
         _, forward_s = _timed(lambda: plain_forward(model, ids), device, reps)
-        states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"]),
-                                   device, reps)
+        decays: dict = {}  # filled by the same forward (single_pass): per-head mean log decay, gated layers
+        states, capture_s = _timed(lambda: capture_states(model, ids, positions, method=settings["capture"],
+                                                          decays=decays), device, reps)
+        for layer, d in decays.items():  # [B, HV]
+            d = d.cpu().double().numpy()
+            decay_frames.append(pd.DataFrame({
+                "context": name, "sample": np.repeat(np.arange(d.shape[0]), d.shape[1]), "layer": layer,
+                "head": np.tile(np.arange(d.shape[1]), d.shape[0]), "log_decay": d.ravel()}))
 
         def metrics():
             ranks, spectra = _metrics(states, positions, settings, name)
@@ -261,10 +392,12 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
                         "capture_over_forward": capture_s / forward_s,
                         "profile_over_forward": (capture_s + metrics_s) / forward_s}
         del states
-    ranks = pd.concat(rank_frames, ignore_index=True)[RANK_ORDER]
+    ranks = pd.concat(rank_frames, ignore_index=True)
+    ranks = ranks[RANK_ORDER + [c for c in ranks.columns if c.startswith("threshold_rank_")]]
     spectrum = pd.concat(spec_frames, ignore_index=True)
     spectrum = spectrum[["context", "sample"] + [c for c in spectrum.columns if c not in ("context", "sample")]]
-    return {"positions": positions, "ranks": ranks, "spectrum": spectrum, "timing": timing}
+    decay = pd.concat(decay_frames, ignore_index=True) if decay_frames else None
+    return {"positions": positions, "ranks": ranks, "spectrum": spectrum, "timing": timing, "decay": decay}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -287,8 +420,12 @@ def run(args: argparse.Namespace) -> None:
 
     result = profile(model, tokenizer, settings, device)
     ranks = result["ranks"]
-    heads = head_table(ranks, settings["contexts"], settings["class_rule"], settings["class_fraction"])
+    heads = head_table(ranks, settings["contexts"], settings["class_rule"], settings["class_fraction"],
+                       eps=settings["eps"], decay=result["decay"])
     cons = consistency_table(ranks, settings["class_rule"], settings["class_fraction"])
+    t_early = early_position(settings["T"])
+    cons_time = consistency_time_table(ranks, t_early)
+    strat = stratification_table(heads, eps_list(settings))
 
     c = settings["calib"]
     batches = calibration_batches(tokenizer, c["n_batches"], c["seq_len"], c["batch_size"],
@@ -312,7 +449,7 @@ def run(args: argparse.Namespace) -> None:
         "reader": reader(model) if settings["capture"] == "single_pass" else None,
         "forward": "one plain forward of the full LM (logits, use_cache=False) on the same [batch, T] tokens",
         "timing_repeats": TIMING_REPEATS.get(device.type, 1),
-        "warmup": settings["warmup"],
+        "warmup": settings["warmup"], "svd": settings["svd"],
         "contexts": timing,
         "forward_s": fwd, "capture_s": cap, "metrics_s": met,
         "capture_over_forward": cap / fwd, "profile_over_forward": (cap + met) / fwd,
@@ -322,21 +459,31 @@ def run(args: argparse.Namespace) -> None:
         print(f"[profile] {name}: capture {t['capture_s']:.3f}s + metrics {t['metrics_s']:.3f}s "
               f"vs forward {t['forward_s']:.3f}s ({t['capture_over_forward']:.2f}x)")
     print(f"[profile] consistency: {cons.summary}")
+    mean = cons_time[cons_time["context"] == stratify.MEAN_CONTEXT]
+    print(f"[profile] consistency over time t={t_early} vs t={settings['T']} (per-layer means, natural contexts): "
+          f"Spearman {mean['spearman'].mean():.3f}, rank cosine {mean['cosine_rank'].mean():.3f}, "
+          f"nuclear-norm cosine {mean['cosine_norm'].mean():.3f}")
+    for r in strat.itertuples(index=False):
+        print(f"[profile] eps {r.eps:g}: Sarle's b {r.bimodality:.3f} over {r.n_heads} heads, "
+              f"R^2(rank / bound ~ mean decay) {r.decay_r2:.3f}")
 
     with provenance.atomic_dir(args.out) as tmp:
         provenance.write_table(tmp / "ranks.parquet", ranks)
         provenance.write_table(tmp / "spectrum.parquet", result["spectrum"])
         provenance.write_table(tmp / "heads.csv", heads)
         provenance.write_table(tmp / "consistency.csv", cons.pairs)
+        provenance.write_table(tmp / "consistency_time.csv", cons_time)
+        provenance.write_table(tmp / "stratification.csv", strat)
         with provenance.atomic_path(tmp / "calib.pt") as p:
             torch.save(calib, p)
         provenance.write_json(tmp / "timing.json", timing_doc)
         provenance.write_json(tmp / "provenance.json", provenance.record(
             settings, settings["seed"], device, stage="profile", model=str(model_dir),
             weights_fingerprint=fingerprint, tokenizer=tok_name,
-            positions=result["positions"], consistency=cons.summary))
+            positions=result["positions"], t_early=t_early, consistency=cons.summary))
     print(f"[profile] wrote {args.out}")
 
 
 __all__ = ["DEFAULTS", "add_arguments", "run", "parse_settings", "profile", "head_table",
-           "consistency_table"]
+           "consistency_table", "consistency_time_table", "stratification_table", "early_position",
+           "profile_positions", "eps_list"]

@@ -124,3 +124,104 @@ def consistency(rank_by_context: pd.DataFrame) -> Consistency:
         "stable_fraction": stable,
     }
     return Consistency(pairs=pairs, summary=summary)
+
+
+# ----------------------------------------------------------------------------- paper B's protocol
+
+BIMODAL_THRESHOLD = 5 / 9  # Sarle's b of a uniform distribution; b > 5/9 suggests bimodality
+
+
+def bimodality_coefficient(x) -> float:
+    """Sarle's bimodality coefficient b = (g^2 + 1) / (k + 3 (n-1)^2 / ((n-2)(n-3))).
+
+    g: sample skewness, k: sample excess kurtosis, both with the usual small-sample corrections
+    (scipy's skew / kurtosis with bias=False: G1 and G2 of Joanes & Gill 1998), as in SAS/STAT's
+    PROC CLUSTER (SAS Institute 1990) where b was introduced, and Pfister et al. 2013 ("Good things
+    peak in pairs", Front. Psychol. 4:700). b lies in (0, 1]; a uniform distribution gives 5/9, a
+    split into two point masses approaches 1; b > 5/9 suggests bimodality. The replication SRA
+    (Smaller25/SSM_Rank_Analysis, stage1_repro.py `_bimodality_coefficient`) computes the same b on
+    the heads' normalised threshold ranks (rank / min(d_k, d_v)), paper B's Fig. 1 groups.
+    NaN with fewer than 4 finite values or no spread (skewness undefined)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 4 or np.ptp(x) == 0:
+        return float("nan")
+    g = stats.skew(x, bias=False)
+    k = stats.kurtosis(x, fisher=True, bias=False)
+    return float((g ** 2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
+
+
+def linear_r2(x, y) -> tuple[float, float, float]:
+    """(R^2, slope, intercept) of the ordinary least-squares line y ~ a x + b over finite pairs.
+
+    The regression SRA runs for "decay explains rank" (stage1_repro.py `_r2`: OLS threshold_rank ~
+    r_bar, r_bar = exp(E_t log alpha_t) per head; R^2 0.897 +- 0.006 on GDN-2 1.3B, STAGE1_RESULTS.md
+    gate G1b). NaN when fewer than 3 pairs, x is constant or y is constant (R^2 undefined)."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    nan = float("nan")
+    if len(x) < 3 or np.ptp(x) == 0:
+        return nan, nan, nan
+    slope, intercept = np.polyfit(x, y, 1)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    if ss_tot == 0:
+        return nan, float(slope), float(intercept)
+    ss_res = float(((y - (slope * x + intercept)) ** 2).sum())
+    return 1 - ss_res / ss_tot, float(slope), float(intercept)
+
+
+def cosine(a, b) -> float:
+    """Cosine similarity of two vectors; NaN when either is all zero."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / den) if den > 0 else float("nan")
+
+
+TIME_COLUMNS = ["layer", "context", "natural", "t_early", "t_late", "n_heads", "spearman", "constant",
+                "cosine_rank", "cosine_norm", "cosine_frobenius"]
+MEAN_CONTEXT = "mean"  # the per-layer rows averaged over the natural contexts
+
+
+def time_consistency(per_head: pd.DataFrame, t_early: int, t_late: int, natural=()) -> pd.DataFrame:
+    """Paper B's consistency over time (its Sec. 3.2 / appendix: per layer, Spearman rho > 0.90 and
+    cosine > 0.97 between the head threshold-rank vectors at t = 128 and t = 2048; cosine > 0.98
+    between the head state-norm vectors).
+
+    per_head: one row per (context, layer, head, position) with `rank` (threshold rank, mean over
+    samples), `nuclear` and `frobenius` (state norms, means over samples); must hold both positions.
+    One row per (layer, context): n_heads, spearman (Spearman of the layer's rank vectors at t_early
+    and t_late; NaN with constant=True when either vector is constant or n_heads < 2, as in
+    `consistency`), cosine_rank (cosine of the rank vectors), cosine_norm (cosine of the nuclear-norm
+    vectors: SRA reads paper B's norm consistency, its Thm 4.4 / eq. 13, on the nuclear norm, stage1_
+    repro.py `_norm_cosine`), cosine_frobenius (the same on Frobenius norms). Then, per layer, a row
+    with context MEAN_CONTEXT ('mean'): the nanmean of those statistics over the contexts in
+    `natural` (all contexts if none is natural), constant = all of them constant. Column `natural`
+    flags the per-context rows of natural contexts (False on 'mean' rows).
+    """
+    need = {"context", "layer", "head", "position", "rank", "nuclear", "frobenius"}
+    if missing := need - set(per_head.columns):
+        raise ValueError(f"missing columns {sorted(missing)}")
+    rows = []
+    for (layer, context), g in per_head.groupby(["layer", "context"], sort=False):
+        a = g[g["position"] == t_early].set_index("head").sort_index()
+        b = g[g["position"] == t_late].set_index("head").sort_index()
+        if a.empty or b.empty:
+            raise ValueError(f"layer {layer}, context {context}: positions {t_early} and {t_late} both needed")
+        a, b = a.align(b, join="inner", axis=0)
+        rho, _, constant = _spearman(a["rank"].to_numpy(float), b["rank"].to_numpy(float))
+        rows.append({"layer": layer, "context": context, "natural": context in natural, "t_early": t_early,
+                     "t_late": t_late, "n_heads": len(a), "spearman": rho, "constant": constant,
+                     "cosine_rank": cosine(a["rank"], b["rank"]), "cosine_norm": cosine(a["nuclear"], b["nuclear"]),
+                     "cosine_frobenius": cosine(a["frobenius"], b["frobenius"])})
+    table = pd.DataFrame(rows, columns=TIME_COLUMNS)
+    pool = table[table["natural"]] if table["natural"].any() else table
+    means = []
+    for layer, g in pool.groupby("layer", sort=False):
+        stat = {c: float(g[c].mean()) if g[c].notna().any() else float("nan")
+                for c in ("spearman", "cosine_rank", "cosine_norm", "cosine_frobenius")}
+        means.append({"layer": layer, "context": MEAN_CONTEXT, "natural": False, "t_early": t_early,
+                      "t_late": t_late, "n_heads": int(g["n_heads"].max()), **stat,
+                      "constant": bool(g["constant"].all())})
+    return pd.concat([table, pd.DataFrame(means, columns=TIME_COLUMNS)], ignore_index=True)

@@ -3,7 +3,7 @@
 Modules (import them directly; this package only re-exports the light-weight validation so that
 `import lapr.pruning` does not pull in fla / transformers):
 - channels   method registry: 7 selections (random, l1, l2, wanda, taylor, pivoted_qr,
-             strong_rrqr) + the pca rotation; ALL_METHODS, REQUIRES (calib fields per method)
+             strong_rrqr) + the pca and pca_qk rotations; ALL_METHODS, REQUIRES (calib fields)
 - ratio      kept_dim(d_k, ratio, multiple), validate(methods, ratios, d_k, multiple)
 - select     load_calib / contexts / choose(model, method, kept, calib, seed) -> keep per layer
 - surgery    prune_channels(model, keep) -> new model; zero_channels (the reference);

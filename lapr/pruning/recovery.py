@@ -1,19 +1,43 @@
-"""Optional recovery fine-tuning after pruning: LoRA on q/k/v (peft), optional KL distillation.
+"""Optional recovery fine-tuning after pruning: LoRA on q/k/v (peft) + KL distillation.
 
-    settings = recovery_settings({"enabled": True, "steps": 200, "distill": True})
+    settings = recovery_settings({"enabled": True, "steps": 200})
     model, log = recover(pruned, batches, settings, teacher=unpruned)
 
-LoRA adapters (rank `lora_r`, scale `lora_alpha / lora_r`; paper default r=32, alpha=64) are put
-on the `targets` linears (q_proj, k_proj, v_proj) of every attention layer; everything else stays
-frozen. The loss per batch x [B, L] of token ids is
+The defaults are paper A's recipe as its code runs it: camail-official/LinearAttentionPruning
+scripts/finetuning/run_lora.sh (commit fe44b58) launching its flame trainer (flame/flame/train.py
+on torchtitan), checked line by line:
+
+    LoRA r 32, alpha 64, dropout 0, bias none, on q_proj,k_proj,v_proj    run_lora.sh l. 26-30
+    AdamW, eps 1e-15, lr 1e-4                                               run_lora.sh l. 76-78
+    betas (0.9, 0.95), weight decay 0.1 (flame defaults, not overridden)    flame/flame/
+                                                                            config_manager.py l. 264-274
+    warm-up 1 step, cosine decay to lr_min = 0.1 x lr                      run_lora.sh l. 79-81
+    gradient clipping at norm 1.0                                           run_lora.sh l. 86
+    distillation from the unpruned model, weight 1.0, temperature 2.0     run_lora.sh l. 101-103
+    conv1d, norm and bias parameters trained in full next to the adapters  flame/flame/train.py l. 435-459
+    one AdamW group over every trainable parameter, so weight decay hits
+    the adapters AND those unfrozen conv/norm/bias weights                 torchtitan OptimizersContainer
+                                                                            (params = requires_grad ones)
+
+LAP trains 2000 optimizer steps of 16 x 2048 tokens x 100 gradient-accumulation micro-batches
+(run_lora.sh l. 82-90); `steps`, `batch_size`, `seq_len` here are compute-bound and the profiles
+set them (workflow/config/*.yaml say by how much they shorten the run).
+
+Loss per batch x [B, L] of token ids (train.py l. 729-769):
 
     loss = CE(student(x)[:, :-1], x[:, 1:])  +  distill_weight * T^2 * KL(p_teacher^T || p_student^T)
 
-with the KL term only when `distill` is on and a teacher (the unpruned model) is given, averaged
-over all B*L positions, at temperature T. AdamW (no weight decay on adapters by default), linear
-warm-up then constant learning rate, gradient clipping. After the last step the adapters are
-merged into the base weights (`merge`) and a plain transformers model is returned: same class,
-same state-dict keys and shapes as the input, so it saves and reloads like any checkpoint.
+the KL term averaged over all B*L positions (train.py flattens to [B*L, V] and takes
+'batchmean'), at temperature T; only when `distill` is on (a teacher, the unpruned model, must
+then be given). Learning rate per step: torchtitan's `linear_warmup_stable_decay`
+(torchtitan/components/lr_scheduler.py, decay_ratio None, as flame's config leaves it): step
+s < warmup runs at lr (s + 1) / (warmup + 1); later steps at
+lr (m + (1 - m) c(p)), p = (s + 1 - warmup) / (steps - warmup + 1), m = min_lr_ratio and
+c = (1 + cos(pi p)) / 2 for `cosine`, 1 - p for `linear`, 1 for `constant` (lapr's former
+schedule). The last step thus runs at m lr up to O(1/steps^2) (0.1014 lr at 40 steps, 0.1000006
+lr at 2000). After the last step the adapters are merged into the base weights (`merge`) and a
+plain transformers model is returned: same class, same state-dict keys and shapes as the input,
+so it saves and reloads like any checkpoint.
 
 On CUDA the forward runs under bf16 autocast (fla's Triton kernels want bf16 inputs) with
 float32 master weights; on CPU everything is float32 (lapr's CPU backend).
@@ -33,23 +57,29 @@ from lapr import backends
 
 DEFAULTS = {
     "enabled": False,
-    "steps": 200,
-    "lr": 2e-4,
-    "warmup": 10,
-    "weight_decay": 0.0,
+    "steps": 200,                # LAP: 2000 steps of 16 x 2048 x 100 tokens; profiles set this
+    "lr": 1e-4,
+    "betas": [0.9, 0.95],
+    "eps": 1e-15,
+    "weight_decay": 0.1,         # on every trainable parameter, as torchtitan's AdamW group
+    "schedule": "cosine",        # cosine | linear | constant (after the warm-up)
+    "warmup": 1,
+    "min_lr_ratio": 0.1,         # decay ends at min_lr_ratio x lr (torchtitan's lr_min)
     "grad_clip": 1.0,
     "lora_r": 32,
     "lora_alpha": 64,
     "lora_dropout": 0.0,
     "targets": ["q_proj", "k_proj", "v_proj"],
-    "distill": False,
+    "unfreeze": ["conv1d", "norm", "bias"],  # parameter-name substrings trained in full
+    "distill": True,
     "distill_weight": 1.0,
-    "temperature": 1.0,
+    "temperature": 2.0,
     "seq_len": 256,
     "batch_size": 8,
     "data": "gutenberg_train",   # a shipped corpus name (lapr.data) or a .npy token file
     "max_chars": 2_000_000,      # characters of `data` tokenised (shipped corpora only)
 }
+SCHEDULES = ("cosine", "linear", "constant")
 _POSITIVE_INT = ("steps", "lora_r", "seq_len", "batch_size")
 _NONNEG = ("lr", "warmup", "weight_decay", "grad_clip", "lora_dropout", "distill_weight")
 
@@ -73,6 +103,26 @@ def recovery_settings(raw: dict | None) -> dict:
     for key in ("lora_alpha", "temperature"):
         if isinstance(out[key], bool) or not isinstance(out[key], int | float) or out[key] <= 0:
             raise ValueError(f"recovery.{key} must be a number > 0; got {out[key]!r}")
+    for key in ("eps", "min_lr_ratio"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int | float) or out[key] < 0:
+            raise ValueError(f"recovery.{key} must be a number >= 0; got {out[key]!r}")
+    if out["min_lr_ratio"] > 1:
+        raise ValueError(f"recovery.min_lr_ratio must be in [0, 1]; got {out['min_lr_ratio']!r}")
+    if isinstance(out["warmup"], bool) or not isinstance(out["warmup"], int):
+        raise ValueError(f"recovery.warmup must be an int >= 0 (steps); got {out['warmup']!r}")
+    betas = out["betas"]
+    if (not isinstance(betas, list | tuple) or len(betas) != 2
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+                       for b in betas)):
+        raise ValueError(f"recovery.betas must be two numbers in [0, 1); got {betas!r}")
+    out["betas"] = [float(b) for b in betas]
+    if out["schedule"] not in SCHEDULES:
+        raise ValueError(f"recovery.schedule must be one of {list(SCHEDULES)}; got "
+                         f"{out['schedule']!r}")
+    if not isinstance(out["unfreeze"], list) or not all(isinstance(t, str) and t
+                                                         for t in out["unfreeze"]):
+        raise ValueError(f"recovery.unfreeze must be a list of parameter-name substrings; got "
+                         f"{out['unfreeze']!r}")
     if not out["targets"] or not all(isinstance(t, str) for t in out["targets"]):
         raise ValueError(f"recovery.targets must be a non-empty list of module names; got "
                          f"{out['targets']!r}")
@@ -94,6 +144,47 @@ def add_lora(model, settings: dict):
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
                                 category=FutureWarning)
         return get_peft_model(model, config)
+
+
+def unfreeze(peft_model, settings: dict) -> list[str]:
+    """Make every parameter whose name contains one of settings['unfreeze'] trainable, as LAP's
+    train.py (l. 435-459) does for 'conv1d', 'norm' and 'bias' after wrapping with LoRA: the
+    short convs the surgery changed, the norms and any bias train in full. Returns the names."""
+    names = []
+    for name, p in peft_model.named_parameters():
+        if any(part in name for part in settings["unfreeze"]):
+            p.requires_grad_(True)
+            names.append(name)
+    return names
+
+
+def build_optimizer(peft_model, settings: dict) -> torch.optim.AdamW:
+    """AdamW over every trainable parameter in ONE group: torchtitan's OptimizersContainer takes
+    [p for p in model.parameters() if p.requires_grad] with one weight_decay, so LAP decays the
+    LoRA A/B matrices and the unfrozen conv/norm/bias weights alike (no no-decay group)."""
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=settings["lr"], betas=tuple(settings["betas"]),
+                             eps=settings["eps"], weight_decay=settings["weight_decay"])
+
+
+def lr_factor(step: int, settings: dict) -> float:
+    """Multiplier of settings['lr'] at 0-based optimizer step `step`: torchtitan's
+    linear_warmup_stable_decay (components/lr_scheduler.py) with decay_ratio None, i.e. no stable
+    phase: linear warm-up, then decay to min_lr_ratio over the remaining steps (module doc)."""
+    steps, warmup = settings["steps"], settings["warmup"]
+    decay = max(0, steps - warmup)
+    step = min(step, steps)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if settings["schedule"] == "constant" or decay == 0:
+        return 1.0
+    progress = (step + 1 - warmup) / (decay + 1)
+    if settings["schedule"] == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:  # linear
+        shape = 1.0 - progress
+    low = settings["min_lr_ratio"]
+    return low + (1.0 - low) * shape
 
 
 def merge(peft_model):
@@ -138,13 +229,14 @@ def recover(model, batches: Iterable[torch.Tensor] | Iterator[torch.Tensor], set
     model.to(device)
     backends.for_training(model)  # GDN backward on Hopper needs lapr's gated op (fla #640)
     peft_model = add_lora(model, settings)
+    unfreeze(peft_model, settings)
     peft_model.train()
     if distill:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    opt = build_optimizer(peft_model, settings)
+    params = [p for group in opt.param_groups for p in group["params"]]
     source = iter(batches)
     cached: list[torch.Tensor] = []
     log = []
@@ -159,7 +251,7 @@ def recover(model, batches: Iterable[torch.Tensor] | Iterator[torch.Tensor], set
                 raise ValueError("recovery got no batches") from None
             x = cached[step % len(cached)]
         x = x.to(device)
-        lr = settings["lr"] * min(1.0, (step + 1) / max(1, settings["warmup"]))
+        lr = settings["lr"] * lr_factor(step, settings)
         for group in opt.param_groups:
             group["lr"] = lr
         with _autocast(device):
@@ -208,5 +300,5 @@ def token_batches(model_dir, settings: dict, seed: int = 0) -> Iterator[torch.Te
     return train_batches(tokens, settings["batch_size"], settings["seq_len"], seed)
 
 
-__all__ = ["DEFAULTS", "add_lora", "distill_loss", "merge", "recover", "recovery_settings",
-           "token_batches"]
+__all__ = ["DEFAULTS", "SCHEDULES", "add_lora", "build_optimizer", "distill_loss", "lr_factor",
+           "merge", "recover", "recovery_settings", "token_batches", "unfreeze"]

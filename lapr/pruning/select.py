@@ -4,9 +4,9 @@
     keep = choose(model, "strong_rrqr", kept=12, calib=calib, seed=0)
     pruned = prune_channels(model, keep)
 
-`choose` returns, per attention layer, a LongTensor [H, kept] (selections) or, for "pca", a
-float basis [H, d_k, kept]. Random selection uses seed + 1009 * layer for layer `layer` (and
-the method adds the head index), so layers and heads draw different channels.
+`choose` returns, per attention layer, a LongTensor [H, kept] (selections) or, for the rotations
+"pca" and "pca_qk", a float basis [H, d_k, kept]. Random selection uses seed + 1009 * layer for
+layer `layer` (and the method adds the head index), so layers and heads draw different channels.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from lapr.models import family
-from lapr.pruning.channels import REQUIRES, ChannelContext, pca_basis, select_channels
+from lapr.pruning.channels import (REQUIRES, ROTATIONS, ChannelContext, rotation_basis,
+                                   select_channels)
 from lapr.pruning.ratio import check_method
 
 LAYER_SEED_STRIDE = 1009
@@ -68,7 +69,8 @@ def check_calib(calib: dict, model, where: str = "calib") -> None:
     for view, layer in zip(views, calib["layers"]):
         heads, d_k, hidden = view.num_heads, view.head_k_dim, view.q_proj.in_features
         expect = {"input_rms": (hidden,), "q_grad": (heads, d_k, hidden),
-                  "k_grad": (heads, d_k, hidden)}
+                  "k_grad": (heads, d_k, hidden), "k_norm_mean": (heads, d_k),
+                  "k_norm_cov": (heads, d_k, d_k)}
         for key, shape in expect.items():
             if layer.get(key) is not None and tuple(layer[key].shape) != shape:
                 raise ValueError(f"{where}: layer {view.index} {key} has shape "
@@ -105,7 +107,7 @@ def contexts(model, calib: dict | None = None, seed: int = 0) -> list[ChannelCon
 
 def choose(model, method: str, kept: int, calib: dict | None = None,
            seed: int = 0) -> list[torch.Tensor]:
-    """Per-layer kept channels (LongTensor [H, kept]) or PCA bases ([H, d_k, kept])."""
+    """Per-layer kept channels (LongTensor [H, kept]) or rotation bases ([H, d_k, kept])."""
     check_method(method)
     if REQUIRES[method] and calib is None:
         raise ValueError(f"method {method!r} needs calibration statistics "
@@ -113,10 +115,12 @@ def choose(model, method: str, kept: int, calib: dict | None = None,
     ctxs = contexts(model, calib, seed)
     missing = sorted({f for c in ctxs for f in REQUIRES[method] if getattr(c, f) is None})
     if missing:
+        # k_norm_mean / k_norm_cov (for pca) joined calib.pt later than the other fields
         raise ValueError(f"method {method!r} needs calib layer fields {missing}, which the "
-                         f"calibration file lacks")
-    if method == "pca":
-        return [pca_basis(c, kept) for c in ctxs]
+                         f"calibration file lacks (written by an older lapr profile?): rerun "
+                         f"`lapr profile` to rewrite calib.pt")
+    if method in ROTATIONS:
+        return [rotation_basis(method, c, kept) for c in ctxs]
     return [select_channels(method, c, kept) for c in ctxs]
 
 

@@ -21,7 +21,7 @@ unpruned model on CPU in float32 (and the recovery batches) once -> per ratio: p
 channel choice (lapr.pruning.select.choose) -> surgery (lapr.pruning.surgery.prune_channels) ->
 optional recovery (lapr.pruning.recovery) -> write, atomically, that ratio's --out directory with
 the checkpoint (config.json + weights, in the source checkpoint's dtype), the tokenizer files
-copied from --model, pruning.json (+ provenance.json), pca_basis.pt for PCA, recovery_log.csv
+copied from --model, pruning.json (+ provenance.json), pca_basis.pt for PCA (pca, pca_qk), recovery_log.csv
 if recovery ran. A failure at a later ratio leaves the earlier ratios' directories written.
 
 Settings (JSON object; defaults in code):
@@ -47,6 +47,7 @@ import torch
 
 from lapr import paths, provenance
 from lapr.cli import settings_object
+from lapr.pruning.channels import ROTATIONS
 from lapr.pruning.ratio import check_method, check_multiple, check_ratio, kept_dim
 from lapr.pruning.recovery import recovery_settings
 
@@ -60,8 +61,14 @@ SELECTION_NOTE = ("channel selection: the same indices are dropped from q_proj r
                   "and the q/k short-conv channels; exact (a dropped channel commutes with the "
                   "depthwise conv and its SiLU, and the in-kernel L2 norm runs over the kept "
                   "channels), i.e. equal to the unpruned model with those channels zeroed")
-PCA_NOTE = ("PCA rotation absorbed into q_proj/k_proj rows (W' = U^T W per head, top-d_k' "
-            "components of the uncentred q/k post-conv second moment); the depthwise short conv "
+PCA_BASIS = {
+    "pca": "top-d_k' eigenvectors of the mean-centred covariance of the L2-normalised keys over all "
+           "calibration tokens (paper A's PCA as LAP's code computes it)",
+    "pca_qk": "top-d_k' eigenvectors of the uncentred second moment of the stacked q and k "
+              "post-conv, pre-L2-norm activations (lapr's variant)",
+}
+PCA_NOTE = ("PCA rotation absorbed into q_proj/k_proj rows (W' = U^T W per head, U the {basis}); "
+            "the depthwise short conv "
             "does not commute with a rotation: new channel j gets kernel sum_c U_cj^2 w_c and "
             "bias U^T b (exact only when a head's q/k kernels are equal and the conv has no "
             "activation; fla's q/k convs apply SiLU, so this is an approximation whose kernel "
@@ -81,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="unpruned HF checkpoint directory")
     parser.add_argument("--calib", default=None,
                         help="calib.pt from the profiling stage (needed by wanda, taylor, "
-                             "pivoted_qr, strong_rrqr, pca)")
+                             "pivoted_qr, strong_rrqr, pca, pca_qk)")
     parser.add_argument("--method", required=True, help="channel method (see ratio.ALL_METHODS)")
     parser.add_argument("--ratio", required=True, nargs="+",
                         help="fraction(s) of d_k removed, each in (0, 1); one per --out")
@@ -239,7 +246,7 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
     d_k = views[0].head_k_dim
     keep = choose(model, args.method, kept, calib, seed)
     pruned = prune_channels(model, keep)
-    rotation = args.method == "pca"
+    rotation = args.method in ROTATIONS
     scale = scale_check(model, pruned, keep)  # the surgery's output, before any recovery
 
     rec = settings["recovery"]
@@ -279,7 +286,8 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
                                           "dtype": "float32"},
         "parameters": {"before": sum(p.numel() for p in model.parameters()),
                        "after": sum(p.numel() for p in pruned.parameters())},
-        "short_conv": PCA_NOTE if rotation else SELECTION_NOTE,
+        "short_conv": (PCA_NOTE.format(basis=PCA_BASIS[args.method]) if rotation
+                       else SELECTION_NOTE),
         "scale": {**scale, "note": SCALE_NOTE},
         "recovery": {**rec, "steps_run": len(log),
                      "first_loss": log[0]["loss"] if log else None,
@@ -294,7 +302,7 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
         pruned.to(_source_dtype(model_dir)).save_pretrained(tmp)
         record["tokenizer_files"] = copy_tokenizer(model_dir, tmp)
         if rotation:
-            torch.save({"bases": [b.contiguous() for b in keep], "method": "pca"},
+            torch.save({"bases": [b.contiguous() for b in keep], "method": args.method},
                        tmp / "pca_basis.pt")
         if log:
             import pandas as pd

@@ -14,8 +14,10 @@ the same d_k' (fla has one key dim per model):
   L2-normalised over the channels present, so the pruned model computes what the unpruned model
   computes with those channels zeroed before the norm (`zero_channels`), see "Scale" below.
 - rotation (PCA): float Tensor [H, d_k, d_k'] with orthonormal columns U_h (from
-  `channels.pca_basis`). q_proj rows become U_h^T W_q[h] (rotate, then keep the top
-  components); same for k with the same U_h.
+  `channels.rotation_basis`: pca or pca_qk). q_proj rows become U_h^T W_q[h] (rotate, then keep
+  the top components); same for k with the same U_h. This is LAP's absorption (paper A's code,
+  src/key_reduction/pruners/pca.py, absorb_and_compress_deltanet_nonshared, with the kernel
+  mix below matching its T**2 weights, l. 203).
 
 Short-conv handling for PCA (a rotation does not commute with a depthwise conv + SiLU).
 The layer computes q = l2norm(silu(conv_c(W_q x))) with one causal kernel w_c per channel c.

@@ -44,6 +44,8 @@ B1 "heads split into a low-rank and a high-rank group"
    per head x = final threshold rank / bound (heads.csv); low: x < group_low (0.25), high: x >= group_high
    (0.75). supported: both groups hold >= min_group (10%) of heads and the middle <= max_middle (25%);
    contradicted: one group is empty; inconclusive otherwise or with fewer than min_heads (8) heads.
+B1-eps the same at every other threshold eps of profiling.eps_sensitivity (heads.csv final_rank_<eps>):
+   1e-4 lies below bf16's input resolution, so a split that exists only there is suspect.
 B2 "head ranks are stable over time" (paper B: per layer, Spearman rho > 0.90 and cosine > 0.97 of the
    head rank vectors between t = 128 and t = 2048; cosine > 0.98 of the norm vectors), from the profile
    stage's consistency_time.csv: rho = mean over layers (and contexts) of the Spearman of head threshold
@@ -67,7 +69,13 @@ B4 "low-rank heads are indispensable (NIAH drops when they are removed, not when
    supported: gap >= niah_gap (0.15) and the high-removed model keeps >= high_kept (0.6) of the unpruned
    accuracy; contradicted: gap <= 0 (the replication SRA's finding); inconclusive otherwise, or when the
    unpruned NIAH accuracy is below niah_floor (0.5). `b4_verdict` classifies paper B's own Table 1 rows
-   (Instruct 93.8 / 90.6 / 46.9, Thinking 90.6 / 62.5 / 43.8) as supported (tested).
+   (Instruct 93.8 / 90.6 / 46.9, Thinking 90.6 / 62.5 / 43.8) as supported (tested). Arms the heads
+   stage could not form (an empty class) make the row inconclusive, naming why.
+B3's joint method is judged at alpha = b3_alpha (0.5; paper B does not publish alpha): the heads stage
+   sweeps alpha at the B3 budget and `measured` is read from the rows of that alpha.
+B-decay (reported, no verdict) R^2 of an ordinary least-squares fit of each head's final rank / bound on
+   its mean gate decay (stratification.csv of the profile stage; the replication SRA reports 0.897 on a
+   1.3B Gated DeltaNet), beside the bimodality coefficient of the rank distribution.
 
 Head-pruning method names are matched by substring: 'joint' (joint rank-norm), 'low' (low-rank first),
 'high' (high-rank first); the unpruned reference is method 'none' or budget 0, else the eval stage's
@@ -89,7 +97,7 @@ PAPER_METHOD = "strong_rrqr"  # paper A's channel selection (LAP: strong rank-re
 RECOVERED = f"{PAPER_METHOD}+lora"
 IN_DOMAIN = "ppl/gutenberg_valid"  # held-out split of the corpus self-trained models are trained on
 # A4's method when the probe lacks strong_rrqr: the nearest to it first
-PROBE_FALLBACK = ("pivoted_qr", "pca", "taylor", "wanda", "l2", "l1", "random")
+PROBE_FALLBACK = ("pivoted_qr", "pca", "pca_qk", "taylor", "wanda", "l2", "l1", "random")
 
 THRESHOLDS = {
     "ratio": 0.5, "marginal_ppl": 0.05, "large_ppl": 0.20,
@@ -98,10 +106,10 @@ THRESHOLDS = {
     "group_low": 0.25, "group_high": 0.75, "min_group": 0.10, "max_middle": 0.25, "min_heads": 8,
     "stable_spearman": 0.7, "stable_agreement": 0.8, "time_spearman": 0.9, "time_cosine": 0.97, "unstable_spearman": 0.3, "unstable_agreement": 0.6,
     "state_target": 0.389, "state_tolerance": 0.05, "kept_quality": 0.95, "lost_quality": 0.80,
-    "niah_gap": 0.15, "high_kept": 0.6, "niah_floor": 0.5,
+    "niah_gap": 0.15, "high_kept": 0.6, "niah_floor": 0.5, "b3_alpha": 0.5,
     "noise_gap": 0.05, "mqar_floor": 0.5,
 }
-VERDICTS = ("supported", "contradicted", "inconclusive", "missing")
+VERDICTS = ("supported", "contradicted", "inconclusive", "missing", "reported")  # reported: a measured row, not a claim
 COLUMNS = ["id", "paper", "claim", "model", "profile", "measured", "value", "lo", "hi", "interval", "criterion",
            "verdict", "reason"]
 
@@ -112,10 +120,12 @@ CLAIMS = {
     "A3": ("A", "a smaller d_k makes the kernels faster (ideal 2x at r=0.5)"),
     "A4": ("A", "low effective rank (smaller d_k) amplifies query noise in retrieval (MQAR)"),
     "B1": ("B", "heads split into low-rank and high-rank groups"),
+    "B1-eps": ("B", "heads split into low-rank and high-rank groups, at larger rank thresholds eps"),
     "B2": ("B", "head ranks are stable over time (t=128 vs the last position)"),
     "B2-inputs": ("B", "head identity is stable across inputs"),
     "B3": ("B", "38.9% state reduction with accuracy largely kept"),
     "B4": ("B", "low-rank heads are indispensable (NIAH drops when they are removed)"),
+    "B-decay": ("B", "a head's gate decay explains its rank (GDN; the replication's R^2 0.897; not a claim of paper B)"),
 }
 
 
@@ -248,7 +258,7 @@ def _units(res: Results, model: str, method: str, ratio: float, task: str) -> pd
     if sm is None or sm.empty:
         return None
     rows = sm[(sm["model"] == model) & (sm["method"] == method) & (sm["task"] == task)
-              & (sm["ratio"].astype(float) == float(ratio))]
+              & (sm["ratio"].astype(float) == float(ratio)) & (sm["metric"] == "ppl")]
     return rows[["unit", "value", "weight"]] if len(rows) else None
 
 
@@ -421,8 +431,7 @@ def _b1_fractions(x: np.ndarray, t: dict) -> tuple[float, float, float]:
 def claim_b1(res: Results, model: str, t: dict, rank_col: str = "final_rank", eps_label: str = "") -> dict:
     crit = (f"x=rank/bound; low x<{t['group_low']:g}, high x>={t['group_high']:g}: supported if both groups "
             f">= {t['min_group']:.0%} of heads and middle <= {t['max_middle']:.0%}; contradicted if a group is empty")
-    cid = "B1" + (f" eps={eps_label}" if eps_label else "")
-    cid_key = "B1"
+    cid = cid_key = "B1-eps" if eps_label else "B1"
     h = res.heads[(res.heads["model"] == model) & (res.heads["method"] == UNPRUNED)] \
         if not res.heads.empty else res.heads
     if h.empty or rank_col not in h:
@@ -449,8 +458,40 @@ def claim_b1(res: Results, model: str, t: dict, rank_col: str = "final_rank", ep
         out = row("supported")
     else:
         out = row("inconclusive", "the criterion fails in more than 2.5% of bootstrap replicates")
-    out["id"] = cid
     return out
+
+
+def claims_b1_eps(res: Results, model: str, t: dict) -> list[dict]:
+    """B1 again from heads.csv's final_rank_<eps> columns (profiling.eps_sensitivity), one row per eps
+    other than the default: 1e-4 lies below bf16's input resolution, so the split should survive 1e-3, 1e-2."""
+    h = res.heads
+    cols = sorted(c for c in h.columns if c.startswith("final_rank_") and c != "final_rank_1e-4") if len(h) else []
+    mine = h[h["model"] == model] if len(h) else h
+    cols = [c for c in cols if len(mine) and mine[c].notna().any()]
+    if not cols:
+        return [_row("B1-eps", model, res.profile_name, criterion="as B1",
+                     reason="heads.csv has no final_rank_<eps> columns (profiling.eps_sensitivity)")]
+    return [claim_b1(res, model, t, c, c.removeprefix("final_rank_")) for c in cols]
+
+
+def claim_decay(res: Results, model: str, t: dict) -> dict:
+    """R^2 of final rank / bound on the mean gate decay per head (profile stage's stratification.csv, as
+    the replication SRA regresses it); reported, not judged."""
+    st = _profile_file(res, model, "stratification.csv")
+    crit = "R^2 of OLS final rank / bound ~ mean decay over heads (SRA: 0.897 on GDN-2 1.3B)"
+    if st is None or st.empty or "decay_r2" not in st:
+        return _row("B-decay", model, res.profile_name, criterion=crit,
+                    reason=f"profile stage: no stratification.csv for {model}")
+    row = st[st["primary"].astype(str).str.lower() == "true"] if "primary" in st else st
+    row = (row if len(row) else st).iloc[0]
+    r2 = float(row["decay_r2"])
+    n = int(row["decay_n_heads"]) if "decay_n_heads" in row and row["decay_n_heads"] == row["decay_n_heads"] else 0
+    if math.isnan(r2):
+        return _row("B-decay", model, res.profile_name, "no gate (not a gated family)", r2, crit, "reported",
+                    "mean_decay is NaN for a family without a decay gate")
+    measured = (f"R^2 {r2:.3f} over {n} heads (slope {float(row['decay_slope']):.3g}); bimodality coefficient "
+                f"{float(row['bimodality']):.3f} (bimodal above 5/9)")
+    return _row("B-decay", model, res.profile_name, measured, r2, crit, "reported")
 
 
 def claim_b2_inputs(res: Results, model: str, t: dict, stats: pd.DataFrame) -> dict:
@@ -505,6 +546,11 @@ def claim_b2(res: Results, model: str, t: dict) -> dict:
     if ct is None or ct.empty:
         return _row("B2", model, res.profile_name, criterion=crit,
                     reason=f"profile stage: no consistency_time.csv for {model}")
+    if "context" in ct:
+        mean_rows = ct[ct["context"].astype(str) == "mean"]
+        natural = ct[ct["natural"].astype(str).str.lower() == "true"] if "natural" in ct else \
+            ct[ct["context"].astype(str) != "mean"]
+        ct = natural if len(natural) else ct
     rho_col = "spearman"
     cos_col = "cosine_rank" if "cosine_rank" in ct else None
     rhos = pd.to_numeric(ct[rho_col], errors="coerce").to_numpy()
@@ -518,6 +564,10 @@ def claim_b2(res: Results, model: str, t: dict) -> dict:
     if math.isnan(rho):
         return _row("B2", model, res.profile_name, measured, rho, crit, "inconclusive",
                     "head ranks constant within every layer (Spearman undefined)")
+    heads_per_layer = int(pd.to_numeric(ct["n_heads"], errors="coerce").max()) if "n_heads" in ct else 0
+    if 0 < heads_per_layer < 3:
+        return _row("B2", model, res.profile_name, measured, rho, crit, "inconclusive",
+                    f"{heads_per_layer} heads per layer: a per-layer Spearman can only be +-1")
     idx = np.random.default_rng(iv.SEED).integers(0, len(rhos), size=(iv.N_BOOT, len(rhos)))
     with np.errstate(all="ignore"):
         r_lo, r_hi = iv.interval(np.nanmean(rhos[idx], axis=1))
@@ -532,16 +582,23 @@ def claim_b2(res: Results, model: str, t: dict) -> dict:
                 f"bootstrap over {len(rhos)} (layer, context) rows")
 
 
-def _head_rows(res: Results, model: str, ppl_task: str | None):
+def _head_rows(res: Results, model: str, ppl_task: str | None, alpha: float | None = None):
+    """Head-pruning rows of one model (one alpha of the joint method's sweep when alpha is given: the
+    sweep writes one set of rows per alpha at the B3 budget) and their per-(method, budget) summary."""
     hp = res.head_pruning
     hp = hp[hp["model"] == model] if not hp.empty else hp
+    if alpha is not None and len(hp) and "alpha" in hp:
+        a = pd.to_numeric(hp["alpha"], errors="coerce")
+        joint = hp["method"].astype(str).str.contains("joint")
+        hp = hp[~joint | a.isna() | np.isclose(a, alpha)]
     if hp.empty:
         return hp, pd.DataFrame()
     return hp, head_metric_rows(hp, ppl_task)
 
 
 def _is_base(df: pd.DataFrame) -> pd.Series:
-    return (df["method"] == UNPRUNED) | (df["budget"] == 0)
+    arm = df["method"].astype(str).str.startswith("arm_")  # B4's arms are recorded at budget 0 when unformable
+    return ((df["method"] == UNPRUNED) | (df["budget"] == 0)) & ~arm
 
 
 def _task_quality(rows: pd.DataFrame) -> dict:
@@ -550,6 +607,20 @@ def _task_quality(rows: pd.DataFrame) -> dict:
                & ~rows["task"].astype(str).str.startswith("ppl/")]
     return {(a, m): float(v) for a, m, v in acc.groupby(["task", "metric"])["value"].first().reset_index()
             .itertuples(index=False)}
+
+
+def _alpha_sweep(res: Results, model: str, pick, ppl_task: str | None) -> str:
+    """'; ppl by alpha 0: x, 0.25: y, ...' at the picked budget: how much the unpublished alpha matters."""
+    hp = res.head_pruning
+    if hp.empty or "alpha" not in hp:
+        return ""
+    g = hp[(hp["model"] == model) & (hp["method"] == pick["method"]) & (hp["budget"] == pick["budget"])]
+    task = primary_ppl_task(g["task"], ppl_task) if len(g) else None
+    g = g[(g["task"] == task) & (g["metric"] == "ppl")] if task else g.iloc[0:0]
+    by = g.groupby(pd.to_numeric(g["alpha"], errors="coerce"))["value"].first()
+    if len(by) < 2:
+        return ""
+    return f"; {task[4:]} ppl by alpha " + ", ".join(f"{a:g}: {v:.4g}" for a, v in by.items())
 
 
 def _task_counts(rows: pd.DataFrame) -> dict:
@@ -569,7 +640,7 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     target = t["state_target"] - t["state_tolerance"]
     crit = (f"joint method, smallest budget saving >= {target:.1%} of state; retained quality q: "
             f"supported >= {t['kept_quality']:g}, contradicted < {t['lost_quality']:g}")
-    hp, rows = _head_rows(res, model, ppl_task)
+    hp, rows = _head_rows(res, model, ppl_task, alpha=t["b3_alpha"])
     if rows.empty:
         return _row("B3", model, res.profile_name, criterion=crit, reason=f"heads stage: no results for {model}")
     joint = rows[rows["method"].str.contains("joint", case=False) & ~_is_base(rows)]
@@ -590,6 +661,7 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     common = sorted(set(q_pruned) & set(q_base))
     saved = float(pick["state_saved_frac"])
     where = f"{pick['method']} budget {pick['budget']:g}, state saved {saved:.1%}"
+    where += _alpha_sweep(res, model, pick, ppl_task)
     reps, how = None, ""
     if common:
         a_p = float(np.mean([q_pruned[k] for k in common]))
@@ -654,6 +726,11 @@ def claim_b4(res: Results, model: str, t: dict) -> dict:
     if rows.empty:
         return _row("B4", model, res.profile_name, criterion=crit, reason=f"heads stage: no results for {model}")
     rows = rows[rows["niah"].notna()]
+    raw = hp[hp["method"].astype(str).str.startswith("arm_")] if len(hp) else hp
+    if len(raw) and "status" in raw and not (raw["status"].astype(str) == "ok").all():
+        why = sorted(set(raw.loc[raw["status"].astype(str) != "ok", "status"].astype(str)))
+        return _row("B4", model, res.profile_name, criterion=crit, verdict="inconclusive",
+                    reason=f"disjoint arms not formed: {'; '.join(why)[:300]}")
     arms = _disjoint_arms(rows)
     if arms is None:
         return _row("B4", model, res.profile_name, criterion=crit,
@@ -702,6 +779,8 @@ def _disjoint_arms(rows: pd.DataFrame):
     low-rank-first and a high-rank-first method ran (the arms may then overlap; the label says so)."""
     m = rows["method"].astype(str)
     arm = rows[m.str.startswith("arm_")]
+    if len(arm) and "status" in arm and not (arm["status"].astype(str) == "ok").all():
+        return None
     if len(arm):
         low = arm[arm["method"].str.contains("low")]
         high = arm[arm["method"].str.contains("high")]
@@ -737,7 +816,9 @@ def claims_frame(res: Results, overrides: dict | None = None, ppl_task: str | No
         rows.append(claim_a2(res, model, t, stats))
     rows += claims_a3(res, t)
     rows += claims_a4(res, t)
-    for fn in (claim_b1, claim_b2, claim_b2_inputs, claim_b3, claim_b4):
+    for model in models:
+        rows += claims_b1_eps(res, model, t)
+    for fn in (claim_b1, claim_b2, claim_b2_inputs, claim_b3, claim_b4, claim_decay):
         for model in models:
             if fn is claim_b2_inputs:
                 rows.append(fn(res, model, t, stats))

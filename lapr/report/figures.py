@@ -13,8 +13,10 @@ the set of files is fixed and a Snakemake rule can name them):
 - head_pruning       paper B: perplexity and NIAH accuracy vs state memory saved per head method.
 
 Delegated figures (`delegate_figures`): the stage helpers' plot modules, when importable —
-lapr.profiling.plots (per profile, under profile/KEY/), lapr.bench.plots (bench/), lapr.heads.plots
-(heads/). A failing helper is reported, never fatal.
+lapr.profiling.plots (per profile, under profile/KEY/: rank_vs_t, rank_heatmap, consistency and
+stratification, paper B's Fig. 1 with Sarle's bimodality coefficient), lapr.bench.plots (bench/),
+lapr.heads.plots (heads/). Each is captioned by its file stem (lapr/report/captions/STEM.rst). A
+failing helper is reported, never fatal.
 
 Figures use matplotlib's object API (no pyplot state, no global backend switch) and are written
 atomically (lapr.provenance.atomic_path).

@@ -18,6 +18,7 @@ Sources (relative to the results directory):
   profile/KEY/timing.json            -> timing (one row per profile)
   pruned/MODEL/METHOD/RATIO/pruning.json -> pruning (one flat row per checkpoint)
   eval/MODEL/METHOD/RATIO.csv        -> evals (method 'none', ratio 0 = unpruned)
+  eval/MODEL/METHOD/RATIO.samples.csv -> samples (+ model, method, ratio; absent for older results)
   bench/**/*.csv                     -> bench (+ source file)
   heads/MODEL/METHOD/BUDGET.csv      -> head_pruning
   mqar/eval/FAMILY.csv               -> mqar (MQAR recall under channel / head pruning x query noise)
@@ -33,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lapr import columns
@@ -57,6 +59,7 @@ PRUNING_COLUMNS = KEY_COLUMNS + ["kind", "effective_ratio", "multiple", "family"
                                  "parameters_after", "recovery_enabled", "recovery_steps",
                                  "recovery_first_loss", "recovery_last_loss"]
 EVAL_COLUMNS = columns.EVAL
+SAMPLE_COLUMNS = KEY_COLUMNS + columns.SAMPLES
 BENCH_COLUMNS = ["level", "family", "impl", "device", "device_name", "dtype", "phase", "B", "T", "H", "d_k",
                  "d_v", "ms_median", "ms_iqr", "tokens_per_s", "peak_mem_bytes", "state_bytes", "error",
                  "model", "method", "ratio", "state_bytes_per_seq", "source"]
@@ -89,6 +92,8 @@ class Results:
     bench: pd.DataFrame
     head_pruning: pd.DataFrame
     mqar: pd.DataFrame = field(default_factory=lambda: _empty(MQAR_COLUMNS))
+    # per-unit values behind the eval rows (lapr.columns.SAMPLES): one row per window / document
+    samples: pd.DataFrame = field(default_factory=lambda: _empty(SAMPLE_COLUMNS))
     bench_files: list[Path] = field(default_factory=list)
     profile_dirs: dict = field(default_factory=dict)  # (model, method, ratio) -> profile directory
     problems: list[str] = field(default_factory=list)
@@ -322,6 +327,50 @@ def load_evals(root: Path, problems: list) -> pd.DataFrame:
     return _load_grid(root, "eval", "ratio", columns.EVAL, EVAL_COLUMNS, ("value", "stderr"), problems)
 
 
+SAMPLES_SUFFIX = columns.SAMPLES_SUFFIX
+
+
+def load_eval_samples(root: Path, problems: list) -> pd.DataFrame:
+    """Rows of every results/<p>/eval/<model>/<method>/<ratio>.samples.csv, keyed by the path
+    (model, method, ratio). Checkpoints evaluated before the stage wrote samples simply have none."""
+    def read(path: Path) -> pd.DataFrame:
+        df = _read_table(path, columns.SAMPLES, "eval samples")
+        ratio = ratio_value(path.name.removesuffix(SAMPLES_SUFFIX))
+        return df.assign(model=path.parts[-3], method=path.parts[-2], ratio=ratio)
+
+    paths = _visible((root / "eval").glob(f"*/*/*{SAMPLES_SUFFIX}"), root)
+    df = _frame(_read_each(paths, read, problems), SAMPLE_COLUMNS)
+    if len(df):
+        for c in ("unit", "value", "weight"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        df["model"] = df["model"].astype(str)
+        df["method"] = df["method"].astype(str)
+    return df
+
+
+def sample_metric(value_sum, weight_sum, metric: str):
+    """A table value from the sums of a (task, metric)'s per-unit samples (lapr.columns.SAMPLES)."""
+    m = value_sum / weight_sum
+    kind = columns.SAMPLE_TRANSFORM.get(str(metric).split(",")[0], "mean")
+    if kind == "exp":
+        return np.exp(m)
+    if kind == "bits":
+        return m / math.log(2)
+    return m
+
+
+def aggregate_samples(samples: pd.DataFrame, by=("model", "method", "ratio", "task", "metric")) -> pd.DataFrame:
+    """The table values the samples reproduce: one row per `by` group with a `value` column (the
+    eval rows' value for the same key; a bootstrap resamples `unit`s and calls this on each draw)."""
+    by = list(by)
+    if samples.empty:
+        return _empty(by + ["value", "units"])
+    g = samples.groupby(by, sort=False, dropna=False).agg(value_sum=("value", "sum"), weight_sum=("weight", "sum"),
+                                                          units=("unit", "size")).reset_index()
+    g["value"] = [sample_metric(v, w, m) for v, w, m in zip(g["value_sum"], g["weight_sum"], g["metric"])]
+    return g[by + ["value", "units"]]
+
+
 # ----------------------------------------------------------------------------- bench
 
 def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
@@ -384,9 +433,11 @@ def collect(results_dir) -> Results:
     bench, bench_files = load_bench(root, problems)
     return Results(root=root, pretrain=pretrain, loss_curves=curves, ranks=ranks, heads=heads,
                    consistency=cons, timing=timing, pruning=load_pruning(root, problems),
-                   evals=load_evals(root, problems), bench=bench, head_pruning=load_head_pruning(root, problems),
+                   evals=load_evals(root, problems), samples=load_eval_samples(root, problems),
+                   bench=bench, head_pruning=load_head_pruning(root, problems),
                    mqar=load_mqar(root, problems), bench_files=bench_files, profile_dirs=dirs, problems=problems)
 
 
 __all__ = ["Results", "collect", "ratio_value", "UNPRUNED", "load_pretrain", "load_profiles", "load_pruning",
+           "load_eval_samples", "aggregate_samples", "sample_metric", "SAMPLE_COLUMNS",
            "load_evals", "load_bench", "load_head_pruning", "load_mqar", "MQAR_COLUMNS"]

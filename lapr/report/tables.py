@@ -27,13 +27,19 @@ from lapr import provenance
 from lapr.report.results import UNPRUNED, Results, ratio_value
 
 PRIMARY_PPL = ("ppl/wikitext2_test_raw", "ppl/gutenberg_valid")
-METHOD_ORDER = (UNPRUNED, "random", "l1", "l2", "wanda", "taylor", "pca", "pivoted_qr", "strong_rrqr")
+METHOD_ORDER = (UNPRUNED, "random", "l1", "l2", "wanda", "taylor", "pca", "pca_qk", "pivoted_qr",
+                "strong_rrqr")  # pca: paper A's (LAP's) PCA; pca_qk: lapr's variant, beside it
 NATURAL_CONTEXTS = ("gutenberg", "wikitext")  # natural-text profiling contexts (lapr.profiling.contexts)
 NORM_TASKS = ("hellaswag", "arc_challenge")  # tasks reported with acc_norm (paper convention)
 PPL_METRICS = ("word_perplexity", "perplexity")  # lm-eval perplexity-type metrics, preferred first
 NIAH_KEYS = ("niah", "passkey", "needle")
 MQAR_KEYS = ("mqar",)
 ACC_METRICS = ("acc", "accuracy", "exact_match", "recall")
+# The evaluate stage's ppl/<corpus> rows are *token* perplexity; the papers' WikiText number is lm-eval's
+# *word* perplexity (task wikitext / lapr_wikitext), a different quantity: every table says which.
+TOKEN_PPL_NOTE = ("Token perplexity: exp(mean NLL per predicted token) over independent windows of the first "
+                  "perplexity.max_tokens tokens of each corpus (evaluate stage, ppl/<corpus> rows); not "
+                  "lm-eval's WikiText word perplexity (lm_eval_table, lm_eval_grid).")
 
 
 @dataclass
@@ -236,8 +242,8 @@ def pretrain_summary(res: Results) -> Table:
 
 
 def ppl_table(res: Results, ratio: float = 0.5) -> Table:
-    """Paper A: perplexity vs pruning ratio, one row per (model, corpus, method), one column per ratio."""
-    title = "Perplexity vs key-channel pruning ratio r (fraction of d_k removed), per method"
+    """Paper A: token perplexity vs pruning ratio, one row per (model, corpus, method), one column per ratio."""
+    title = "Token perplexity vs key-channel pruning ratio r (fraction of d_k removed), per method"
     rows = ppl_rows(res.evals)
     if rows.empty:
         return Table("ppl_table", title, pd.DataFrame(), "evaluate stage missing (no eval/*/*/*.csv with ppl rows)")
@@ -262,7 +268,7 @@ def ppl_table(res: Results, ratio: float = 0.5) -> Table:
         df[f"r={r:g}"] = df.get(f"r={r:g}", math.nan)
     df = df[["model", "corpus", "method", "r=0"] + [f"r={r:g}" for r in ratios]]
     r_sel = ratio_value(ratio)
-    note = "r=0 is the unpruned model (method 'none')."
+    note = (f"{TOKEN_PPL_NOTE} r=0 is the unpruned model (method 'none').")
     if f"r={r_sel:g}" in df.columns:
         df[f"Δppl at r={r_sel:g} (%)"] = 100 * (df[f"r={r_sel:g}"] / df["r=0"] - 1)
         note += f" Δppl: relative perplexity increase over the unpruned model at r={r_sel:g}."
@@ -331,8 +337,10 @@ def lm_eval_table(res: Results, ratio: float = 0.5) -> Table:
                 else math.nan
             out.append(row)
     df = pd.DataFrame(out)
-    note += ("acc_norm for " + ", ".join(NORM_TASKS) + ", acc elsewhere; avg acc: mean over the "
-             "accuracy columns of the row.")
+    note += ("acc_norm for " + ", ".join(NORM_TASKS) + ", acc elsewhere (lm_eval_grid has both); avg acc: mean "
+             "over the accuracy columns of the row. word_perplexity: lm-eval's WikiText word perplexity "
+             "(exp(-loglikelihood / words) over the pages evaluated, n_docs in lm_eval_grid), not the "
+             "token perplexity of ppl_table.")
     return Table("lm_eval_table", title, df, note)
 
 
@@ -446,12 +454,13 @@ def recovery_table(res: Results, ppl_task: str | None = None) -> Table:
         base = r.method.split("+")[0]  # METHOD+lora: the same pruning without recovery is the "before"
         out.append({"model": r.model, "method": r.method, "ratio": float(r.ratio), "steps": r.recovery_steps,
                     "first loss (nats)": r.recovery_first_loss, "last loss (nats)": r.recovery_last_loss,
-                    f"{name} unpruned": ppl(r.model, UNPRUNED, 0.0),
-                    f"{name} before recovery": ppl(r.model, base, r.ratio) if base != r.method else math.nan,
-                    f"{name} after recovery": ppl(r.model, r.method, r.ratio)})
+                    f"{name} token ppl unpruned": ppl(r.model, UNPRUNED, 0.0),
+                    f"{name} token ppl before recovery": ppl(r.model, base, r.ratio) if base != r.method
+                    else math.nan,
+                    f"{name} token ppl after recovery": ppl(r.model, r.method, r.ratio)})
     return Table("recovery_table", title, pd.DataFrame(out),
                  "loss: recovery objective at the first / last fine-tuning step (pruning.json); before: the "
-                 "same pruned checkpoint without recovery.")
+                 f"same pruned checkpoint without recovery. {TOKEN_PPL_NOTE}")
 
 
 def profile_timing(res: Results) -> Table:
@@ -555,6 +564,11 @@ def head_metric_rows(hp: pd.DataFrame, ppl_task: str | None = None) -> pd.DataFr
             v = a["value"].astype(float)
             v = v / 100 if len(v) and v.max() > 1.0 else v  # percent -> fraction
             row[name] = float(v.mean()) if len(v) else math.nan
+            n = pd.to_numeric(a["n"], errors="coerce") if "n" in a else pd.Series(dtype=float)
+            row[f"{name}_n"] = int(n.sum()) if len(n) and n.notna().all() else 0  # trials behind the mean
+        if "heads_removed" in g:
+            hr = pd.to_numeric(g["heads_removed"], errors="coerce").dropna()
+            row["heads_removed"] = int(hr.iloc[0]) if len(hr) else math.nan
         out.append(row)
     df = pd.DataFrame(out)
     df["_m"] = df["method"].map(head_method_key)

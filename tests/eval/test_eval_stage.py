@@ -59,6 +59,22 @@ def test_stage_end_to_end(tiny_model, tokenizer, tmp_path):
     assert ppl.n_docs == 1000 // 64 and ppl.limit == 1000 and ppl.stderr > 0
     assert rows.loc[("ppl/wikitext2_test_raw", "nll"), "value"] == pytest.approx(math.log(ppl.value))
 
+    # the samples sidecar, read back from CSV, reproduces every non-unigram value; `nll` is the mean of `ppl`'s
+    from lapr import columns
+    from lapr.report.results import aggregate_samples
+    samples = pd.read_csv(out.parent / "0.5.samples.csv")
+    assert list(samples.columns) == columns.SAMPLES
+    got = aggregate_samples(samples, by=("task", "metric")).set_index(["task", "metric"])
+    want = rows[~rows.index.get_level_values("metric").str.startswith("unigram")
+                & (rows.index.get_level_values("metric") != "nll")]
+    assert set(got.index) == set(want.index)
+    for key, r in want.iterrows():
+        assert got.loc[key, "value"] == pytest.approx(r.value, rel=1e-12), key
+        assert got.loc[key, "units"] == r.n_docs, key
+    w = samples[samples.task == "ppl/wikitext2_test_raw"]
+    assert (w.weight == 63).all() and w.value.sum() / w.weight.sum() == pytest.approx(
+        rows.loc[("ppl/wikitext2_test_raw", "nll"), "value"], rel=1e-12)
+
     prov = json.loads((out.parent / "0.5.provenance.json").read_text())
     assert prov["stage"] == "evaluate" and prov["method"] == "wanda" and prov["ratio"] == 0.5
     assert prov["settings"]["limit"] == {"lapr_lambada_openai": 3, "lapr_winogrande": 2}

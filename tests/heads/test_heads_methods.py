@@ -23,9 +23,12 @@ def test_registry_has_the_five_methods():
 
 def test_normalisations():
     np.testing.assert_allclose(M.normalised_rank(T), np.array([16, 2, 12, 1, 16, 4, 8, 0]) / 16)
-    np.testing.assert_allclose(M.normalised_norm(T), (np.array([1, 3, 2, 5, 9, 1, 4, 1]) - 1) / 8)
+    # eq. 14: nbar_h / max_j nbar_j (not min-max, which minmax_norm keeps for comparison)
+    np.testing.assert_allclose(M.normalised_norm(T), np.array([1, 3, 2, 5, 9, 1, 4, 1]) / 9)
+    np.testing.assert_allclose(M.minmax_norm(T), (np.array([1, 3, 2, 5, 9, 1, 4, 1]) - 1) / 8)
     flat = table([1, 2], [3.0, 3.0])
-    assert (M.normalised_norm(flat) == 0).all()
+    assert (M.normalised_norm(flat) == 1).all() and (M.minmax_norm(flat) == 0).all()
+    assert (M.normalised_norm(table([1, 2], [0.0, 0.0])) == 0).all()
     assert (M.normalised_rank(table([20, 8], [1.0, 2.0])) <= 1).all()   # clipped at the bound
 
 
@@ -47,6 +50,7 @@ def test_orders():
     assert set(nrm.removed) == {(2, 0), (1, 1)}                          # norms 9, 5
     joint = M.select_heads(T, "joint_rank_norm", 0.125, alpha=0.5)
     assert joint.removed == [(2, 0)]                                     # rank 1 and norm 1
+    assert joint.summary()["norm"] == "frobenius"
     assert hi.summary()["removed_high"] == 4 and hi.summary()["removed_low"] == 0
     assert lo.summary()["removed_low"] == 4
 

@@ -173,3 +173,40 @@ def test_settings_validation(bad, msg):
 def test_settings_defaults_and_nulls():
     s = stage.resolve_settings('{"niah": null, "eval": {"ppl": "wikitext2"}}')
     assert s["niah"] is None and s["eval"]["ppl"] == ["wikitext2_test_raw"] and s["alpha"] == 0.5
+
+
+def test_b3_alpha_sweep_lm_eval_and_arms(ckpt, tmp_path):
+    """At b3_budget joint_rank_norm writes one block of rows per alpha, lm-eval rows at settings.alpha
+    only; the unpruned job writes the disjoint arms (or says they cannot be formed)."""
+    s = {**SETTINGS, "alphas": [0.0, 1.0], "alpha": 0.5,
+         "lm_eval": {"tasks": ["lapr_piqa"], "limit": 4, "batch_size": 4, "max_length": 64}}
+    df = run(ckpt, tmp_path / "j/0.389.csv", "joint_rank_norm", 0.389, s)
+    assert sorted(df["alpha"].unique()) == [0.0, 0.5, 1.0]
+    assert set(df["norm"]) == {"frobenius"} and set(df["status"]) == {"ok"}
+    lm = df[df["task"] == "lapr_piqa"]
+    assert len(lm) and set(lm["alpha"]) == {0.5} and lm["value"].between(0, 1).all()
+    assert (df["heads_removed"] == 2).all()                              # round(0.389 * 4) = 2
+    other = run(ckpt, tmp_path / "j/0.5.csv", "joint_rank_norm", 0.5, s)
+    assert set(other["alpha"]) == {0.5} and "lapr_piqa" not in set(other["task"])
+    # arms: group thresholds that split this table in two, then thresholds no head can meet
+    p = argparse.ArgumentParser()
+    stage.add_arguments(p)
+    for arms, formed in (({"group_low": 0.99, "group_high": 0.99, "draws": 2, "niah_n": 3}, None),
+                         ({"group_low": 0.01, "group_high": 0.01, "draws": 2, "niah_n": 3}, False)):
+        out = tmp_path / f"arms{formed}"
+        stage.run(p.parse_args(["--model", str(ckpt), "--heads-csv", str(ckpt.parent / "heads.csv"),
+                                "--method", "none", "--budget", "0", "--out", str(out / "none.csv"),
+                                "--arms-out", str(out / "arms.csv"),
+                                "--settings", json.dumps({**SETTINGS, "arms": arms})]))
+        none, got = pd.read_csv(out / "none.csv"), pd.read_csv(out / "arms.csv")
+        assert none[(none["task"] == "niah") & none["context_len"].notna()]["n"].eq(3).all()
+        if formed is False:
+            assert set(got["status"]) == {"unformable: no low-rank head (rank/bound < 0.01)"}
+            assert set(got["method"]) == {"arm_low", "arm_high", "arm_random"}
+        else:
+            r = methods.normalised_rank(methods.load_heads(ckpt.parent / "heads.csv"))
+            if ((r < 0.99).sum() == 0) or ((r >= 0.99).sum() == 0):
+                assert got["status"].str.startswith("unformable").all()
+            else:
+                assert set(got["status"]) == {"ok"} and set(got["draw"].dropna()) == {0.0, 1.0}
+                assert got.groupby("method")["heads_removed"].nunique().eq(1).all()

@@ -13,7 +13,7 @@ def test_head_table_matches_profiling(family_name):
     model = tiny_model(family_name, heads=2)
     ids = torch.randint(0, 128, (3, 24), generator=torch.Generator().manual_seed(1))
     table = head_table(model, ids, batch_size=2)
-    assert list(table.columns) == ["layer", "head", "final_rank", "bound", "state_norm", "class"]
+    assert list(table.columns) == ["layer", "head", "final_rank", "bound", "state_norm", "class", "state_nuclear"]
     assert len(table) == 4 and (table["bound"] == 8).all()
     states = capture_states(model, ids, [24])
     for layer, s in states.items():                   # [B, HV, 1, d_k, d_v]

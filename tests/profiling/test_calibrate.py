@@ -51,9 +51,11 @@ def test_contract_shapes_and_values(family_name):
     assert len(calib["layers"]) == len(views)
     for v, layer in zip(views, calib["layers"]):
         H, dk, D, HV = v.num_heads, v.head_k_dim, v.q_proj.in_features, v.num_v_heads
-        assert set(layer) == {"input_rms", "q_act", "k_act", "q_grad", "k_grad", "state_norm"}
+        assert set(layer) == {"input_rms", "q_act", "k_act", "q_grad", "k_grad", "state_norm",
+                              "k_norm_mean", "k_norm_cov"}
         shapes = {"input_rms": (D,), "q_act": (H, 96, dk), "k_act": (H, 96, dk), "q_grad": (H, dk, D),
-                  "k_grad": (H, dk, D), "state_norm": (HV,)}
+                  "k_grad": (H, dk, D), "state_norm": (HV,), "k_norm_mean": (H, dk),
+                  "k_norm_cov": (H, dk, dk)}
         for key, shape in shapes.items():
             t = layer[key]
             assert tuple(t.shape) == shape and t.dtype == torch.float32 and t.device.type == "cpu", key
@@ -66,6 +68,30 @@ def test_contract_shapes_and_values(family_name):
             torch.testing.assert_close(layer[act], want, **TOL)
 
 
+def test_post_norm_key_statistics_are_centred_over_all_tokens(family_name):
+    # paper A's PCA statistics (LAP pca.py: l2_norm'd keys, centred covariance over every token)
+    model = tiny_model(family_name)
+    with torch.no_grad():  # larger pre-SiLU keys: SiLU then gives them a clearly non-zero mean
+        for v in family(model).attention(model):
+            v.k_proj.weight.mul_(20)
+    data = batches()
+    layers = calibrate(model, data, rows=10_000)["layers"]          # k_act holds every token
+    sub = calibrate(model, data, rows=7, seed=3)["layers"]
+    for layer, small in zip(layers, sub):
+        k = layer["k_act"].double()                                    # [H, 96, d_k], pre-norm
+        unit = k / (k.square().sum(-1, keepdim=True) + 1e-6).sqrt()     # fla's L2 norm by hand
+        mean = unit.mean(1)
+        centred = unit - mean[:, None]
+        cov = centred.mT @ centred / (unit.shape[1] - 1)
+        torch.testing.assert_close(layer["k_norm_mean"], mean.float(), **TOL)
+        torch.testing.assert_close(layer["k_norm_cov"], cov.float(), **TOL)
+        # the mean is not zero (SiLU'd keys): an uncentred moment would miss TOL by far
+        moment = unit.mT @ unit / unit.shape[1]
+        assert (moment - cov).abs().max() > 1e-3
+        for key in ("k_norm_mean", "k_norm_cov"):                     # all tokens, not the rows
+            torch.testing.assert_close(small[key], layer[key], **TOL)
+
+
 def test_subsampled_rows_are_the_seeded_subset(family_name):
     model = tiny_model(family_name)
     data = batches()
@@ -76,7 +102,8 @@ def test_subsampled_rows_are_the_seeded_subset(family_name):
     assert not torch.equal(keep, calibration_rows(96, 17, 6))
     torch.testing.assert_close(sub["q_act"], full["q_act"][:, keep], **TOL)
     torch.testing.assert_close(sub["k_act"], full["k_act"][:, keep], **TOL)
-    for key in ("input_rms", "q_grad", "k_grad", "state_norm"):  # independent of subsampling
+    for key in ("input_rms", "q_grad", "k_grad", "state_norm",  # independent of subsampling
+                "k_norm_mean", "k_norm_cov"):
         torch.testing.assert_close(sub[key], full[key], **TOL)
 
 

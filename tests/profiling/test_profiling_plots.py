@@ -38,7 +38,7 @@ def test_make_figures(tmp_path):
     profile = synthetic_profile(tmp_path / "profile")
     paths = make_figures(profile, tmp_path / "fig")
     names = sorted(p.name for p in paths)
-    assert names == sorted(f"{stem}.{ext}" for stem in ("rank_vs_t", "rank_heatmap", "consistency")
+    assert names == sorted(f"{stem}.{ext}" for stem in ("rank_vs_t", "rank_heatmap", "consistency", "stratification")
                            for ext in ("png", "pdf"))
     for p in paths:
         head = p.read_bytes()[:8]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from profiling_helpers import tiny_model
 
-from lapr.profiling import stage
+from lapr.profiling import stage, stratify
 from lapr.profiling.metrics import RANK_COLUMNS
 
 SETTINGS = {"T": 48, "n_positions": 32, "batch": 2, "spectrum_positions": 3, "seed": 1,
@@ -37,10 +37,16 @@ def profile_dir(checkpoint, tmp_path_factory):
 def test_outputs(profile_dir):
     files = {p.name for p in profile_dir.iterdir()}
     assert files == {"ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
-                     "timing.json", "provenance.json"}
+                     "timing.json", "provenance.json", "consistency_time.csv", "stratification.csv"}
     ranks = pd.read_parquet(profile_dir / "ranks.parquet")
-    assert list(ranks.columns) == stage.RANK_ORDER
-    assert set(ranks.columns) == set(RANK_COLUMNS) | {"context", "sample"}
+    eps_cols = ["threshold_rank_1e-3", "threshold_rank_1e-2"]  # settings.eps_sensitivity's default
+    assert list(ranks.columns) == stage.RANK_ORDER + eps_cols
+    assert set(ranks.columns) == set(RANK_COLUMNS) | {"context", "sample"} | set(eps_cols)
+    # a larger eps can only drop singular values: rank(1e-2) <= rank(1e-3) <= rank(1e-4)
+    assert (ranks["threshold_rank_1e-2"] <= ranks["threshold_rank_1e-3"]).all()
+    assert (ranks["threshold_rank_1e-3"] <= ranks["threshold_rank"]).all()
+    early = stage.early_position(48)  # T = 48 < 256: 48 / 16 = 3, always profiled
+    assert early == 3 and early in set(ranks["position"])
     contexts = ["gutenberg", "wikitext", "attack", "needle"]
     assert list(pd.unique(ranks["context"])) == contexts
     n_pos = ranks["position"].nunique()
@@ -59,6 +65,22 @@ def test_outputs(profile_dir):
     want = natural.groupby(["layer", "head"])["threshold_rank"].mean().to_numpy()
     assert heads["final_rank"].to_numpy() == pytest.approx(want)
     assert ((heads["final_rank"] >= 0.5 * heads["bound"]) == (heads["class"] == "high")).all()
+    assert (heads["final_rank_1e-4"] == heads["final_rank"]).all()
+    want = natural.groupby(["layer", "head"])["threshold_rank_1e-2"].mean().to_numpy()
+    assert heads["final_rank_1e-2"].to_numpy() == pytest.approx(want)
+    # GDN's decay gate, read in the same forward: r_bar = exp(mean log alpha_t) in (0, 1)
+    assert heads["mean_decay"].between(0, 1, inclusive="neither").all()
+
+    ct = pd.read_csv(profile_dir / "consistency_time.csv")
+    assert list(ct.columns) == stratify.TIME_COLUMNS
+    assert len(ct) == 2 * (len(contexts) + 1) and set(ct["t_early"]) == {3} and set(ct["t_late"]) == {48}
+    mean = ct[ct["context"] == "mean"].set_index("layer")
+    nat = ct[ct["natural"]].groupby("layer")["cosine_rank"].mean()
+    assert mean["cosine_rank"].to_numpy() == pytest.approx(nat.to_numpy())
+    strat = pd.read_csv(profile_dir / "stratification.csv")
+    assert list(strat["rank_column"]) == ["final_rank_1e-4", "final_rank_1e-3", "final_rank_1e-2"]
+    assert list(strat["primary"]) == [True, False, False] and (strat["n_heads"] == 4).all()
+    assert (strat["decay_n_heads"] == 4).all()
 
     cons = pd.read_csv(profile_dir / "consistency.csv")
     assert len(cons) == 6 and {"context_a", "context_b", "spearman", "keep_fraction"} <= set(cons.columns)
@@ -90,7 +112,9 @@ def test_deterministic_rerun(checkpoint, profile_dir, tmp_path):
     ('{"eps": 2}', "settings.eps"), ('{"contexts": ["gutenberg", "poetry"]}', "poetry"),
     ('{"contexts": "needle"}', "non-empty list"), ('{"calib": {"rows": 0}}', "calib.rows"),
     ('{"calib": {"row": 5}}', "unknown calib"), ('{"batch": 1.5}', "settings.batch"),
-    ('{"class_rule": "median"}', "class_rule"),
+    ('{"class_rule": "median"}', "class_rule"), ('{"svd": "cusolver"}', "settings.svd"),
+    ('{"eps_sensitivity": [0.001, 2]}', "eps_sensitivity"), ('{"eps_sensitivity": 0.01}', "eps_sensitivity"),
+    ('{"eps_sensitivity": [0.01, 0.01]}', "duplicates"),
 ])
 def test_bad_settings(settings, match):
     with pytest.raises(ValueError, match=match):

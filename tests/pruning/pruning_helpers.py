@@ -105,12 +105,17 @@ def make_calib(model, batches: int = 2, seq: int = SEQ, rows: int = 40, seed: in
         store = acts[view.index]
         q, k = torch.cat(store["q"], 1), torch.cat(store["k"], 1)
         shape = (view.num_heads, view.head_k_dim, -1)
+        # pca's statistics: centred covariance of the L2-normalised keys over all tokens
+        unit = torch.nn.functional.normalize(k.double(), dim=-1)
+        centred = unit - unit.mean(1, keepdim=True)
         layers.append({
             "input_rms": (store["x2"] / store["n"]).sqrt().float(),
             "q_act": q[:, :rows].float().contiguous(), "k_act": k[:, :rows].float().contiguous(),
             "q_grad": view.q_proj.weight.grad.reshape(shape).float().clone(),
             "k_grad": view.k_proj.weight.grad.reshape(shape).float().clone(),
             "state_norm": torch.ones(view.num_v_heads),
+            "k_norm_mean": unit.mean(1).float(),
+            "k_norm_cov": (centred.mT @ centred / (unit.shape[1] - 1)).float(),
         })
     model.zero_grad(set_to_none=True)
     return {"meta": {"model": "tiny", "n_tokens": batches * 2 * seq, "seq_len": seq,

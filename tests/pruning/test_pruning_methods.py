@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lapr.pruning.channels import METHODS, ChannelContext, pca_basis, select_channels
+from lapr.pruning.channels import (
+    METHODS, ChannelContext, pca_basis, pca_qk_basis, rotation_basis, select_channels)
 from lapr.pruning.channels.qr import (
     DEFAULT_F, max_swap_ratio, pivoted_qr_columns, square_triangle, strong_rrqr_columns)
 
@@ -264,7 +265,8 @@ def test_qr_without_activations_names_missing_field():
 
 # ---- PCA ---------------------------------------------------------------------------------
 
-def test_pca_basis_orthonormal_and_spans_top_subspace():
+def test_pca_qk_basis_orthonormal_and_spans_top_subspace():
+    # pca_qk: uncentred second moment of the stacked q/k rows
     keep, rows = 5, 60
     gen = torch.Generator().manual_seed(8)
     true = []
@@ -277,7 +279,7 @@ def test_pca_basis_orthonormal_and_spans_top_subspace():
         true.append(rot[:, :keep])
     ctx = ChannelContext(q_weight=torch.zeros(H, D_K, 8), k_weight=torch.zeros(H, D_K, 8),
                          q_act=acts[:, :rows].float(), k_act=acts[:, rows:].float())
-    basis = pca_basis(ctx, keep)
+    basis = pca_qk_basis(ctx, keep)
     assert basis.dtype == torch.float32 and tuple(basis.shape) == (H, D_K, keep)
     eye = torch.eye(keep).expand(H, keep, keep)
     assert torch.allclose(basis.mT @ basis, eye, atol=1e-5)
@@ -287,14 +289,84 @@ def test_pca_basis_orthonormal_and_spans_top_subspace():
         assert gap < 1e-4
         # columns come in eigenvalue order: the first one is the top direction (up to sign)
         assert abs(float(u[:, 0] @ t[:, 0])) > 1 - 1e-4
-    assert torch.equal(basis, pca_basis(ctx, keep))
+    assert torch.equal(basis, pca_qk_basis(ctx, keep))
+    assert torch.equal(basis, rotation_basis("pca_qk", ctx, keep))
+
+
+def lap_key_statistics(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LAP's pca.py by hand: l2_norm per head (l. 236), k_sum / k_outer / n (l. 245-247), then
+    cov = (k_outer - n mu mu^T) / (n - 1) (l. 76-77). keys [H, N, d_k], pre-norm."""
+    k = keys.double()
+    k = k / (k.square().sum(-1, keepdim=True) + 1e-6).sqrt()
+    n = k.shape[1]
+    k_sum, k_outer = k.sum(1), k.mT @ k
+    mu = k_sum / n
+    return mu.float(), ((k_outer - n * mu[..., :, None] * mu[..., None, :]) / (n - 1)).float()
+
+
+def mean_dominated_keys(n: int = 400, seed: int = 0) -> torch.Tensor:
+    """[H, n, D_K] keys: a large constant along channel 0 (the mean), most variance along
+    channel 3, a little along channel 7, noise elsewhere. Centred PCA's top direction is e3, the
+    uncentred moment's is e0."""
+    gen = torch.Generator().manual_seed(seed)
+    keys = 0.01 * torch.randn(H, n, D_K, generator=gen)
+    keys[..., 0] += 10.0
+    keys[..., 3] += 3.0 * torch.randn(H, n, generator=gen)
+    keys[..., 7] += 1.0 * torch.randn(H, n, generator=gen)
+    return keys
+
+
+def test_pca_is_laps_centred_post_norm_key_pca():
+    keys = mean_dominated_keys()
+    mean, cov = lap_key_statistics(keys)
+    ctx = ChannelContext(q_weight=torch.zeros(H, D_K, 8), k_weight=torch.zeros(H, D_K, 8),
+                         k_norm_mean=mean, k_norm_cov=cov)
+    basis = pca_basis(ctx, 2)
+    assert tuple(basis.shape) == (H, D_K, 2)
+    for h in range(H):  # the known top subspace, in order: e3 (largest variance), then e7
+        assert abs(float(basis[h, 3, 0])) > 0.999 and abs(float(basis[h, 7, 1])) > 0.999
+    # centring is what finds it: the same unit keys' UNcentred moment puts e0 (the mean) first
+    unit = keys / keys.norm(dim=-1, keepdim=True)
+    uncentred = ChannelContext(q_weight=ctx.q_weight, k_weight=ctx.k_weight,
+                               k_norm_cov=unit.mT @ unit / unit.shape[1])
+    assert (pca_basis(uncentred, 1)[:, 0].abs().argmax(-1) == 0).all()
+    assert torch.equal(rotation_basis("pca", ctx, 2), basis)
+
+
+def test_pca_and_pca_qk_differ_on_a_mean_dominated_head():
+    # pca: keys only, L2-normalised, centred -> e3. pca_qk: q and k stacked, pre-norm,
+    # uncentred -> e0 (the mean). And pca ignores the queries, pca_qk does not.
+    keys = mean_dominated_keys()
+    queries = mean_dominated_keys(seed=1).roll(5, dims=-1)  # queries' mass on channels 5, 8, 12
+    mean, cov = lap_key_statistics(keys)
+    ctx = ChannelContext(q_weight=torch.zeros(H, D_K, 8), k_weight=torch.zeros(H, D_K, 8),
+                         q_act=queries, k_act=keys, k_norm_mean=mean, k_norm_cov=cov)
+    lap, ours = pca_basis(ctx, 1)[:, :, 0], pca_qk_basis(ctx, 1)[:, :, 0]
+    assert (lap.abs().argmax(-1) == 3).all()
+    assert torch.isin(ours.abs().argmax(-1), torch.tensor([0, 5])).all()
+    assert ((lap * ours).sum(-1).abs() < 0.1).all()  # nearly orthogonal first directions
+    swapped = ChannelContext(q_weight=ctx.q_weight, k_weight=ctx.k_weight, q_act=keys.flip(1),
+                             k_act=keys, k_norm_mean=mean, k_norm_cov=cov)
+    assert torch.equal(pca_basis(swapped, 3), pca_basis(ctx, 3))
+    assert not torch.allclose(pca_qk_basis(swapped, 3), pca_qk_basis(ctx, 3), atol=1e-3)
+
+
+def test_pca_needs_the_post_norm_key_covariance():
+    ctx = full_context()  # q_act / k_act but no k_norm_cov (e.g. an older calib.pt)
+    with pytest.raises(ValueError, match="k_norm_cov"):
+        pca_basis(ctx, 4)
+    assert tuple(pca_qk_basis(ctx, 4).shape) == (H, D_K, 4)
+    with pytest.raises(ValueError, match=r"k_norm_cov must be \[3, 16, 16\]"):
+        ChannelContext(q_weight=ctx.q_weight, k_weight=ctx.k_weight,
+                       k_norm_cov=torch.zeros(H, D_K, D_K - 1))
 
 
 def test_pca_is_not_a_selection():
-    with pytest.raises(ValueError, match="pca_basis"):
-        select_channels("pca", full_context(), 4)
+    for method in ("pca", "pca_qk"):
+        with pytest.raises(ValueError, match="pca_basis"):
+            select_channels(method, full_context(), 4)
     with pytest.raises(ValueError, match="keep"):
-        pca_basis(full_context(), 0)
+        pca_qk_basis(full_context(), 0)
 
 
 # ---- bad input ---------------------------------------------------------------------------

@@ -95,12 +95,15 @@ def test_weights_only_method_without_calib(checkpoints, tmp_path):
     assert not list(tmp_path.glob("l1/.*tmp"))           # nothing left from the atomic write
 
 
-def test_pca_with_calib(checkpoints, tmp_path):
+@pytest.mark.parametrize("method", ["pca", "pca_qk"])
+def test_pca_with_calib(checkpoints, tmp_path, method):
     src, calib = checkpoints["delta_net"]
-    out = tmp_path / "pca"
-    stage.run(args_for(src, out, "pca", 0.25, calib=calib))
+    out = tmp_path / method
+    stage.run(args_for(src, out, method, 0.25, calib=calib))
     record = json.loads((out / "pruning.json").read_text())
     assert record["kind"] == "rotation" and record["d_k_after"] == 9
+    assert ("centred covariance of the L2-normalised keys" in record["short_conv"]) == (method == "pca")
+    assert torch.load(out / "pca_basis.pt")["method"] == method
     assert record["calib_meta"]["family"] == "delta_net"
     assert "does not commute" in record["short_conv"]
     assert all(layer["kept"] is None and layer["q_conv_mismatch"] > 0
@@ -152,6 +155,17 @@ def test_bad_input_fails_before_writing(checkpoints, tmp_path, method, ratio, ca
 def test_missing_model_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         stage.run(args_for(tmp_path / "nope", tmp_path / "out"))
+
+
+def test_pca_refuses_a_calib_without_post_norm_key_statistics(checkpoints, tmp_path):
+    src, calib = checkpoints["delta_net"]
+    old = torch.load(calib)
+    for layer in old["layers"]:  # a calib.pt written before k_norm_mean / k_norm_cov existed
+        del layer["k_norm_mean"], layer["k_norm_cov"]
+    torch.save(old, tmp_path / "old-calib.pt")
+    with pytest.raises(ValueError, match=r"needs calib layer fields \['k_norm_cov'\].*rerun `lapr profile`"):
+        stage.run(args_for(src, tmp_path / "out", "pca", 0.5, calib=tmp_path / "old-calib.pt"))
+    stage.run(args_for(src, tmp_path / "qk", "pca_qk", 0.5, calib=tmp_path / "old-calib.pt"))
 
 
 def test_calib_for_another_model_is_rejected(checkpoints, tmp_path):

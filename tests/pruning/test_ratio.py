@@ -8,9 +8,9 @@ from lapr.pruning.ratio import kept_dim, validate
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 
 
-def test_all_eight_methods_named_once():
+def test_all_nine_methods_named_once():
     assert ALL_METHODS == ("l1", "l2", "pivoted_qr", "random", "strong_rrqr", "taylor",
-                           "wanda", "pca")
+                           "wanda", "pca", "pca_qk")
     assert set(REQUIRES) == set(ALL_METHODS)
 
 
@@ -61,7 +61,7 @@ def test_validate_reports_every_problem_at_once():
         validate(["l1", "magnitude", "pca"], [0.5, 1.0, 0.99], [64, 8], multiple=1)
     message = str(info.value)
     assert "unknown pruning method 'magnitude'" in message
-    assert "known: l1, l2, pivoted_qr, random, strong_rrqr, taylor, wanda, pca" in message
+    assert "known: l1, l2, pivoted_qr, random, strong_rrqr, taylor, wanda, pca, pca_qk" in message
     assert "got 1.0" in message
     assert "ratio 0.99 leaves no channel of d_k=64" in message
     assert "ratio 0.99 leaves no channel of d_k=8" in message

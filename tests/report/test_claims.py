@@ -293,3 +293,37 @@ def test_b2_over_time(tmp_path, rho, cos, verdict):
     assert row["verdict"] == verdict and row["value"] == pytest.approx(rho, abs=0.01)
     assert row["lo"] <= row["value"] <= row["hi"] and "t=128 vs t=2048" in row["measured"]
     assert one(tmp_path, "B2-inputs")["verdict"] == "supported"  # consistency.csv: its own row
+
+
+def test_b1_at_other_eps_and_decay_row(tmp_path):
+    import pandas as pd
+
+    write_profile(tmp_path, "gdn", final_ranks=[1, 2, 16, 15, 1, 16, 14, 2])
+    d = tmp_path / "profile" / "gdn"
+    heads = pd.read_csv(d / "heads.csv")
+    heads["final_rank_1e-3"] = heads["final_rank"]                      # same split
+    heads["final_rank_1e-2"] = [1, 1, 2, 2, 1, 2, 2, 1]                 # every head low: no high group
+    heads.to_csv(d / "heads.csv", index=False)
+    pd.DataFrame([{"eps": 1e-4, "rank_column": "final_rank", "primary": True, "n_heads": 8, "bimodality": 0.8,
+                   "decay_r2": 0.75, "decay_slope": 2.0, "decay_intercept": -1.0, "decay_n_heads": 8}]) \
+        .to_csv(d / "stratification.csv", index=False)
+    rows = verdicts(tmp_path, "B1-eps").set_index("measured")
+    assert sorted(rows["verdict"]) == ["contradicted", "supported"]
+    assert any("eps 1e-2" in m for m, v in rows["verdict"].items() if v == "contradicted")
+    row = one(tmp_path, "B-decay")
+    assert row["verdict"] == "reported" and row["value"] == pytest.approx(0.75) and "0.800" in row["measured"]
+
+
+def test_b4_unformable_arms_say_so_and_are_not_the_unpruned_model(tmp_path):
+    import pandas as pd
+
+    write_heads(tmp_path, models=("deltanet",))
+    d = tmp_path / "heads" / "deltanet" / "arms"
+    d.mkdir(parents=True)
+    base = pd.read_csv(tmp_path / "heads" / "deltanet" / "none" / "0.csv")
+    rows = base.iloc[:1].copy()
+    rows[["method", "task", "metric", "value", "budget"]] = ["arm_low", "arms", "k", 0.0, 0.0]
+    rows["status"] = "unformable: no head of the high class (rank/bound >= 0.75)"
+    rows.to_csv(d / "0.csv", index=False)
+    row = one(tmp_path, "B4")
+    assert row["verdict"] == "inconclusive" and "no head of the high class" in row["reason"]

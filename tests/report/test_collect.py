@@ -1,5 +1,6 @@
 """collect: synthetic results files -> tidy frames; missing stages -> empty frames, broken files -> problems."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -133,3 +134,26 @@ def test_report_refuses_unreadable_results(tmp_path):
     with pytest.raises(ValueError, match=r"1 result file\(s\) could not be read: .*eval/gdn/l2/0.5.csv"):
         build_report(root, out, log=lambda *a, **k: None)
     assert not out.exists()
+
+
+def test_eval_samples_are_read_beside_not_as_result_tables(tmp_path):
+    from lapr.report.results import SAMPLE_COLUMNS, aggregate_samples
+
+    root = tmp_path / "p"
+    write_evals(root, models={"gdn": "gated_deltanet"}, methods=("l2",), ratios=(0.5,), lm=False)
+    older = collect(root)                               # results written before the stage kept samples
+    assert older.problems == [] and older.samples.empty and list(older.samples.columns) == SAMPLE_COLUMNS
+    d = root / "eval" / "gdn" / "l2"
+    nll = [5.0, 6.0, 7.0]
+    pd.DataFrame({"task": "ppl/wikitext2_test_raw", "metric": "ppl", "unit": [0, 1, 2], "value": nll,
+                  "weight": 255}).to_csv(d / "0.5.samples.csv", index=False)
+    res = collect(root)
+    assert res.problems == []
+    pd.testing.assert_frame_equal(res.evals, older.evals)  # the sidecar is no result table
+    assert res.samples[["model", "method", "ratio"]].drop_duplicates().values.tolist() == [["gdn", "l2", 0.5]]
+    agg = aggregate_samples(res.samples)
+    assert agg["value"].item() == pytest.approx(math.exp(sum(nll) / (3 * 255)))
+    assert agg["units"].item() == 3
+    (d / "0.5.samples.csv").write_text("nonsense\n1\n")  # a broken sidecar is a problem, as a table is
+    problems = collect(root).problems
+    assert len(problems) == 1 and "0.5.samples.csv" in problems[0]

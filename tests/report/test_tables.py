@@ -50,6 +50,9 @@ def test_ppl_table_matches_input_and_markdown_matches_csv(built):
     tables, out = built
     csv = pd.read_csv(out / "ppl_table.csv")
     assert len(csv) == 2 * 2 * len(METHODS)
+    # ppl/<corpus> rows are token perplexity, not lm-eval's word perplexity: the table says so
+    assert tables["ppl_table"].title.startswith("Token perplexity") and "word perplexity" in tables["ppl_table"].note
+    assert "token perplexity of ppl_table" in tables["lm_eval_table"].note
     for row in csv.itertuples(index=False):
         model, corpus, method = row[0], row[1], row[2]
         base = BASE_PPL[model][corpus]
@@ -146,9 +149,9 @@ def test_recovery_table_before_after(tmp_path):
                 slope={"wanda": 0.4, "wanda+lora": 0.1})
     df = T.recovery_table(collect(root)).df
     assert df["method"].tolist() == ["wanda+lora"]
-    base = df["wikitext2_test_raw unpruned"].item()
-    assert df["wikitext2_test_raw before recovery"].item() == pytest.approx(base * (1 + 0.4 * 0.5))
-    assert df["wikitext2_test_raw after recovery"].item() == pytest.approx(base * (1 + 0.1 * 0.5))
+    base = df["wikitext2_test_raw token ppl unpruned"].item()
+    assert df["wikitext2_test_raw token ppl before recovery"].item() == pytest.approx(base * (1 + 0.4 * 0.5))
+    assert df["wikitext2_test_raw token ppl after recovery"].item() == pytest.approx(base * (1 + 0.1 * 0.5))
 
 
 def test_empty_tables_have_notes(tmp_path):

@@ -25,8 +25,9 @@ def test_each_method_is_one_job_over_its_ratios(tmp_path):
     by_rule = {}
     for rule, outs, cmd in jobs:
         by_rule.setdefault(rule, []).append((outs, cmd))
-    # 2 models x 8 methods, each over ratios 0.25 0.5 0.75; recovered: 2 x 2 methods at 0.5; unpruned alone
-    assert len(by_rule["evaluate"]) == 16 and len(by_rule["prune"]) == 16 and len(by_rule["heads"]) == 10
+    # 2 models x 9 methods (paper A's 8 + lapr's pca_qk), each over ratios 0.25 0.5 0.75; recovered: 2 x 2
+    # methods at 0.5; unpruned alone
+    assert len(by_rule["evaluate"]) == 18 and len(by_rule["prune"]) == 18 and len(by_rule["heads"]) == 10
     for rule in ("evaluate", "prune"):
         for outs, cmd in by_rule[rule]:
             # prune declares each checkpoint by its weights file and passes the folders
@@ -35,11 +36,12 @@ def test_each_method_is_one_job_over_its_ratios(tmp_path):
                 ["0.25.csv", "0.5.csv", "0.75.csv"] if rule == "evaluate" else ["0.25", "0.5", "0.75"])
             assert "--ratio 0.25 0.5 0.75 " in cmd and "--out " + " ".join(places) in cmd, cmd
     for outs, cmd in by_rule["heads"]:
-        assert len(outs) == 3 and "--budget 0.25 0.5 0.75 " in cmd, cmd
+        assert len(outs) == 4 and "--budget 0.25 0.389 0.5 0.75 " in cmd, cmd
     assert len(by_rule["evaluate_recovered"]) == len(by_rule["prune_recovered"]) == 4
     for outs, cmd in by_rule["evaluate_recovered"] + by_rule["prune_recovered"]:
         assert len(outs) == 1 and "+lora" in outs[0] and "--ratio 0.5 " in cmd, cmd
-    assert [len(o) for o, _ in by_rule["evaluate_unpruned"] + by_rule["heads_unpruned"]] == [1] * 4
+    assert [len(o) for o, _ in by_rule["evaluate_unpruned"]] == [1] * 2
+    assert [len(o) for o, _ in by_rule["heads_unpruned"]] == [2] * 2  # none/0.csv + arms/0.csv
     every = [o for rule, outs, _ in jobs for o in outs]
     assert len(every) == len(set(every))  # no file is made by two jobs
 

@@ -114,8 +114,8 @@ CORPORA = list(config["corpora"])
 EVAL_CORPORA = [c for c in CORPORA if c != "train"]
 
 # ----------------------------------------------------------------------------- profiling
-PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "calib.pt",
-                 "timing.json"]
+PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "consistency_time.csv",
+                 "stratification.csv", "calib.pt", "timing.json"]
 
 # ----------------------------------------------------------------------------- channel pruning
 PRUNE = config["prune"]
@@ -152,7 +152,11 @@ def pruned(model, method, ratio):
 HEADS = config.get("heads", {})
 HEAD_METHODS = HEADS.get("methods", ["joint_rank_norm", "low_rank_first", "high_rank_first", "norm_only", "random"])
 BUDGETS = [ratio_name(b) for b in HEADS.get("budgets", [0.25, 0.5, 0.75])]
-HEAD_SETTINGS = json.dumps({k: v for k, v in HEADS.items() if k not in ("methods", "budgets")})
+# the B3 lm-eval tasks are the evaluate stage's (same tasks, limits, batch, window), unless heads.lm_eval says
+HEAD_SETTINGS = json.dumps({"lm_eval": {k: v for k, v in config.get("evaluate", {}).items()
+                                        if k in ("tasks", "limit", "batch_size", "max_length")},
+                            **{k: v for k, v in HEADS.items() if k not in ("methods", "budgets")}})
+HEAD_ARMS = HEADS.get("arms", {}) is not None  # paper B's disjoint arms, written by the unpruned job
 MQAR = config.get("mqar", {})
 MQAR_FAMILIES = MQAR.get("families", ["delta_net", "gated_deltanet"])
 
@@ -211,6 +215,7 @@ TARGETS["evaluate"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
                                 ratio=RECOVER_RATIOS))
 # the probe models' weights too: after a fresh clone (committed eval tables, no weights) they retrain
 TARGETS["heads"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
+                    + (expand(f"{R}/heads/{{model}}/arms/0.csv", model=MODELS) if HEAD_ARMS else [])
                     + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS, hmethod=HEAD_METHODS,
                              budget=BUDGETS)
                     + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)

@@ -34,20 +34,36 @@ rule heads:
         "> {log} 2>&1"
 
 
-use rule heads as heads_unpruned with:
+rule heads_unpruned:
+    # the unpruned model, and in the same process paper B's disjoint low / high / random arms
+    # (heads.arms; null: none) on the same NIAH samples
+    input:
+        model=lambda w: model_input(w.model),
+        heads=f"{R}/profile/{{model}}/heads.csv",
     output:
-        f"{R}/heads/{{model}}/{{hmethod}}/0.csv",
-    wildcard_constraints:
-        hmethod="none",
+        main=f"{R}/heads/{{model}}/none/0.csv",
+        arms=[f"{R}/heads/{{model}}/arms/0.csv"] if HEAD_ARMS else [],
     params:
-        budgets=["0"],
         settings=HEAD_SETTINGS,
         model=lambda w: checkpoint(w.model),
+        arms=lambda w, output: f"--arms-out {output.arms[0]} " if HEAD_ARMS else "",
         seed=SEED,
         gpu=GPU,
         py=PY,
+    log:
+        f"{R}/logs/heads/{{model}}/none.log",
     benchmark:
-        benchmark_tsv("heads_unpruned", "model", "hmethod")
+        benchmark_tsv("heads_unpruned", "model", hmethod="none")
+    threads: config["threads"]
+    resources:
+        gpu=GPUS,
+    conda:
+        "../envs/lapr.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr heads --model {params.model} "
+        "--heads-csv {input.heads} --method none --budget 0 {params.arms}"
+        "--model-name {wildcards.model} --settings {params.settings:q} --seed {params.seed} --out {output.main} "
+        "> {log} 2>&1"
 
 
 rule mqar_train:

@@ -97,8 +97,19 @@ def main() -> None:
     models = {m: s for m, s in cfg["models"].items() if s["source"] == "train"}
     prune = cfg.get("prune", {})
     methods = args.methods.split(",") if args.methods else prune.get("methods", [
-        "random", "l1", "l2", "wanda", "taylor", "pca", "pivoted_qr", "strong_rrqr"])
+        "random", "l1", "l2", "wanda", "taylor", "pca", "pca_qk", "pivoted_qr", "strong_rrqr"])
     ratios = [f"{float(r):g}" for r in (args.ratios.split(",") if args.ratios else prune.get("ratios", []))]
+    # prune.recovery as common.smk reads it: METHOD+lora checkpoints for recovery.methods x .ratios
+    # (within this session's ratios), pruned as METHOD then fine-tuned; the stage takes the rest
+    rec = prune.get("recovery", {})
+    rec_ratios = {f"{float(r):g}" for r in rec.get("ratios", prune.get("ratios", []))}
+    pairs = [(me, r) for me in methods for r in ratios]
+    pairs += [(f"{me}+lora", r) for me in rec.get("methods", []) for r in ratios if r in rec_ratios]
+
+    def prune_settings(method: str) -> str:
+        recovery = {k: v for k, v in rec.items() if k not in ("methods", "ratios", "enabled")}
+        recovery["enabled"] = bool(rec.get("enabled", False)) or method.endswith("+lora")
+        return json.dumps({**{k: v for k, v in prune.items() if k != "recovery"}, "recovery": recovery})
     seed = str(cfg.get("seed", 0))
     lapr = [PY, "-m", "lapr"]
     logs = R / "logs"
@@ -140,15 +151,15 @@ def main() -> None:
     if "prune" in steps:  # four jobs at a time share the GPU
         parallel([(f"prune {m} {method} {r}", lapr + ["prune", "--model", str(R / "models" / m),
                                                       "--calib", str(R / "profile" / m / "calib.pt"),
-                                                      "--method", method, "--ratio", r, "--seed", seed,
-                                                      "--settings", json.dumps(prune),
+                                                      "--method", method.split("+")[0], "--ratio", r,
+                                                      "--seed", seed, "--settings", prune_settings(method),
                                                       "--out", str(R / "pruned" / m / method / r)],
                    logs / f"prune/{m}/{method}/{r}.log", min(left() - 30, 300))
-                  for m in models for method in methods for r in ratios], width=4)
+                  for m in models for method, r in pairs], width=4)
         pack()
     if "evaluate" in steps:
         jobs = [(m, "none", "0", R / "models" / m) for m in models]
-        jobs += [(m, me, r, R / "pruned" / m / me / r) for m in models for me in methods for r in ratios]
+        jobs += [(m, me, r, R / "pruned" / m / me / r) for m in models for me, r in pairs]
         todo = []
         for m, me, r, path in jobs:
             if not path.exists():

@@ -11,9 +11,12 @@ API
   Filled by `@register(name)` in one module per method: random, l1, l2, wanda, taylor,
   pivoted_qr, strong_rrqr.
 - `select_channels(method, ctx, keep)`: validated entry point.
-- `pca_basis(ctx, keep)` (pca.py): PCA is a rotation, not a selection, so it is NOT in
-  METHODS; `select_channels("pca", ...)` raises a ValueError pointing to `pca_basis`.
-- `ALL_METHODS`: the 8 names the stage accepts (METHODS + ROTATIONS); `REQUIRES`: method ->
+- `rotation_basis(method, ctx, keep)` (pca.py) for the ROTATIONS "pca" (paper A's baseline as
+  LAP's code computes it: keys only, after the L2 norm, mean-centred covariance) and "pca_qk"
+  (lapr's earlier variant: q and k stacked, before the L2 norm, uncentred second moment). A
+  rotation is not a selection, so they are NOT in METHODS; `select_channels("pca", ...)` raises a
+  ValueError pointing to the basis functions.
+- `ALL_METHODS`: the 9 names the stage accepts (METHODS + ROTATIONS); `REQUIRES`: method ->
   calibration fields it reads (empty: weights only, no calib.pt needed).
 """
 
@@ -27,7 +30,7 @@ from torch import Tensor
 
 Selector = Callable[["ChannelContext", int], Tensor]
 METHODS: dict[str, Selector] = {}
-ROTATIONS = ("pca",)  # names that live outside METHODS; see pca.pca_basis
+ROTATIONS = ("pca", "pca_qk")  # names that live outside METHODS; see pca.rotation_basis
 
 # Calibration statistics (ChannelContext fields, i.e. calib.pt layer keys) each method reads.
 # Methods with an empty tuple work from the weights alone and need no calib.pt.
@@ -37,7 +40,8 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "taylor": ("q_grad", "k_grad"),
     "pivoted_qr": ("q_act", "k_act"),
     "strong_rrqr": ("q_act", "k_act"),
-    "pca": ("q_act", "k_act"),
+    "pca": ("k_norm_cov",),
+    "pca_qk": ("q_act", "k_act"),
 }
 
 
@@ -48,7 +52,9 @@ class ChannelContext:
     q_weight, k_weight: [H, d_k, D] q_proj / k_proj rows grouped per head.
     q_grad, k_grad:     [H, d_k, D] dL/dW accumulated over calibration batches (taylor).
     input_rms:          [D] RMS over calibration tokens of the q/k proj input (wanda).
-    q_act, k_act:       [H, N, d_k] post-short-conv, pre-L2-norm activations (qr, pca).
+    q_act, k_act:       [H, N, d_k] post-short-conv, pre-L2-norm activations (qr, pca_qk).
+    k_norm_mean:        [H, d_k] mean of the L2-normalised keys over all calibration tokens.
+    k_norm_cov:         [H, d_k, d_k] their mean-centred covariance (pca, as LAP computes it).
     seed:               base seed for stochastic methods (random).
     """
 
@@ -59,6 +65,8 @@ class ChannelContext:
     input_rms: Tensor | None = None
     q_act: Tensor | None = None
     k_act: Tensor | None = None
+    k_norm_mean: Tensor | None = None
+    k_norm_cov: Tensor | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -79,6 +87,10 @@ class ChannelContext:
             if value is not None and (value.dim() != 3 or value.shape[0] != heads
                                       or value.shape[2] != d_k):
                 raise ValueError(f"{name} must be [{heads}, N, {d_k}]; got {tuple(value.shape)}")
+        for name, shape in (("k_norm_mean", (heads, d_k)), ("k_norm_cov", (heads, d_k, d_k))):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != shape:
+                raise ValueError(f"{name} must be {list(shape)}; got {tuple(value.shape)}")
 
     @property
     def heads(self) -> int:
@@ -119,8 +131,9 @@ def select_channels(method: str, ctx: ChannelContext, keep: int) -> Tensor:
     """Channels to keep per head: LongTensor [H, keep], unique, sorted ascending."""
     if method in ROTATIONS:
         raise ValueError(f"{method!r} is a rotation, not a channel selection: use "
-                         f"lapr.pruning.channels.pca_basis(ctx, keep) -> [H, d_k, keep] and "
-                         f"absorb the basis into q/k proj at surgery")
+                         f"lapr.pruning.channels.rotation_basis({method!r}, ctx, keep) (pca_basis / "
+                         f"pca_qk_basis) -> [H, d_k, keep] and absorb the basis into q/k proj at "
+                         f"surgery")
     if method not in METHODS:
         raise ValueError(f"unknown channel method {method!r}; known: {sorted(METHODS)} "
                          f"(rotations: {list(ROTATIONS)})")
@@ -136,7 +149,7 @@ def select_channels(method: str, ctx: ChannelContext, keep: int) -> Tensor:
 
 # Importing the method modules fills METHODS (they import register from here).
 from lapr.pruning.channels import magnitude, qr, random, taylor, wanda  # noqa: E402,F401
-from lapr.pruning.channels.pca import pca_basis  # noqa: E402,F401
+from lapr.pruning.channels.pca import pca_basis, pca_qk_basis, rotation_basis  # noqa: E402,F401
 
 # Every name the pruning stage accepts: the selections, then the rotations.
 ALL_METHODS: tuple[str, ...] = tuple(sorted(METHODS)) + ROTATIONS
