@@ -615,7 +615,7 @@ def _alpha_sweep(res: Results, model: str, pick, ppl_task: str | None) -> str:
     if hp.empty or "alpha" not in hp:
         return ""
     g = hp[(hp["model"] == model) & (hp["method"] == pick["method"]) & (hp["budget"] == pick["budget"])]
-    task = primary_ppl_task(g["task"], ppl_task) if len(g) else None
+    task = a1_corpus(res, model, g["task"], ppl_task) if len(g) else None
     g = g[(g["task"] == task) & (g["metric"] == "ppl")] if task else g.iloc[0:0]
     by = g.groupby(pd.to_numeric(g["alpha"], errors="coerce"))["value"].first()
     if len(by) < 2:
@@ -659,6 +659,12 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
         base_rows = ev
     q_pruned, q_base = _task_quality(sel), _task_quality(base_rows) if len(base_rows) else {}
     common = sorted(set(q_pruned) & set(q_base))
+    if not common and q_pruned and not res.evals.empty:
+        # the heads stage's unpruned job runs no lm-eval tasks: the evaluate stage's unpruned rows (same
+        # tasks and document limits) are the reference
+        base_rows = res.evals[(res.evals["model"] == model) & (res.evals["method"] == UNPRUNED)]
+        q_base = _task_quality(base_rows)
+        common = sorted(set(q_pruned) & set(q_base))
     saved = float(pick["state_saved_frac"])
     where = f"{pick['method']} budget {pick['budget']:g}, state saved {saved:.1%}"
     where += _alpha_sweep(res, model, pick, ppl_task)
@@ -674,12 +680,13 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
             rb = np.mean([iv.proportion(q_base[k], n_b[k], seed=2 * i + 1) for i, k in enumerate(common)], axis=0)
             reps, how = rp / rb, "per-task accuracies on their document counts, Jeffreys replicates"
     else:
-        task = primary_ppl_task(hp["task"], ppl_task)
+        task = a1_corpus(res, model, hp["task"], ppl_task)  # in-domain for a self-trained model
         base_ppl = math.nan
         if task:
             b = base_rows[(base_rows["task"] == task) & (base_rows["metric"] == "ppl")] if len(base_rows) else base_rows
             base_ppl = float(b["value"].iloc[0]) if len(b) else math.nan
-        p = float(pick["ppl"])
+        pp = sel[(sel["task"] == task) & (sel["metric"] == "ppl")] if task else sel.iloc[0:0]
+        p = float(pp["value"].iloc[0]) if len(pp) else math.nan
         if math.isnan(base_ppl) or math.isnan(p):
             return _row("B3", model, res.profile_name, where, math.nan, crit,
                         reason="no accuracy or perplexity of both the pruned and the unpruned model")
