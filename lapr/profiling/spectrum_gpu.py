@@ -62,6 +62,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lapr.bench.timing import synchronize
+
 try:  # fla needs triton on every platform, but keep this module importable without it
     import triton
     import triton.language as tl
@@ -348,21 +350,16 @@ def synthetic_states(n_mat: int, d: int, seed: int = 0, device="cpu") -> torch.T
     return out.to(device)
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn, device, repeats: int, warmup: int = 1) -> tuple[object, float, list[float]]:
     """fn's last result, the median and all wall times of `repeats` calls after `warmup` calls."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return out, statistics.median(times), times
 
