@@ -8,6 +8,11 @@ by CMD, so the device stays taken exactly as long as CMD runs: CMD's exit code a
 own, and a killed job (even SIGKILL) frees its device, because the kernel drops the lock with the
 last descriptor. With no visible GPU it runs CMD unchanged.
 
+Several small jobs can share a device: `--slots K` (or `$LAPR_GPU_SLOTS`) gives each device K slots
+(one lock file each) and a job takes one slot of the device with the most free slots; `--whole`
+takes all K slots of one device, for a job that must have the GPU to itself (a benchmark's timings).
+Snakemake's `gpu` resource then counts slots: `--resources gpu=<devices x K>`.
+
 Visible devices: `LAPR_GPUS="0,1"` if set (tests, or to hand a run a subset), else
 `CUDA_VISIBLE_DEVICES` if set (the ids may be indices or UUIDs), else `range(torch.cuda.device_count())`.
 Lock directory: `--lockdir`, else `$LAPR_GPU_LOCKDIR`, else `${TMPDIR:-/tmp}/lapr-gpus-<uid>`: local to
@@ -59,30 +64,45 @@ def default_lockdir(env: dict | None = None) -> Path:
     return Path(tempfile.gettempdir()) / f"lapr-gpus-{os.getuid()}"
 
 
-def _lock_name(device: str, env: dict) -> str:
+def _lock_name(device: str, env: dict, slot: int = 0) -> str:
     scope = f"slurm{env['SLURM_JOB_ID']}." if env.get("SLURM_JOB_ID") else ""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in device)
-    return f"{scope}gpu{safe}.lock"
+    return f"{scope}gpu{safe}.lock" if slot == 0 else f"{scope}gpu{safe}.slot{slot}.lock"
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def acquire(devices: list[str], lockdir: Path, timeout: float, poll: float = 0.5,
-            env: dict | None = None) -> tuple[str, int] | None:
-    """Lock the first free device; returns (device, open descriptor holding the lock), or None after
-    `timeout` seconds with every device busy. The descriptor is not closed: the lock lives with it."""
+            env: dict | None = None, slots: int = 1, whole: bool = False) -> tuple[str, list[int]] | None:
+    """Lock a slot of the device with the most free slots (all `slots` of one device if `whole`);
+    returns (device, open descriptors holding the locks), or None after `timeout` seconds without one.
+    The descriptors are not closed: the locks live with them."""
     env = os.environ if env is None else env
     lockdir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     while True:
-        for device in devices:
-            fd = os.open(lockdir / _lock_name(device, env), os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)  # who holds it, for a human looking at the lock directory
-            os.write(fd, f"pid {os.getpid()} host {os.uname().nodename} since {time.ctime()}\n".encode())
-            return device, fd
+        # take every free slot, then keep what this job needs: probing holds the locks, so two
+        # jobs probing at once never both count a slot as theirs (one of them just tries again)
+        free = {d: [fd for s in range(slots) if (fd := _try_lock(lockdir / _lock_name(d, env, s))) is not None]
+                for d in devices}
+        best = max(devices, key=lambda d: len(free[d]))  # first listed among equals
+        enough = len(free[best]) == slots if whole else len(free[best]) > 0
+        keep = (free[best] if whole else free[best][:1]) if enough else []
+        for fd in (fd for d in devices for fd in free[d] if fd not in keep):
+            os.close(fd)
+        if keep:
+            for fd in keep:
+                os.ftruncate(fd, 0)  # who holds it, for a human looking at the lock directory
+                os.write(fd, f"pid {os.getpid()} host {os.uname().nodename} since {time.ctime()}\n".encode())
+            return best, keep
         if time.monotonic() >= deadline:
             return None
         time.sleep(poll)
@@ -91,7 +111,10 @@ def acquire(devices: list[str], lockdir: Path, timeout: float, poll: float = 0.5
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m lapr.gpus", description=__doc__.splitlines()[0],
-                                usage="%(prog)s [--lockdir DIR] [--timeout S] [--poll S] -- CMD [ARG ...]")
+                                usage="%(prog)s [--slots K] [--whole] [--lockdir DIR] [--timeout S] [--poll S] -- CMD [ARG ...]")
+    p.add_argument("--slots", type=int, default=int(os.environ.get("LAPR_GPU_SLOTS", 1)),
+                   help="jobs that may share one device (default: $LAPR_GPU_SLOTS or 1)")
+    p.add_argument("--whole", action="store_true", help="take every slot of one device")
     p.add_argument("--lockdir", type=Path, default=None, help="lock files (default: $LAPR_GPU_LOCKDIR "
                    "or ${TMPDIR:-/tmp}/lapr-gpus-<uid>)")
     p.add_argument("--timeout", type=float, default=float(os.environ.get("LAPR_GPU_TIMEOUT", 24 * 3600)),
@@ -104,21 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     args, cmd = p.parse_args(argv[:split]), argv[split + 1:]
     if not cmd:
         p.error("no command after `--`")
+    if args.slots < 1:
+        p.error(f"--slots must be >= 1, got {args.slots}")
 
     devices = visible_devices()
     env = dict(os.environ)
     if devices:
         lockdir = args.lockdir or default_lockdir()
-        got = acquire(devices, lockdir, args.timeout, args.poll)
+        got = acquire(devices, lockdir, args.timeout, args.poll, slots=args.slots, whole=args.whole)
+        what = "a whole free GPU" if args.whole else "a free GPU slot"
         if got is None:
-            print(f"lapr.gpus: no free GPU among {devices} within {args.timeout:g} s (locks in {lockdir})",
+            print(f"lapr.gpus: no {what[2:]} among {devices} within {args.timeout:g} s (locks in {lockdir})",
                   file=sys.stderr, flush=True)
             return EX_TEMPFAIL
-        device, fd = got
-        os.set_inheritable(fd, True)  # CMD holds the lock until it exits
+        device, fds = got
+        for fd in fds:
+            os.set_inheritable(fd, True)  # CMD holds the locks until it exits
         env["CUDA_VISIBLE_DEVICES"] = device
-        print(f"lapr.gpus: CUDA_VISIBLE_DEVICES={device} (free slot among {','.join(devices)}; "
-              f"lock {lockdir / _lock_name(device, env)})", file=sys.stderr, flush=True)
+        # the time stamp lets a reader of the logs show which jobs shared or overlapped on a device
+        print(f"lapr.gpus: CUDA_VISIBLE_DEVICES={device} ({what} among {','.join(devices)}, "
+              f"{len(fds)} of {args.slots} slot(s); at {time.strftime('%Y-%m-%dT%H:%M:%S')}; "
+              f"locks in {lockdir})", file=sys.stderr, flush=True)
     try:
         os.execvpe(cmd[0], cmd, env)
     except OSError as e:

@@ -8,6 +8,8 @@ the file name and the title):
                           of the series), with the ideal line; op level and, if present, model level.
 - bench_model_<device>:   model level, prefill and decode tokens/s and state memory per sequence vs d_k.
 Non-power-of-two d_k are drawn as hollow markers (power-of-two filled). PNG (dpi 200) and PDF.
+Family colours and names come from lapr.report.style (the same family / model colours as in the
+report's figures).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pandas as pd
 
 from lapr import provenance
 from lapr.bench.tables import read_rows
+from lapr.report import style
 
 # decode_mode ('graph' | 'eager', lapr.bench.graph_decode) splits series: a CUDA-graph replay and an
 # eager launch of the same step are different measurements, never pooled (CSVs without the column,
@@ -27,9 +30,11 @@ OP_SERIES = ["level", "family", "impl", "device", "phase", "decode_mode", "B", "
 MODEL_SERIES = ["level", "family", "impl", "device", "phase", "decode_mode", "B", "T", "hidden_size", "num_layers",
                 "H", "d_v"]
 PHASES = ("prefill", "decode")
-FAMILY_LABEL = {"delta_net": "DeltaNet", "gated_deltanet": "Gated DeltaNet"}
-COLORS = {"delta_net": "tab:blue", "gated_deltanet": "tab:orange"}
+FAMILY_LABEL = style.FAMILY_LABELS
+COLORS = style.FAMILY_COLORS
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+# every figure make_figures can write: NAME_<device> (each has lapr/report/captions/NAME.rst)
+FIGURES = ("bench_ops", "bench_speedup", "bench_model")
 
 
 def is_pow2(n) -> bool:
@@ -80,7 +85,7 @@ def speedup_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(key: dict, varying: list[str]) -> str:
-    label = FAMILY_LABEL.get(key["family"], key["family"])
+    label = style.family_label(key["family"])
     if "impl" in varying:
         label += f" [{key['impl']}]"
     if "decode_mode" in varying and isinstance(key.get("decode_mode"), str):
@@ -95,7 +100,7 @@ def _series(df: pd.DataFrame, cols: list[str]):
     varying = [c for c in cols if df[c].nunique(dropna=False) > 1]
     for i, (key, s) in enumerate(df.groupby(cols, dropna=False)):
         key = dict(zip(cols, key if isinstance(key, tuple) else (key,)))
-        yield _label(key, varying), COLORS.get(key["family"]), MARKERS[i % len(MARKERS)], s.sort_values("d_k")
+        yield _label(key, varying), style.family_color(key["family"]), MARKERS[i % len(MARKERS)], s.sort_values("d_k")
 
 
 def _points(ax, x, y, d_k, color, marker):
@@ -265,10 +270,10 @@ def model_figure(df: pd.DataFrame, device: str, fig_dir: Path) -> list[Path]:
     state = pooled.drop_duplicates(["family", "hidden_size", "num_layers", "H", "d_v", "d_k"])
     for fam, s in state.groupby("family"):
         s = s.sort_values("d_k")
-        axes[2].plot(s["d_k"], s["state_bytes_per_seq"] / 2**10, color=COLORS.get(fam), lw=1.2,
-                     label=FAMILY_LABEL.get(fam, fam))
+        axes[2].plot(s["d_k"], s["state_bytes_per_seq"] / 2**10, color=style.family_color(fam), lw=1.2,
+                     label=style.family_label(fam))
         _points(axes[2], s["d_k"].tolist(), (s["state_bytes_per_seq"] / 2**10).tolist(), s["d_k"].tolist(),
-                COLORS.get(fam), "o")
+                style.family_color(fam), "o")
     axes[2].set_ylabel("state per sequence (KiB, fp32)")
     axes[2].set_title("recurrent state", fontsize=9)
     for ax in axes:
@@ -305,4 +310,4 @@ def make_figures(bench_csvs: Iterable, fig_dir) -> list[Path]:
     return paths
 
 
-__all__ = ["make_figures", "speedup_table", "load_rows", "is_pow2"]
+__all__ = ["FIGURES", "make_figures", "speedup_table", "load_rows", "is_pow2"]

@@ -16,6 +16,11 @@ results_dir/mqar/eval/*.csv (the `mqar-eval` stage); whatever is missing is skip
   method (the middle ratio), per MQAR model (paper A: low rank amplifies query noise);
 - heads_state: state memory actually saved (%) vs fraction of heads removed (head pruning of LMs
   and MQAR models) and vs channel ratio (MQAR), markers telling structural from masked.
+
+Colours, markers and display names of methods (and model colours) come from lapr.report.style, so a
+method looks the same here as in the report's own figures. A panel whose probe the unpruned model
+fails (accuracy below style.PROBE_FAIL, e.g. NIAH at 0 % for a small model) says so instead of
+drawing lines at zero. Each figure has its own caption, lapr/report/captions/NAME.rst (FIGURES).
 """
 from __future__ import annotations
 
@@ -29,15 +34,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lapr import provenance
+from lapr.report import style
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
         "xtick.labelsize": 7, "ytick.labelsize": 7}
-STYLE = {"joint_rank_norm": ("C0", "o"), "high_rank_first": ("C3", "^"), "low_rank_first": ("C2", "v"),
-         "norm_only": ("C1", "s"), "random": ("0.5", "D"), "none": ("k", "*"),
-         # channel methods (lapr.pruning.channels)
-         "l1": ("#1f77b4", "o"), "l2": ("#aec7e8", "s"), "wanda": ("#ff7f0e", "^"), "taylor": ("#9467bd", "v"),
-         "pivoted_qr": ("#2ca02c", "P"), "strong_rrqr": ("#98df8a", "X"), "pca": ("#d62728", "D"),
-         "pca_qk": ("#ff9896", "d")}
+# every figure make_figures can write (file stems); each has lapr/report/captions/NAME.rst
+FIGURES = ("heads_ppl", "heads_niah", "heads_niah_tokens", "heads_mqar", "mqar_dk", "mqar_noise", "heads_state")
 
 
 def _fonts(fn):
@@ -61,7 +63,7 @@ def _legend(fig, axes, ncol: int = 4):
 
 
 def _figure(n_panels: int, width: float = 7.0, height: float = 2.2, legend_rows: int = 1):
-    cols = min(max(n_panels, 1), 3)
+    cols = 2 if n_panels == 4 else min(max(n_panels, 1), 3)
     rows = int(np.ceil(max(n_panels, 1) / cols))
     fig = Figure(figsize=(width if cols > 1 else 3.3, height * rows + 0.18 * legend_rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -75,8 +77,61 @@ def _save(fig, stem: Path) -> list[Path]:
     return provenance.save_figure(fig, stem)
 
 
-def _style(method: str, i: int = 0):
-    return STYLE.get(method, (f"C{4 + i % 6}", "d"))
+def _plot_method(ax, x, y, method, **kw):
+    """One method's line in its lapr.report.style look (display-name label, method id as gid)."""
+    (line,) = ax.plot(x, y, **style.line_kwargs(method, **{"lw": 1, "markersize": 3.5, **kw}))
+    line.set_gid(str(method))
+    return line
+
+
+def _probe_note(ax, values, baseline) -> bool:
+    """True (and the notice in the panel) when the unpruned model fails this probe (fractions)."""
+    note = style.probe_failed(values, baseline)
+    if note:
+        style.note_panel(ax, note)
+    return bool(note)
+
+
+def _task_title(task: str) -> str:
+    task = str(task)
+    if task.startswith("ppl/"):
+        return task[4:]
+    return {"niah": "NIAH"}.get(task, task)
+
+
+def split_alpha_sweep(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(main, sweep): joint_rank_norm's alpha sweep at one budget (paper B's B3 protocol) apart from the
+    method's line. A (model, method)'s main alpha is the one it was run with at the most budgets (the
+    stage's settings.alpha; lapr.heads.methods.DEFAULT_ALPHA on ties); rows at another alpha go to
+    `sweep` where their budget also has a main-alpha row, so a line has one point per budget."""
+    from lapr.heads.methods import DEFAULT_ALPHA
+
+    if df.empty or "alpha" not in df or not {"model", "method", "budget"} <= set(df.columns):
+        return df, df.iloc[0:0]
+    a = pd.to_numeric(df["alpha"], errors="coerce")
+    sweep = pd.Series(False, index=df.index)
+    for _, g in df[a.notna()].groupby(["model", "method"]):
+        ga = a[g.index]
+        counts = g.assign(_a=ga).groupby("_a")["budget"].nunique()
+        if len(counts) < 2:
+            continue
+        top = counts[counts == counts.max()].index
+        main = DEFAULT_ALPHA if any(np.isclose(top, DEFAULT_ALPHA)) else float(min(top))
+        off = ~np.isclose(ga, main)
+        with_main = set(g.loc[~off, "budget"])
+        sweep[g.index[off & g["budget"].isin(with_main).to_numpy()]] = True
+    return df[~sweep], df[sweep]
+
+
+def _plot_sweep(ax, sweep: pd.DataFrame, x: str = "budget"):
+    """The alpha sweep as small hollow points of the method's colour, each labelled with its alpha."""
+    for r in sweep.itertuples(index=False):
+        method = str(r.method)
+        c = style.color(method)
+        ax.plot([getattr(r, x)], [r.value], ls="none", marker=style.marker(method), markersize=3,
+                markerfacecolor="white", markeredgecolor=c, color=c, label=f"{style.label(method)}, other α")
+        ax.annotate(f"α={float(r.alpha):g}", (getattr(r, x), r.value), xytext=(3, 0), textcoords="offset points",
+                    fontsize=4.5, color=c, va="center")
 
 
 def load_heads_results(results_dir) -> pd.DataFrame:
@@ -95,33 +150,47 @@ def _with_baseline(df: pd.DataFrame, method_col="method", x="budget") -> dict[st
     """method -> rows sorted by x, each method line starting at the unpruned point (x = 0)."""
     base = df[df[method_col] == "none"]
     out = {}
-    for i, (method, g) in enumerate(sorted((m, g) for m, g in df.groupby(method_col) if m != "none")):
-        out[method] = pd.concat([base, g]).sort_values(x)
+    groups = dict(tuple(df[df[method_col] != "none"].groupby(method_col)))
+    for method in style.sort_methods(groups):
+        out[method] = pd.concat([base, groups[method]]).sort_values(x)
     return out
 
 
 @_fonts
 def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel: str, stem: Path,
-                        logy: bool = False) -> list[Path]:
+                        logy: bool = False, accuracy: bool = False) -> list[Path]:
+    """One panel per (model, task), one line per head method from the unpruned point at 0; `accuracy`:
+    values are fractions in [0, 1], drawn on the full scale, and a probe the unpruned model fails is
+    said so in the panel instead of drawn."""
     sel = df[df["task"].astype(str).str.startswith(task_prefix) & (df["metric"] == metric)]
     if sel.empty:
         return []
     panels = sorted(sel.groupby(["model", "task"]).groups)
     fig, axes = _figure(len(panels))
     for ax, (model, task) in zip(axes, panels):
-        g = sel[(sel["model"] == model) & (sel["task"] == task)]
-        for i, (method, line) in enumerate(_with_baseline(g).items()):
-            c, m = _style(method, i)
-            ax.plot(line["budget"], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
+        g, sweep = split_alpha_sweep(sel[(sel["model"] == model) & (sel["task"] == task)])
         base = g[g["method"] == "none"]
-        if len(base):
-            ax.axhline(float(base["value"].iloc[0]), color="k", lw=0.6, ls=":", label="unpruned")
-        ax.set_title(f"{model}: {task}")
+        ax.set_title(f"{model}: {_task_title(task)}")
         ax.set_xlabel("fraction of heads removed")
         ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
         ax.grid(alpha=0.3)
+        if accuracy:
+            ax.set_ylim(-0.02, 1.02)
+            b = float(base["value"].iloc[0]) if len(base) else None
+            if _probe_note(ax, g.loc[g["method"] != "none", "value"], b):
+                continue
+        for method, line in _with_baseline(g).items():
+            _plot_method(ax, line["budget"], line["value"], method)
+        _plot_sweep(ax, sweep)
+        if len(base):
+            ax.axhline(float(base["value"].iloc[0]), color="k", lw=0.6, ls=":", label=style.label("none"))
+        if logy:
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:.4g}")  # 350, not 3.5 x 10^2
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
     _legend(fig, axes)
     return _save(fig, stem)
 
@@ -136,14 +205,16 @@ def _mqar_recall_figure(mq: pd.DataFrame, stem: Path, kind: str, x: str, xlabel:
     fig, axes = _figure(len(models), legend_rows=legend_rows)
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
-        for i, (method, line) in enumerate(_with_baseline(g, x=x).items()):
-            c, m = _style(method, i)
-            ax.plot(line[x], line["value"], marker=m, color=c, label=method, lw=1, ms=3.5)
         ax.set_title(f"{model}: {title}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+        base = g[g["kind"] == "none"]
+        if _probe_note(ax, g.loc[g["kind"] == kind, "value"], float(base["value"].iloc[0]) if len(base) else None):
+            continue
+        for method, line in _with_baseline(g, x=x).items():
+            _plot_method(ax, line[x], line["value"], method)
     _legend(fig, axes)
     return _save(fig, stem)
 
@@ -169,23 +240,27 @@ def mqar_noise_figure(mq: pd.DataFrame, stem: Path) -> list[Path]:
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
         base = g[g["kind"] == "none"].sort_values("noise")
-        ax.plot(base["noise"], base["value"], color="k", marker="*", lw=1.4, ms=4, label="unpruned")
         ch = g[g["kind"] == "channel"]
         title = f"{model}: recall vs query noise"
+        cut = ch.iloc[0:0]
         if len(ch):
             ratios = sorted(ch["ratio"].unique())
-            mid = ratios[len(ratios) // 2]
-            cut = ch[ch["ratio"] == mid]
-            for i, (method, line) in enumerate(cut.groupby("method")):
-                c, m = _style(method, i)
-                line = line.sort_values("noise")
-                ax.plot(line["noise"], line["value"], marker=m, color=c, lw=0.9, ms=3, label=method)
-            title += f"\n($d_k$ {int(base['d_k'].iloc[0])} unpruned, {int(cut['d_k'].iloc[0])} pruned)"
+            cut = ch[ch["ratio"] == ratios[len(ratios) // 2]]
+            if len(base):
+                title += f"\n($d_k$ {int(base['d_k'].iloc[0])} unpruned, {int(cut['d_k'].iloc[0])} pruned)"
         ax.set_title(title)
         ax.set_xlabel(r"query noise $\sigma$ (relative to $\|q\|/\sqrt{d_k}$)")
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+        b0 = base.loc[base["noise"] == base["noise"].min(), "value"]
+        if _probe_note(ax, cut["value"], float(b0.iloc[0]) if len(b0) else None):
+            continue
+        if len(base):
+            _plot_method(ax, base["noise"], base["value"], "none", lw=1.4, markersize=5)
+        for method in style.sort_methods(cut["method"]):
+            line = cut[cut["method"] == method].sort_values("noise")
+            _plot_method(ax, line["noise"], line["value"], method, lw=0.9, markersize=3)
     _legend(fig, axes, ncol=5)
     return _save(fig, stem)
 
@@ -208,11 +283,12 @@ def state_figure(heads: pd.DataFrame, mq: pd.DataFrame, stem: Path) -> list[Path
         return []
     fig, axes = _figure(len(parts))
     for ax, (title, d) in zip(axes, parts):
-        for i, (model, g) in enumerate(d.groupby("model")):
+        colors = style.model_colors(d["model"])  # per panel: LM and MQAR models of one family share a colour
+        for model, g in d.groupby("model"):
             agg = g.groupby("x").agg(saved=("state_saved_frac", "mean"), lo=("state_saved_frac", "min"),
                                      hi=("state_saved_frac", "max"),
                                      masked=("application", lambda a: bool((a == "masked").any()))).reset_index()
-            c = f"C{i % 10}"
+            c = colors[model]
             ax.plot(agg["x"], 100 * agg["saved"], color=c, lw=1, label=model)
             ax.vlines(agg["x"], 100 * agg["lo"], 100 * agg["hi"], color=c, lw=2, alpha=0.5)
             full, hollow = agg[~agg["masked"]], agg[agg["masked"]]
@@ -240,9 +316,9 @@ def make_figures(results_dir, fig_dir) -> list[Path]:
         niah = heads[(heads["task"] == "niah")].copy()
         if len(niah):
             paths += heads_metric_figure(niah, "niah", "accuracy_mean", "NIAH passkey accuracy",
-                                         fig_dir / "heads_niah")
+                                         fig_dir / "heads_niah", accuracy=True)
             paths += heads_metric_figure(niah, "niah", "token_accuracy_mean", "NIAH answer-token accuracy",
-                                         fig_dir / "heads_niah_tokens")
+                                         fig_dir / "heads_niah_tokens", accuracy=True)
     if len(mq):
         paths += heads_mqar_figure(mq, fig_dir / "heads_mqar")
         paths += mqar_dk_figure(mq, fig_dir / "mqar_dk")
@@ -251,4 +327,4 @@ def make_figures(results_dir, fig_dir) -> list[Path]:
     return paths
 
 
-__all__ = ["load_heads_results", "load_mqar_results", "make_figures"]
+__all__ = ["FIGURES", "load_heads_results", "load_mqar_results", "make_figures"]

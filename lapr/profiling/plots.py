@@ -17,7 +17,8 @@
   widest at t = T (natural contexts' sample mean), with consistency_time.csv's t_early and t_late
   (claim B2's comparison) dotted.
 
-Figures use matplotlib's object API (no pyplot state, no global backend switch), are sized for
+Colours shared with the other figures (head classes) come from lapr.report.style. Figures use
+matplotlib's object API (no pyplot state, no global backend switch), are sized for
 a paper (single column 3.3 in, double 7 in), and are saved as PNG (dpi 200) and PDF atomically.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from matplotlib.figure import Figure
 
 from lapr import provenance
 from lapr.profiling import stratify
+from lapr.report import style
 from lapr.profiling.contexts import NATURAL
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
@@ -161,7 +163,7 @@ def stratification(ranks: pd.DataFrame, heads: pd.DataFrame, stem: Path, times: 
     x = heads["final_rank"].astype(float) / heads["bound"].astype(float)
     b = stratify.bimodality_coefficient(x)
     layers = sorted(pd.unique(heads["layer"]))
-    colors = {"low": "tab:blue", "high": "tab:red"}
+    colors = style.CLASS_COLORS
     wide = widest_layer(heads)
     data = _natural(ranks)
     d = data[data["layer"] == wide].assign(x=lambda f: f["threshold_rank"] / f["bound"])
@@ -240,4 +242,7 @@ def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
     return paths
 
 
-__all__ = ["make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot", "stratification", "widest_layer"]
+# every figure make_figures can write (file stems); each has lapr/report/captions/NAME.rst
+FIGURES = ("rank_vs_t", "rank_heatmap", "consistency", "stratification")
+
+__all__ = ["FIGURES", "make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot", "stratification", "widest_layer"]

@@ -5,12 +5,17 @@
 Own figures (always written; a figure whose inputs are missing shows a 'no data' notice instead, so
 the set of files is fixed and a Snakemake rule can name them):
 - loss_curves        pretraining train / validation loss vs tokens seen, one colour per model.
-- ppl_vs_ratio       paper A: perplexity vs pruning ratio r per method; one panel per model (columns)
-                     and eval corpus (rows); the unpruned model as a dashed line.
+- ppl_vs_ratio       paper A: relative perplexity change (%, symlog axis) vs pruning ratio r per method;
+                     one panel per model (columns) and eval corpus (rows); the unpruned model as a dashed
+                     line at 0; recovered checkpoints (METHOD+lora) as hollow points, not lines.
 - utilisation_vs_ppl paper A: mean rank utilisation vs perplexity, one point per checkpoint that has
                      both a profile and an evaluation.
 - lm_eval_bars       zero-shot accuracies per task and method at r = 0.5 (one panel per model).
-- head_pruning       paper B: perplexity and NIAH accuracy vs state memory saved per head method.
+- head_pruning       paper B: perplexity and NIAH accuracy vs state memory saved per head method; a
+                     probe the unpruned model fails is said so in its panel instead of drawn at zero.
+
+Colours, markers, display names and the method order come from lapr.report.style (shared with the
+delegated plot modules), so a method looks the same in every figure.
 
 Delegated figures (`delegate_figures`): the stage helpers' plot modules, when importable —
 lapr.profiling.plots (per profile, under profile/KEY/: rank_vs_t, rank_heatmap, consistency and
@@ -32,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from lapr import provenance
-from lapr.report import FIGURES
+from lapr.report import FIGURES, style
 from lapr.report.results import UNPRUNED, Results
-from lapr.report.tables import (baseline_ppl, head_metric_rows, is_accuracy, method_label, natural_last,
-                                nearest_ratio, pick_task_metrics, ppl_rows, primary_ppl_task, sorted_methods)
+from lapr.report.tables import (baseline_ppl, head_metric_rows, is_accuracy, natural_last, nearest_ratio,
+                                pick_task_metrics, ppl_rows, primary_ppl_task)
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
         "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2,
@@ -43,7 +48,6 @@ FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsi
         "pdf.fonttype": 42}  # TrueType in PDFs: venues reject Type 3 fonts
 SINGLE, DOUBLE = 3.3, 7.0  # column widths (inches)
 DPI = 200
-MARKERS = "osD^vP*X<>h"
 
 
 @dataclass
@@ -87,21 +91,26 @@ def _no_data(stem: Path, title: str, reason: str) -> list[Path]:
 
 
 def method_colors(methods) -> dict:
-    """Colour per method, assigned in METHOD_ORDER order among the methods given (the channel-pruning
-    figures all show the same methods, so their colours agree); the unpruned model is dark grey."""
-    import matplotlib
-    cmap = matplotlib.colormaps["tab10"]
-    ordered = [m for m in sorted_methods(methods) if m != UNPRUNED]
-    colors = {m: cmap(i % 10) for i, m in enumerate(ordered)}
-    colors[UNPRUNED] = (0.2, 0.2, 0.2, 1.0)
-    return colors
+    """Colour per method (lapr.report.style: the same in every figure, whatever else is shown)."""
+    return {m: style.color(m) for m in methods}
 
 
 def method_markers(methods) -> dict:
-    ordered = [m for m in sorted_methods(methods) if m != UNPRUNED]
-    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(ordered)}
-    markers[UNPRUNED] = "*"
-    return markers
+    return {m: style.marker(m) for m in methods}
+
+
+def _tag(artist, method):
+    """Record the method id on an artist (its label is the display name): tests look artists up by it."""
+    artist.set_gid(str(method))
+    return artist
+
+
+def _note_failed_probe(ax, values, baseline) -> bool:
+    """True (and a notice in the panel) when the unpruned model fails this accuracy probe."""
+    note = style.probe_failed(values, baseline)
+    if note:
+        style.note_panel(ax, note)
+    return bool(note)
 
 
 def _thousands(ax, axis="x"):
@@ -116,20 +125,19 @@ def loss_curves(res: Results, stem: Path, smooth: int = 10) -> Figure:
     df = res.loss_curves
     if df.empty:
         return Figure("loss_curves", _no_data(stem, title, "pretrain stage (models/*/loss_curve.csv)"), False)
-    import matplotlib
+    colors = style.model_colors(df["model"])
     with _rc():
         fig = _new(SINGLE, 2.5)
         ax = fig.subplots()
-        cmap = matplotlib.colormaps["tab10"]
-        for i, (model, g) in enumerate(df.groupby("model", sort=True)):
+        for model, g in df.groupby("model", sort=True):
             g = g.sort_values("step")
             x = g["tokens"] if g["tokens"].notna().all() else g["step"]
             train = g["train_loss"].astype(float).rolling(smooth, min_periods=1).mean()
-            ax.plot(x, train, color=cmap(i), lw=1.0, label=f"{model} train")
+            ax.plot(x, train, color=colors[model], lw=1.0, label=f"{model} train")
             v = g[g["valid_loss"].notna()]
             if len(v):
                 xv = v["tokens"] if g["tokens"].notna().all() else v["step"]
-                ax.plot(xv, v["valid_loss"], color=cmap(i), ls="--", marker="o", label=f"{model} valid")
+                ax.plot(xv, v["valid_loss"], color=colors[model], ls="--", marker="o", label=f"{model} valid")
         uses_tokens = df["tokens"].notna().all()
         ax.set_xlabel("training tokens seen" if uses_tokens else "training step")
         _thousands(ax)
@@ -139,8 +147,32 @@ def loss_curves(res: Results, stem: Path, smooth: int = 10) -> Figure:
         return Figure("loss_curves", _save(fig, stem), mpl=fig)
 
 
+def _percent_axis(ax, values) -> None:
+    """Symlog y axis for relative changes in %: linear within +-t around 0, logarithmic beyond, where t
+    (a power of ten in [0.1, 1] %) is about the smallest change shown, so changes from 0.1 % to 100s of %
+    all stay readable; ticks '+10', '-1', ..."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    vals = np.array([v for v in values if np.isfinite(v)] or [0.0])
+    small = np.abs(vals[np.abs(vals) > 1e-9])
+    t = float(np.clip(10 ** math.floor(math.log10(np.quantile(small, 0.25))), 0.1, 1.0)) if len(small) else 1.0
+    ax.set_yscale("symlog", linthresh=t, linscale=0.5)
+    lo, hi = float(min(vals.min(), 0.0)), float(max(vals.max(), 0.0))
+    hi = hi * 1.4 if hi > t else hi + 0.5 * t
+    lo = lo * 1.4 if lo < -t else lo - 0.5 * t
+    ax.set_ylim(lo, hi)
+    steps = [t * f * 10 ** k for k in range(6) for f in (1, 3)]
+    ticks = [0.0] + [v for v in steps if v <= hi] + [-v for v in steps if -v >= lo]
+    if len(ticks) > 9:  # many decades: decades only
+        ticks = [v for v in ticks if v == 0 or math.isclose(math.log10(abs(v)) % 1, 0, abs_tol=1e-9)
+                 or math.isclose(math.log10(abs(v)) % 1, 1, abs_tol=1e-9)]
+    ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "0" if v == 0 else f"{v:+.3g}"))
+
+
 def ppl_vs_ratio(res: Results, stem: Path) -> Figure:
-    title = "Perplexity vs key-channel pruning ratio"
+    title = "Perplexity change vs key-channel pruning ratio"
     rows = ppl_rows(res.evals)
     if rows.empty:
         return Figure("ppl_vs_ratio", _no_data(stem, title, "evaluate stage (eval/*/*/*.csv, ppl rows)"), False)
@@ -148,36 +180,44 @@ def ppl_vs_ratio(res: Results, stem: Path) -> Figure:
     models = sorted(pd.unique(rows["model"]))
     corpora = sorted(pd.unique(rows["corpus"]))
     pruned = rows[(rows["method"] != UNPRUNED) & (rows["ratio"] > 0)]
-    methods = sorted_methods(pruned["method"])
-    colors, markers = method_colors(methods), method_markers(methods)
     with _rc():
         width = DOUBLE if len(models) > 1 else SINGLE
-        fig = _new(width, 0.6 + 2.1 * len(corpora))
+        fig = _new(width, 0.7 + 2.2 * len(corpora))
         axes = fig.subplots(len(corpora), len(models), squeeze=False)
         handles = {}
         for i, corpus in enumerate(corpora):
             for j, model in enumerate(models):
                 ax = axes[i][j]
                 b = base.get((model, corpus), math.nan)
+                relative = not math.isnan(b) and b > 0
                 part = pruned[(pruned["model"] == model) & (pruned["corpus"] == corpus)]
-                values = [b] if not math.isnan(b) else []
-                for method in sorted_methods(part["method"]):
+                values = []
+                for method in style.sort_methods(part["method"]):
                     g = part[part["method"] == method].groupby("ratio")["value"].first().sort_index()
-                    x, y = list(g.index), list(g.values)
-                    if not math.isnan(b):
-                        x, y = [0.0] + x, [b] + y
-                    (h,) = ax.plot(x, y, color=colors[method], marker=markers[method], label=method)
-                    handles.setdefault(method, h)
-                    values += list(g.values)
-                if not math.isnan(b):
-                    h = ax.axhline(b, color="k", ls="--", lw=0.9, label="unpruned")
-                    handles.setdefault("unpruned", h)
-                vals = np.array([v for v in values if np.isfinite(v) and v > 0])
-                if len(vals) and vals.max() / vals.min() > 5:
-                    ax.set_yscale("log")
-                ax.set_title(f"{model} — {corpus}")
+                    x, y = list(g.index), [float(v) for v in g.values]
+                    if relative:
+                        y = [100.0 * (v / b - 1.0) for v in y]
+                        if not style.method_style(method).recovered:  # lines start at the unpruned model
+                            x, y = [0.0] + x, [0.0] + y
+                    kw = style.line_kwargs(method)
+                    if kw.get("ls") == "none":
+                        kw["markersize"] = 5
+                    (h,) = ax.plot(x, y, **kw)
+                    handles.setdefault(kw["label"], _tag(h, method))
+                    values += y
+                if relative:
+                    h = ax.axhline(0.0, **style.UNPRUNED_LINE, label=style.label(UNPRUNED))
+                    handles.setdefault(style.label(UNPRUNED), _tag(h, UNPRUNED))
+                    _percent_axis(ax, values)
+                    ax.set_ylabel("perplexity change vs unpruned (%)")
+                    ax.set_title(f"{model} — {corpus}\n(unpruned perplexity {b:.4g})")
+                else:  # no unpruned evaluation: absolute perplexity
+                    vals = np.array([v for v in values if np.isfinite(v) and v > 0])
+                    if len(vals) and vals.max() / vals.min() > 5:
+                        ax.set_yscale("log")
+                    ax.set_ylabel("perplexity" + (" (log scale)" if ax.get_yscale() == "log" else ""))
+                    ax.set_title(f"{model} — {corpus}\n(no unpruned evaluation: absolute perplexity)")
                 ax.set_xlabel("pruning ratio r (fraction of $d_k$ removed)")
-                ax.set_ylabel("perplexity" + (" (log scale)" if ax.get_yscale() == "log" else ""))
                 if len(part):
                     ax.set_xticks(sorted({0.0, *part["ratio"]}))
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
@@ -201,24 +241,35 @@ def utilisation_points(res: Results, ppl_task: str | None = None) -> pd.DataFram
     return pts
 
 
+FILLSTYLES = ("full", "none", "left", "bottom", "right", "top")  # one per model where colour means method
+
+
 def utilisation_vs_ppl(res: Results, stem: Path, ppl_task: str | None = None) -> Figure:
     title = "Rank utilisation vs perplexity"
     pts = utilisation_points(res, ppl_task)
     if pts.empty:
         return Figure("utilisation_vs_ppl", _no_data(
             stem, title, "needs a profile (profile/KEY/ranks.parquet) and an evaluation of the same checkpoint"), False)
-    import matplotlib
+    from matplotlib.lines import Line2D
+
     task = pts["task"].iloc[0]
-    cmap = matplotlib.colormaps["tab10"]
-    markers = method_markers(pts["method"])
+    models = sorted(pd.unique(pts["model"]))
+    fills = {m: FILLSTYLES[i % len(FILLSTYLES)] for i, m in enumerate(models)}
     with _rc():
-        fig = _new(SINGLE, 2.6)
+        fig = _new(SINGLE, 2.8)
         ax = fig.subplots()
-        for i, (model, g) in enumerate(pts.groupby("model", sort=True)):
-            for method, gm in g.groupby("method", sort=False):
-                marker = markers[method]
-                ax.scatter(gm["utilisation"], gm["ppl"], color=cmap(i), marker=marker, s=30 if marker == "*" else 16,
-                           label=f"{model}, {method_label(method)}", zorder=3)
+        for model, g in pts.groupby("model", sort=True):
+            for method in style.sort_methods(g["method"]):
+                gm = g[g["method"] == method]
+                kw = style.line_kwargs(method, ls="none", markersize=7 if method == UNPRUNED else 4.5,
+                                       fillstyle=fills[model], markeredgewidth=0.9, zorder=3)
+                if fills[model] != "full":
+                    kw.update(markerfacecolor=kw["color"], markerfacecoloralt="white", markeredgecolor=kw["color"])
+                    if fills[model] == "none":
+                        kw.pop("markerfacecoloralt")
+                        kw["markerfacecolor"] = "none"
+                kw["label"] = f"{model}, {style.label(method)}"
+                _tag(ax.plot(gm["utilisation"], gm["ppl"], **kw)[0], method)
                 for r in gm.itertuples(index=False):
                     if r.method != UNPRUNED:
                         ax.annotate(f"r={r.ratio:g}", (r.utilisation, r.ppl), fontsize=5, xytext=(2, 2),
@@ -227,7 +278,12 @@ def utilisation_vs_ppl(res: Results, stem: Path, ppl_task: str | None = None) ->
         ax.set_xlabel("mean rank utilisation (stable rank / min($d_k$, $d_v$))")
         ax.set_ylabel(f"perplexity ({task[4:]})")
         ax.set_title(title if (pts["method"] != UNPRUNED).any() else f"{title}\n(unpruned checkpoints only)")
-        ax.legend(frameon=False, fontsize=6, ncol=1 if len(pts) <= 6 else 2)
+        # legend: one entry per method (colour + marker) and one per model (fill)
+        handles = [Line2D([], [], **style.line_kwargs(m, ls="none")) for m in style.sort_methods(pts["method"])]
+        if len(models) > 1:
+            handles += [Line2D([], [], ls="none", marker="o", color="0.35", fillstyle=fills[m],
+                               markerfacecoloralt="white", label=f"model {m}") for m in models]
+        ax.legend(handles=handles, frameon=False, fontsize=6, ncol=1 if len(handles) <= 6 else 2)
         return Figure("utilisation_vs_ppl", _save(fig, stem), mpl=fig)
 
 
@@ -243,8 +299,7 @@ def lm_eval_bars(res: Results, stem: Path, ratio: float = 0.5) -> Figure:
     # one accuracy metric per task: acc_norm where the table uses it, else acc
     picks = [(t, m) for t, m in pick_task_metrics(sel) if is_accuracy(m)]
     models = sorted(pd.unique(sel["model"]))
-    methods = sorted_methods(sel["method"])
-    colors = method_colors(methods)
+    methods = style.sort_methods(sel["method"])
     with _rc():
         fig = _new(DOUBLE, 0.7 + 1.9 * len(models))
         axes = fig.subplots(len(models), 1, squeeze=False)[:, 0]
@@ -260,10 +315,24 @@ def lm_eval_bars(res: Results, stem: Path, ratio: float = 0.5) -> Figure:
                     v = m[(m["task"] == task) & (m["metric"] == metric)]
                     vals.append(100 * float(v["value"].iloc[0]) if len(v) else np.nan)
                     errs.append(100 * float(v["stderr"].iloc[0]) if len(v) and pd.notna(v["stderr"].iloc[0]) else 0)
-                label = method_label(method) if method == UNPRUNED else f"{method} (r={r_text})"
-                h = ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=errs, color=colors[method], label=label,
+                ms = style.method_style(method)
+                label = ms.label  # the ratio is in the panel title
+                bar = {"color": ms.color}
+                if ms.recovered:  # recovered: hatched in the method's colour
+                    bar = {"facecolor": "white", "edgecolor": ms.color, "hatch": "////", "linewidth": 0.6}
+                h = ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=errs, label=label, **bar,
                            error_kw={"elinewidth": 0.5, "capsize": 1})
                 handles.setdefault(label, h)
+                for patch in h.patches:
+                    _tag(patch, method)
+            base = part[part["method"] == UNPRUNED]
+            for xi, (task, metric) in zip(x, picks):  # a task the unpruned model fails: said, not drawn as 0
+                b = base[(base["task"] == task) & (base["metric"] == metric)]["value"]
+                others = part[(part["task"] == task) & (part["metric"] == metric)]["value"]
+                note = style.probe_failed(others, float(b.iloc[0]) if len(b) else None)
+                if note:
+                    ax.text(xi, 2, note.replace(" this probe", "\nthis task").replace(" (", "\n("), ha="center",
+                            va="bottom", fontsize=6, color="0.3")
             ax.set_xticks(x, [f"{t.removeprefix('lapr_')}\n{m}" for t, m in picks])
             ax.set_ylabel("accuracy (%)")
             ax.set_xlabel("task (metric)")
@@ -281,12 +350,12 @@ def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figur
     hp = res.head_pruning
     if hp.empty:
         return Figure("head_pruning", _no_data(stem, title, "heads stage (heads/*/*/*.csv)"), False)
+    from lapr.heads.plots import split_alpha_sweep
+
     task = primary_ppl_task(hp["task"], ppl_task)
-    rows = head_metric_rows(hp, task)
+    rows = head_metric_rows(split_alpha_sweep(hp)[0], task)  # joint_rank_norm at its default alpha
     models = sorted(pd.unique(rows["model"]))
-    methods = list(pd.unique(rows["method"]))  # head_metric_rows' order: joint, low, high, norm, random
-    colors, markers = method_colors(methods), method_markers(methods)
-    colors = {m: colors[m] for m in methods}
+    methods = [m for m in style.sort_methods(rows["method"]) if m != UNPRUNED]
     panels = [("ppl", f"perplexity ({task[4:] if task else 'n/a'})"), ("niah", "NIAH accuracy (%)")]
     if rows["mqar"].notna().any():
         panels.append(("mqar", "MQAR accuracy (%)"))
@@ -300,25 +369,30 @@ def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figur
             for j, (col, ylabel) in enumerate(panels):
                 ax = axes[i][j]
                 scale = 100 if col != "ppl" else 1
-                for method in methods:
-                    g = part[(part["method"] == method) & (part["budget"] > 0)].sort_values("state_saved_frac")
-                    if g.empty or g[col].isna().all():
-                        continue
-                    (h,) = ax.plot(100 * g["state_saved_frac"], scale * g[col], color=colors[method],
-                                   marker=markers[method], label=method)
-                    handles.setdefault(method, h)
                 b = base[col].dropna()
                 if col == "ppl" and b.empty and not res.evals.empty and task:
                     ev = ppl_rows(res.evals)
                     b = ev[(ev["model"] == model) & (ev["method"] == UNPRUNED) & (ev["task"] == task)]["value"]
-                if len(b):
-                    h = ax.axhline(scale * float(b.iloc[0]), color="k", ls="--", lw=0.9, label="unpruned")
-                    handles.setdefault("unpruned", h)
-                if col != "ppl":
-                    ax.set_ylim(-3, 103)  # accuracies on their full scale: a flat 0 % reads as such
                 ax.set_xlabel("state memory saved (%)")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{model}")
+                if col != "ppl":
+                    ax.set_ylim(-3, 103)  # accuracies on their full scale
+                    pruned = part[(part["method"] != UNPRUNED) & (part["budget"] > 0)]
+                    if _note_failed_probe(ax, pruned[col], float(b.iloc[0]) if len(b) else None):
+                        saved = 100 * pruned["state_saved_frac"].dropna()
+                        if len(saved):  # the same x range as the row's other panels
+                            ax.set_xlim(saved.min() - 3, saved.max() + 3)
+                        continue
+                for method in methods:
+                    g = part[(part["method"] == method) & (part["budget"] > 0)].sort_values("state_saved_frac")
+                    if g.empty or g[col].isna().all():
+                        continue
+                    (h,) = ax.plot(100 * g["state_saved_frac"], scale * g[col], **style.line_kwargs(method))
+                    handles.setdefault(style.label(method), _tag(h, method))
+                if len(b):
+                    h = ax.axhline(scale * float(b.iloc[0]), **style.UNPRUNED_LINE, label=style.label(UNPRUNED))
+                    handles.setdefault(style.label(UNPRUNED), _tag(h, UNPRUNED))
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                    ncol=min(len(handles), 6), frameon=False)
         return Figure("head_pruning", _save(fig, stem), mpl=fig)

@@ -25,10 +25,9 @@ import pandas as pd
 
 from lapr import provenance
 from lapr.report.results import UNPRUNED, Results, ratio_value
+from lapr.report.style import METHOD_ORDER  # the method order lives in lapr.report.style (re-exported here)
 
 PRIMARY_PPL = ("ppl/wikitext2_test_raw", "ppl/gutenberg_valid")
-METHOD_ORDER = (UNPRUNED, "random", "l1", "l2", "wanda", "taylor", "pca", "pca_qk", "pivoted_qr",
-                "strong_rrqr")  # pca: paper A's (LAP's) PCA; pca_qk: lapr's variant, beside it
 NATURAL_CONTEXTS = ("gutenberg", "wikitext")  # natural-text profiling contexts (lapr.profiling.contexts)
 NORM_TASKS = ("hellaswag", "arc_challenge")  # tasks reported with acc_norm (paper convention)
 PPL_METRICS = ("word_perplexity", "perplexity")  # lm-eval perplexity-type metrics, preferred first
@@ -580,8 +579,10 @@ def head_pruning_table(res: Results, ppl_task: str | None = None) -> Table:
     hp = res.head_pruning
     if hp.empty:
         return Table("head_pruning_table", title, pd.DataFrame(), "heads stage missing (no heads/*/*/*.csv)")
+    from lapr.heads.plots import split_alpha_sweep
+
     task = primary_ppl_task(hp["task"], ppl_task)
-    df = head_metric_rows(hp, task)
+    df = head_metric_rows(split_alpha_sweep(hp)[0], task)  # joint_rank_norm at its own alpha, not the sweep's
     out = pd.DataFrame({"model": df["model"], "method": df["method"].map(method_label),
                         "budget (frac heads)": df["budget"], "application": df["application"],
                         "state saved (%)": 100 * df["state_saved_frac"],

@@ -1,6 +1,7 @@
 """collect: synthetic results files -> tidy frames; missing stages -> empty frames, broken files -> problems."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -102,13 +103,18 @@ def test_package_collect_survives_importing_every_submodule(tmp_path):
     """`lapr.report.collect` stays the function once the report's submodules are imported (the
     reader module was once named `collect` too, which rebound the package attribute)."""
     import importlib
+    import pkgutil
 
     import lapr.report
-    for name in ("results", "tables", "figures", "claims", "stage", "summary"):
+    names = [m.name for m in pkgutil.iter_modules(lapr.report.__path__)]
+    assert not set(names) & set(lapr.report.__all__)  # a submodule would shadow the export of its name
+    for name in names:
         importlib.import_module(f"lapr.report.{name}")
     from lapr.report import collect as package_collect
-    assert callable(package_collect) and package_collect is lapr.report.collect
-    assert package_collect(tmp_path / "nothing").problems == []
+    root = tmp_path / "p"
+    write_evals(root, models={"gdn": "gated_deltanet"}, methods=("l2",), ratios=(0.5,), lm=False)
+    res = package_collect(root)
+    assert res.problems == [] and set(res.evals["ratio"]) == {0.0, 0.5}
 
 
 def test_sidecars_are_skipped_and_a_table_off_schema_is_a_problem(tmp_path):
@@ -134,6 +140,31 @@ def test_report_refuses_unreadable_results(tmp_path):
     with pytest.raises(ValueError, match=r"1 result file\(s\) could not be read: .*eval/gdn/l2/0.5.csv"):
         build_report(root, out, log=lambda *a, **k: None)
     assert not out.exists()
+
+
+def test_report_names_the_file_and_its_missing_columns(tmp_path):
+    """The embedded report once skipped 32 NIAH CSVs ("missing columns ['metric', 'task', 'value']")
+    and succeeded: a table off its schema now stops the report with one line naming both."""
+    from lapr.report.stage import build_report
+
+    root = write_all(tmp_path / "res" / "p")
+    path = root / "heads" / "gdn" / "low_rank" / "0.25.csv"
+    pd.read_csv(path).drop(columns=["task", "metric", "value"]).to_csv(path, index=False)
+    with pytest.raises(ValueError) as err:
+        build_report(root, tmp_path / "fig", log=lambda *a, **k: None)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "missing columns ['metric', 'task', 'value']" in msg
+
+
+@pytest.mark.parametrize("stage", ["heads", "eval"])
+def test_stage_sidecars_are_the_ones_the_reader_skips(stage):
+    """A sidecar the stage renames would be read as a result table (and refused): pin the names."""
+    import importlib
+
+    mod = importlib.import_module(f"lapr.{stage}.stage")
+    out = Path("x/0.5.csv")
+    written = mod.sidecars(out) if stage == "heads" else (mod.provenance_path(out), mod.samples_path(out))
+    assert sorted(p.name.removeprefix("0.5") for p in written) == sorted(columns.SIDECARS[stage])
 
 
 def test_eval_samples_are_read_beside_not_as_result_tables(tmp_path):

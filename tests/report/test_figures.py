@@ -19,8 +19,9 @@ def built(res, tmp_path_factory):
 
 
 def _lines(fig, title):
-    ax = next(a for a in fig.axes if a.get_title() == title)
-    return {line.get_label(): line for line in ax.get_lines()}, ax
+    """Lines of the panel whose title starts with `title`, by method id (their gid; labels are display names)."""
+    ax = next(a for a in fig.axes if a.get_title().startswith(title))
+    return {line.get_gid() or line.get_label(): line for line in ax.get_lines()}, ax
 
 
 def test_every_figure_written_at_paper_size(built):
@@ -43,23 +44,46 @@ def test_ppl_vs_ratio_plots_the_eval_values(built):
     figs, _ = built
     lines, ax = _lines(figs["ppl_vs_ratio"].mpl, "deltanet — gutenberg_valid")
     base = BASE_PPL["deltanet"]["gutenberg_valid"]
+    assert f"unpruned perplexity {base:.4g}" in ax.get_title()
     assert list(lines["wanda"].get_xdata()) == [0.0, 0.25, 0.5, 0.75]
-    assert list(lines["wanda"].get_ydata()) == pytest.approx([base * (1 + SLOPE["wanda"] * r)
-                                                               for r in (0, 0.25, 0.5, 0.75)])
-    assert list(lines["unpruned"].get_ydata()) == pytest.approx([base, base])  # dashed baseline
-    assert lines["unpruned"].get_linestyle() == "--"
+    # relative change in %: ppl(r) / ppl(0) - 1 = slope * r
+    assert list(lines["wanda"].get_ydata()) == pytest.approx([100 * SLOPE["wanda"] * r for r in (0, 0.25, 0.5, 0.75)])
+    assert list(lines["none"].get_ydata()) == pytest.approx([0, 0])  # dashed baseline at 0 %
+    assert lines["none"].get_linestyle() == "--"
+    assert ax.get_yscale() == "symlog" and "%" in ax.get_ylabel()
     assert "ratio" in ax.get_xlabel()
     legend = figs["ppl_vs_ratio"].mpl.legends[0]
-    assert {t.get_text() for t in legend.get_texts()} == {"random", "l2", "wanda", "strong_rrqr", "unpruned"}
+    assert [t.get_text() for t in legend.get_texts()] == ["Random", "L2", "Wanda", "Strong RRQR", "Unpruned"]
+
+
+def test_ppl_vs_ratio_recovered_as_points(tmp_path):
+    """METHOD+lora exists at the recovered ratios only: hollow markers in METHOD's colour, no line from r = 0."""
+    from report_synth import write_evals
+
+    from lapr.report import style
+
+    root = tmp_path / "res"
+    slope = {**SLOPE, "wanda+lora": 0.1}
+    write_evals(root, models={"gdn": "gated_deltanet"}, methods=("wanda",), lm=False)
+    write_evals(root, models={"gdn": "gated_deltanet"}, methods=("wanda+lora",), ratios=(0.5,), slope=slope,
+                lm=False)
+    fig = F.ppl_vs_ratio(collect(root), tmp_path / "ppl").mpl
+    lines, _ = _lines(fig, "gdn — gutenberg_valid")
+    rec = lines["wanda+lora"]
+    assert list(rec.get_xdata()) == [0.5] and list(rec.get_ydata()) == pytest.approx([100 * 0.1 * 0.5])
+    assert rec.get_linestyle() == "None" and rec.get_markerfacecolor() == "white"
+    assert rec.get_color() == lines["wanda"].get_color() == style.color("wanda")
+    assert rec.get_marker() == lines["wanda"].get_marker()
+    assert rec.get_label() == "Wanda + LoRA"
 
 
 def test_head_pruning_and_loss_values(built, res):
     figs, _ = built
     ax = figs["head_pruning"].mpl.axes[1]  # deltanet NIAH panel
-    lines = {line.get_label(): line for line in ax.get_lines()}
+    lines = {line.get_gid(): line for line in ax.get_lines()}
     assert list(lines["low_rank"].get_xdata()) == pytest.approx([25, 50])
     assert list(lines["low_rank"].get_ydata()) == pytest.approx([50, 30])
-    assert list(lines["unpruned"].get_ydata()) == pytest.approx([90, 90])
+    assert list(lines["none"].get_ydata()) == pytest.approx([90, 90])
     ax = figs["loss_curves"].mpl.axes[0]
     valid = {line.get_label(): line for line in ax.get_lines()}["gdn valid"]
     curve = res.loss_curves[(res.loss_curves["model"] == "gdn") & res.loss_curves["valid_loss"].notna()]

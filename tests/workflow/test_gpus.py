@@ -75,6 +75,54 @@ def test_concurrent_jobs_get_distinct_devices_and_a_third_waits(tmp_path):
             p.kill()
 
 
+def test_slots_spread_jobs_then_share_devices(tmp_path):
+    """Two slots per device: jobs go to the emptiest device first; a fifth waits for a free slot."""
+    names = ["a", "b", "c", "d"]
+    procs = {}
+    try:
+        for n in names:  # one after another, so each sees the previous ones' locks
+            procs[n] = hold(tmp_path, n, "--slots", "2")
+            device_of(tmp_path, n, procs[n])
+        devs = {n: device_of(tmp_path, n, procs[n]) for n in names}
+        assert devs["a"] != devs["b"]  # spread before sharing
+        assert sorted(devs.values()) == ["0", "0", "1", "1"]
+        procs["e"] = hold(tmp_path, "e", "--slots", "2")
+        time.sleep(2.0)
+        assert procs["e"].poll() is None and not (tmp_path / "e.dev").exists(), "fifth job ran in four slots"
+        release(tmp_path, "c", procs["c"])
+        assert device_of(tmp_path, "e", procs["e"]) == devs["c"]
+        for n in ("a", "b", "d", "e"):
+            release(tmp_path, n, procs[n])
+    finally:
+        for p in procs.values():
+            p.kill()
+
+
+def test_whole_device_waits_for_every_slot(tmp_path):
+    """`--whole` takes all slots of one device: it waits while each device has a job, and then keeps
+    single-slot jobs off its device until it ends."""
+    a = hold(tmp_path, "a", "--slots", "2")
+    b = hold(tmp_path, "b", "--slots", "2")
+    w = c = None
+    try:
+        dev_a, dev_b = device_of(tmp_path, "a", a), device_of(tmp_path, "b", b)
+        w = hold(tmp_path, "w", "--slots", "2", "--whole")
+        time.sleep(2.0)
+        assert w.poll() is None and not (tmp_path / "w.dev").exists(), "whole-device job shared a device"
+        release(tmp_path, "a", a)
+        assert device_of(tmp_path, "w", w) == dev_a
+        c = hold(tmp_path, "c", "--slots", "2")
+        assert device_of(tmp_path, "c", c) == dev_b  # not on w's device, though that has 2 lock files
+        err = release(tmp_path, "w", w)
+        assert "2 of 2 slot(s)" in err
+        release(tmp_path, "c", c)
+        release(tmp_path, "b", b)
+    finally:
+        for p in (a, b, w, c):
+            if p is not None:
+                p.kill()
+
+
 def test_killed_job_frees_its_device(tmp_path):
     a = hold(tmp_path, "a", gpus_="3")
     assert device_of(tmp_path, "a", a) == "3"
@@ -149,6 +197,7 @@ def test_visible_devices_and_lock_names():
     assert gpus._lock_name("0", {}) == "gpu0.lock"
     assert gpus._lock_name("0", {"SLURM_JOB_ID": "42"}) == "slurm42.gpu0.lock"  # ids are per SLURM job
     assert gpus._lock_name("MIG-a/b", {}) == "gpuMIG-a_b.lock"
+    assert gpus._lock_name("1", {}, slot=2) == "gpu1.slot2.lock"
     assert gpus.default_lockdir({"LAPR_GPU_LOCKDIR": "/x/locks"}).as_posix() == "/x/locks"
 
 
@@ -175,19 +224,37 @@ def dry_run_jobs(profile, tmp_path):
 
 
 def test_workflow_pins_exactly_the_gpu_jobs_of_cuda_profiles(tmp_path):
+    """gpu.yaml: 3 slots per GPU; a job takes one slot, a benchmark all three of its GPU (`--whole`), and
+    the `gpu` resource counts exactly the slots the wrapper takes."""
     jobs = dry_run_jobs("gpu", tmp_path)
-    pinned = {rule for rule, _, cmd in jobs if "-m lapr.gpus -- " in cmd}
+    pinned = {rule for rule, _, cmd in jobs if "-m lapr.gpus --slots 3" in cmd}
     on_gpu = {rule for rule, gpu, _ in jobs if gpu}
     assert pinned == on_gpu
     assert {"pretrain", "profile", "prune", "evaluate", "heads", "mqar_train", "mqar_eval", "bench_ops",
             "bench_model"} <= on_gpu
     assert "tokens" not in pinned
-    for _, gpu, cmd in jobs:
+    for rule, gpu, cmd in jobs:
         if gpu:  # the wrapper goes right before the interpreter, after the environment assignment
-            assert re.match(r'OMP_NUM_THREADS=\d+ "[^"]+" -m lapr\.gpus -- "[^"]+" -m lapr ', cmd), cmd
+            m = re.match(r'OMP_NUM_THREADS=\d+ "[^"]+" -m lapr\.gpus --slots 3( --whole)? -- "[^"]+" -m lapr ', cmd)
+            assert m, cmd
+            whole = rule.startswith("bench")
+            assert bool(m.group(1)) == whole and gpu == (3 if whole else 1), (rule, gpu, cmd)
 
 
 def test_workflow_cpu_profile_is_not_wrapped(tmp_path):
     jobs = dry_run_jobs("tiny", tmp_path)
     assert jobs and not any("lapr.gpus" in cmd for _, _, cmd in jobs)
     assert not any(gpu for _, gpu, _ in jobs)
+
+
+def test_pretraining_goes_first_on_gpu_profile(tmp_path):
+    """gpu.yaml's pretrain_first: the GPU jobs that read no model wait for the pretrained ones (so that
+    pretraining starts at once, a model per GPU); the embedded profile keeps them free to start."""
+    for profile, first in (("gpu", True), ("embedded", False)):
+        res = snakemake("-n", "--configfile", str(ROOT / f"workflow/config/{profile}.yaml"),
+                        "--directory", str(tmp_path / profile), timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        for rule in ("mqar_train", "bench_ops"):
+            block = next(b for b in res.stdout.split("\nrule ")[1:] if b.startswith(rule + ":"))
+            waits = re.search(r"^\s+input: .*models/\w+/model\.safetensors", block, re.M) is not None
+            assert waits == first, (profile, rule, block[:400])

@@ -33,6 +33,13 @@ COMMANDS = {
     "snakemake --unlock": "run",
     "snakemake --lint": "ci",  # .ci/run: `python -m snakemake --lint`; tests/workflow/test_lint.py runs it too
     "python -m lapr --help": "run",
+    "python workflow/scripts/wheelhouse.py --out wheelhouse --python 3.12 --have target-freeze.txt":
+        "not here: minutes of PyPI downloads (tests/workflow/test_wheelhouse.py tests its logic offline)",
+    "python -m pip install --no-index --find-links wheelhouse -r wheelhouse/requirements.txt":
+        "not here: needs the wheelhouse (the recorded GPU run installed from one, results/gpu/README.md)",
+    "python -m pip install --no-index --no-deps --no-build-isolation -e .":
+        "not here: the target's install (CI installs lapr with README command (b))",
+    "snakemake --profile workflow/profiles/gpu": "dry",
     "python -m lapr <stage> ...": "not here: a template (each stage's command is run by the workflow tests)",
     "python -m lapr.report.summary results/<profile>": "run",
     "python -m lapr --debug <stage> ...": "not here: a template (tests/test_bad_input_cli.py runs --debug)",

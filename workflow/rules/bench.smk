@@ -2,17 +2,20 @@
 # unpruned model and each ratio (targets in common.smk). The device (cpu or cuda) is decided by the
 # config alone, never by the machine that parses the workflow: the bench section's own `device`, else
 # the top-level one, and `auto` benchmarks the CPU (common.smk, bench_device). A GPU benchmark needs
-# `device: cuda` (the gpu and paper profiles) or `bench.<ops|model>.device: cuda`.
+# `device: cuda` (the gpu and paper profiles) or `bench.<ops|model>.device: cuda`. On a GPU a benchmark
+# takes its device whole (every slot: see gpu_slots), so that no other job's kernels run in its timings.
 
 
 rule bench_ops:
+    input:
+        after_pretraining,
     output:
         f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv",
     params:
         settings=json.dumps({"mode": "ops", "extra_d_k": PRUNED_DK, **BENCH.get("ops", {}),
                              "device": BENCH_OPS_DEVICE}),
         seed=SEED,
-        gpu=gpu_prefix(BENCH_OPS_DEVICE),
+        gpu=gpu_prefix(BENCH_OPS_DEVICE, whole=True),
         py=PY,
     log:
         f"{R}/logs/bench/ops_{BENCH_OPS_DEVICE}.log",
@@ -20,7 +23,7 @@ rule bench_ops:
         benchmark_tsv("bench_ops", device=BENCH_OPS_DEVICE)
     threads: config["threads"]
     resources:
-        gpu=1 if BENCH_OPS_DEVICE == "cuda" else 0,
+        gpu=gpu_slots(BENCH_OPS_DEVICE, whole=True),
     conda:
         "../envs/lapr.yaml"
     shell:
@@ -37,7 +40,7 @@ rule bench_model:
         settings=json.dumps({"mode": "model", **BENCH.get("model", {}), "device": BENCH_MODEL_DEVICE}),
         model=lambda w, input: folder(input.model),
         seed=SEED,
-        gpu=gpu_prefix(BENCH_MODEL_DEVICE),
+        gpu=gpu_prefix(BENCH_MODEL_DEVICE, whole=True),
         py=PY,
     log:
         f"{R}/logs/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_MODEL_DEVICE}.log",
@@ -45,7 +48,7 @@ rule bench_model:
         benchmark_tsv("bench_model", "model", "method", "ratio", device=BENCH_MODEL_DEVICE)
     threads: config["threads"]
     resources:
-        gpu=1 if BENCH_MODEL_DEVICE == "cuda" else 0,
+        gpu=gpu_slots(BENCH_MODEL_DEVICE, whole=True),
     conda:
         "../envs/lapr.yaml"
     shell:

@@ -44,14 +44,25 @@ SEED = config["seed"]
 DEVICE = "" if config["device"] == "auto" else f"--device {config['device']}"
 
 
-def gpu_prefix(device):
-    """Prefix of a GPU job's command: `python -m lapr.gpus --` gives the job a free GPU of its own
-    (`--resources gpu=N` only bounds how many run at once; see lapr/gpus.py). Empty off CUDA."""
-    return f"{PY} -m lapr.gpus -- " if device == "cuda" else ""
+SLOTS = config["gpu_slots"]  # jobs sharing one GPU; the `gpu` resource counts these slots
+
+
+def gpu_prefix(device, whole=False):
+    """Prefix of a GPU job's command: `python -m lapr.gpus --` gives the job a slot of a free GPU, or
+    the whole GPU (`whole`: benchmarks, whose timings another job would disturb); `--resources gpu=N`
+    only bounds how many run at once, N = GPUs x gpu_slots (see lapr/gpus.py). Empty off CUDA."""
+    if device != "cuda":
+        return ""
+    return f"{PY} -m lapr.gpus --slots {SLOTS}{' --whole' if whole else ''} -- "
+
+
+def gpu_slots(device, whole=False):
+    """The job's `gpu` resource: the slots its prefix takes."""
+    return (SLOTS if whole else 1) if device == "cuda" else 0
 
 
 GPU = gpu_prefix(config["device"])
-GPUS = 1 if config["device"] == "cuda" else 0  # the `gpu` resource of a job that may use the GPU
+GPUS = gpu_slots(config["device"])  # the `gpu` resource of a job that may use the GPU
 
 
 def benchmark_tsv(rule, *wildcards, **fixed):
@@ -94,6 +105,16 @@ def folder(path):
 def model_input(model):
     """What a job reading a configured model's checkpoint depends on."""
     return weights(checkpoint(model)) if config["models"][model]["source"] == "train" else checkpoint(model)
+
+
+def after_pretraining(_):
+    """Inputs that only order a job: with `pretrain_first`, GPU jobs that read no trained model (the
+    MQAR probes, the op benchmark) wait for every pretrained model, so that pretraining starts at once,
+    one model per GPU (lapr.gpus fills the emptiest GPU first), not beside them or behind a benchmark
+    that holds a GPU whole."""
+    if not config["pretrain_first"]:
+        return []
+    return [model_input(m) for m in MODELS if config["models"][m]["source"] == "train"]
 
 
 def settings(section, **extra):

@@ -67,6 +67,8 @@ rule heads_unpruned:
 
 
 rule mqar_train:
+    input:
+        after_pretraining,
     output:
         weights(f"{R}/mqar/models/{{family}}"),
     wildcard_constraints:
