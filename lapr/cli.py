@@ -6,17 +6,20 @@ Stage modules are imported only when their stage runs, so `lapr --help` stays fa
 A failing stage prints one line, `lapr <stage>: error: <message>`, to stderr and exits 2 for a
 malformed command line (argparse, --settings that is not a JSON object) and 1 for anything else;
 `lapr --debug <stage> ...` (or `lapr <stage> --debug ...`, or LAPR_DEBUG=1) shows the traceback
-instead. Stages raise ordinary exceptions (ValueError, FileNotFoundError, ...) whose message
-names the key, file or value.
+instead. Stages refuse an input by raising ValueError, OSError (FileNotFoundError, ...) or KeyError
+with a message naming the key, file or value: that message is the whole line. Any other exception
+(RuntimeError, TypeError, ...) is more likely a bug: its traceback comes first, so that a long job's
+log says where it failed without a rerun, and the one line (with the exception's type) last.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import traceback
+
+from lapr.settings import UsageError
 
 STAGES = {
     "tokens": ("lapr.data.stage", "tokenise a shipped corpus into an int32 .npy stream"),
@@ -31,35 +34,6 @@ STAGES = {
     "bench": ("lapr.bench.stage", "kernel / model throughput and memory"),
     "figures": ("lapr.report.stage", "tables and figures from results/"),
 }
-
-
-class UsageError(ValueError):
-    """A command line that cannot be parsed (exit 2, like argparse's own errors)."""
-
-
-def settings_object(raw) -> dict:
-    """A stage's settings given as a dict or a JSON object string ('' or blank: no settings);
-    UsageError (a ValueError) for anything else, so library callers and the CLI get the same
-    messages."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--settings is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"--settings must be a JSON object, got {type(raw).__name__}")
-    return raw
-
-
-def settings(text: str) -> dict:
-    """argparse type for --settings (train, data stages): settings_object's rules, but a blank value
-    is an error here, as it always was for these stages."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("--settings is empty: pass a JSON object ('{}' for none)")
-    try:
-        return settings_object(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,14 +53,26 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def message(e: BaseException) -> str:
-    """One line for an exception: the message of a refused input (ValueError, OSError, KeyError);
-    for anything else, which is more likely a bug, also its type and where the traceback is."""
+REFUSED = (ValueError, OSError, KeyError)  # what a stage raises for an input it refuses
+
+
+def _text(e: BaseException) -> str:
     text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)  # str() quotes a KeyError
-    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-    if isinstance(e, (ValueError, OSError, KeyError)) and text:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def refused(e: BaseException) -> bool:
+    """Whether `e` is a refused input (one of REFUSED, with a message) rather than a likely bug."""
+    return isinstance(e, REFUSED) and bool(_text(e))
+
+
+def message(e: BaseException) -> str:
+    """One line for an exception: the message of a refused input; for anything else, which is more
+    likely a bug, also its type."""
+    text = _text(e)
+    if refused(e):
         return text
-    return f"{type(e).__name__}{': ' + text if text else ''} (lapr --debug shows the traceback)"
+    return f"{type(e).__name__}{': ' + text if text else ''} (an unexpected error: the traceback is above)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,10 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     args = stage.parse_args(rest)  # a usage error exits 2 here (Parser.error)
     try:
         module.run(args)
-    except Exception as e:  # noqa: BLE001 - every failure becomes one line (KeyboardInterrupt is not an Exception)
-        if debug or args.debug:
+    except Exception as e:  # noqa: BLE001 - every failure ends in one line (KeyboardInterrupt is not an Exception)
+        debugging = debug or args.debug
+        if debugging or not refused(e):
             traceback.print_exc()
-        else:
+        if not debugging:
             print(f"lapr {name}: error: {message(e)}", file=sys.stderr)
         sys.exit(2 if isinstance(e, UsageError) else 1)
 

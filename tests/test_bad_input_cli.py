@@ -178,6 +178,11 @@ CASES = [
      "--settings is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
     ("prune-settings-not-object", [*PRUNE, "--method", "l1", "--settings", "[4]"], 2,
      "--settings must be a JSON object, got list"),
+    ("profile-device-unknown", ["profile", "--model", f"{R}/model", "--out", f"{R}/p", "--device", "cdua"], 1,
+     "device 'cdua' is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"),
+    ("prune-device-unknown", [*PRUNE, "--method", "l1", "--settings",
+                              '{"device": "gpu", "recovery": {"enabled": true, "steps": 1}}'], 1,
+     "device 'gpu' is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"),
     ("calib-not-torch", [*PRUNE, "--method", "wanda", "--calib", f"{R}/text.calib.pt"], 1,
      f"{R}/text.calib.pt: not a torch file written by lapr profile (torch.load raised UnpicklingError)"),
     ("eval_seq_len-too-long", ["pretrain", "--spec", json.dumps(SPEC), "--settings",
@@ -277,7 +282,7 @@ def test_debug_environment_variable_or_stage_flag(root, capfd, monkeypatch, how)
         main(argv)
     err = capfd.readouterr().err
     assert exit_.value.code == 2 and err.startswith("Traceback (most recent call last):")
-    assert err.splitlines()[-1] == "lapr.cli.UsageError: --settings must be a JSON object, got list"
+    assert err.splitlines()[-1] == "lapr.settings.UsageError: --settings must be a JSON object, got list"
 
 
 def test_unknown_stage(capfd):
@@ -288,20 +293,59 @@ def test_unknown_stage(capfd):
     assert err.startswith("lapr: error: argument stage: invalid choice: 'prnue' (choose from 'tokens', ")
 
 
-def test_unexpected_error_names_its_type(root, capfd, monkeypatch):
-    """Not a refused input but a bug: the type is shown, and where the traceback is."""
+@pytest.mark.parametrize("error", [RuntimeError("internal\nfailure"), TypeError("internal failure"),
+                                   ValueError(""), AssertionError()], ids=lambda e: type(e).__name__)
+def test_unexpected_error_keeps_its_traceback(root, capfd, monkeypatch, error):
+    """Not a refused input but a bug (any other type, or a refusal without a message): the traceback
+    comes first, so that a long job's log says where without a rerun, then the one line with the
+    exception's type."""
     from lapr.bench import stage
 
     def boom(*_):
-        raise RuntimeError("internal\nfailure")
+        raise error
 
     monkeypatch.setattr(stage, "resolve_device", boom)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--out", f"{root[0]}/b_cpu.csv"])
     assert exit_.value.code == 1
-    assert capfd.readouterr().err == ("lapr bench: error: RuntimeError: internal failure "
-                                      "(lapr --debug shows the traceback)\n")
+    err = capfd.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in boom" in err, err
+    text = {RuntimeError: ": internal failure", TypeError: ": internal failure"}.get(type(error), "")
+    assert err.splitlines()[-1] == (f"lapr bench: error: {type(error).__name__}{text} "
+                                    f"(an unexpected error: the traceback is above)")
+
+
+def test_unexpected_error_with_debug_is_the_plain_traceback(root, capfd, monkeypatch):
+    from lapr.bench import stage
+
+    def boom(*_):
+        raise RuntimeError("internal failure")
+
+    monkeypatch.setattr(stage, "resolve_device", boom)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--debug", "bench", "--out", f"{root[0]}/b_cpu.csv"])
+    err = capfd.readouterr().err
+    assert exit_.value.code == 1 and err.startswith("Traceback (most recent call last):")
+    assert err.splitlines()[-1] == "RuntimeError: internal failure" and "lapr bench: error:" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["profile", "--model", f"{R}/model", "--out", f"{R}/p", "--device", "cuda"],
+    ["evaluate", "--model", f"{R}/model", "--out", f"{R}/e.csv", "--settings", EVAL.replace('"cpu"', '"cuda"')],
+    ["mqar-eval", "--model", f"{R}/mqar", "--out", f"{R}/mq.csv", "--settings", '{"device": "cuda"}'],
+], ids=lambda a: a[0])
+def test_cuda_without_a_cuda_device_is_one_line(root, capfd, argv):
+    """torch's own error (an AssertionError at the first tensor moved) would read as a bug."""
+    r, values = root
+    before = snapshot(r)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([a.replace(R, str(r)) for a in argv])
+    check(r, before, values, argv[0], 1, "device 'cuda' asked for, but torch sees no CUDA device on this machine",
+          exit_.value.code, capfd.readouterr().err)
 
 
 def test_evaluate_never_writes_a_missing_metric(root, capfd, monkeypatch):

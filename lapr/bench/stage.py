@@ -32,7 +32,7 @@ import torch
 from lapr import paths, provenance
 from lapr.bench import models, ops, timing
 from lapr.bench.tables import write_rows
-from lapr.cli import settings_object
+from lapr.settings import settings_object
 
 COMMON_KEYS = {"mode", "device", "dtype", "repeats", "warmup", "min_warmup", "max_warmup", "n_inputs", "threads",
                "decode_modes"}
@@ -194,13 +194,3 @@ def run(args: argparse.Namespace) -> None:
         write_provenance(out, settings, seed, device, rows, resolved=plan,
                          **({"model_dir": str(model_dir)} if model_dir else {}))
     log(f"bench: wrote {len(rows)} rows to {out}")
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lapr.bench.stage", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 
 from lapr import paths
-from lapr.cli import settings as json_settings
 from lapr.data.registry import known_names
 from lapr.data.streams import encode_corpus, save_tokens
 from lapr.data.tokenizer import load_tokenizer
+from lapr.settings import settings_argument as json_settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

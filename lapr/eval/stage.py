@@ -49,7 +49,7 @@ from pathlib import Path
 import pandas as pd
 
 from lapr import columns
-from lapr.cli import settings_object
+from lapr.settings import settings_object
 
 COLUMNS = columns.EVAL  # shared with the report (lapr/columns.py)
 
@@ -194,14 +194,14 @@ def resolve_settings(settings: dict | str | None) -> dict:
 def load_checkpoint(model_dir: str | Path, settings: dict):
     """(model, tokenizer) for a checkpoint directory; the tokenizer from settings or the directory."""
     from lapr.data import load_tokenizer
-    from lapr.models import default_device, load_model
+    from lapr.models import load_model, resolve_device
 
     import torch
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
-    device = torch.device(settings["device"]) if settings["device"] else default_device()
+    device = resolve_device(settings["device"])
     dtype = getattr(torch, settings["dtype"]) if settings["dtype"] else None
     model = load_model(model_dir, device=device, dtype=dtype)
     if settings["tokenizer"] is not None:
@@ -446,13 +446,3 @@ def run(args: argparse.Namespace) -> None:
     for model, out, name, method, ratio in zip(models, outs, names, methods, ratios):
         evaluate_checkpoint(model, out, model_name=name, method=method, ratio=ratio, settings=settings,
                             seed=args.seed)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lapr.eval.stage", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -77,7 +77,7 @@ import pandas as pd
 import torch
 
 from lapr import columns
-from lapr.cli import settings_object
+from lapr.settings import settings_object
 
 COLUMNS = columns.HEAD_PRUNING  # shared with the report (lapr/columns.py)
 
@@ -568,16 +568,6 @@ def run(args: argparse.Namespace) -> None:
             provenance.write_table(niah_csv, samples)
         provenance.write_table(args.arms_out, df)
         print(f"[heads] wrote {len(df)} arm rows to {args.arms_out} in {info['seconds']['total']:.1f} s", flush=True)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lapr.heads.stage", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["COLUMNS", "DEFAULTS", "add_arguments", "check_budgets_outs", "check_method_budget", "evaluate",

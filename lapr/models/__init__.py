@@ -41,6 +41,21 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(name=None) -> torch.device:
+    """A stage's device setting as a torch.device (None or '': default_device()); ValueError, naming
+    the value, for a device torch does not know or a CUDA device on a machine without one (torch's
+    own errors are a RuntimeError and an AssertionError raised at the first tensor moved)."""
+    if not name:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device on this machine")
+    return device
+
+
 def default_dtype(device) -> torch.dtype:
     # fla's DeltaNet chunk kernel refuses float32; the CPU backend is fastest and exact in float32
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
@@ -146,7 +161,7 @@ def load_model(path_or_id: str | Path, device=None, dtype=None):
     from transformers import AutoModelForCausalLM
 
     backends.auto()
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     local = Path(path_or_id)
     if local.exists() and not (local / "config.json").exists():
@@ -171,4 +186,4 @@ def load_model(path_or_id: str | Path, device=None, dtype=None):
 
 
 __all__ = ["FAMILIES", "AttentionView", "Family", "attention_layers", "build_model", "family",
-           "load_model", "default_device", "default_dtype"]
+           "load_model", "default_device", "default_dtype", "resolve_device"]

@@ -42,8 +42,8 @@ import pandas as pd
 import torch
 
 from lapr import columns
-from lapr.cli import settings_object
 from lapr.probes import mqar
+from lapr.settings import settings_object
 
 MODEL_DEFAULTS = {"family": "delta_net", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
                   "head_v_dim": 32, "mlp_ratio": 2}
@@ -77,9 +77,9 @@ def _merged(raw: dict, defaults: dict, where: str = "settings") -> dict:
 
 
 def _device(name):
-    from lapr.models import default_device
+    from lapr.models import resolve_device
 
-    return torch.device(name) if name else default_device()
+    return resolve_device(name)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -376,28 +376,6 @@ def eval_run(args: argparse.Namespace) -> None:
     print(f"[mqar-eval] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s", flush=True)
 
 
-# The CLI stages are the thin modules lapr.probes.mqar_train (`mqar-train`) and
-# lapr.probes.mqar_eval (`mqar-eval`); this pair serves `python -m lapr.probes.mqar_stage {train,eval}`.
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="mode", required=True)
-    train_add_arguments(sub.add_parser("train", help="train one MQAR model"))
-    eval_add_arguments(sub.add_parser("eval", help="evaluate one MQAR model under pruning"))
-
-
-def run(args: argparse.Namespace) -> None:
-    (train_run if args.mode == "train" else eval_run)(args)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lapr.probes.mqar_stage", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
-
-
-__all__ = ["COLUMNS", "EVAL_SETTINGS", "TRAIN_SETTINGS", "add_arguments", "eval_add_arguments", "eval_run",
-           "evaluate_checkpoint", "load_mqar", "mqar_calibration", "mqar_grads", "resolve_eval_settings",
-           "resolve_train_settings", "run", "train_add_arguments", "train_model", "train_run"]
+__all__ = ["COLUMNS", "EVAL_SETTINGS", "TRAIN_SETTINGS", "eval_add_arguments", "eval_run", "evaluate_checkpoint",
+           "load_mqar", "mqar_calibration", "mqar_grads", "resolve_eval_settings", "resolve_train_settings",
+           "train_add_arguments", "train_model", "train_run"]

@@ -79,13 +79,13 @@ import torch
 from tqdm.auto import tqdm
 
 from lapr import paths, provenance
-from lapr.cli import settings_object
 from lapr.profiling import stratify
 from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
 from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, spectrum_table,
                                     threshold_rank_column)
+from lapr.settings import settings_object
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
     "single_pass": "one backbone forward; states read out of its chunked state pass (reader: 'fla' = fla's "
@@ -401,12 +401,12 @@ def profile(model, tokenizer, settings: dict, device: torch.device, progress: bo
 
 
 def run(args: argparse.Namespace) -> None:
-    from lapr.models import default_device, load_model, weights
+    from lapr.models import load_model, resolve_device, weights
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no Hugging Face checkpoint there (config.json missing)")
-    device = torch.device(getattr(args, "device", None) or default_device())
+    device = resolve_device(getattr(args, "device", None))
     settings = parse_settings(args.settings, device, getattr(args, "seed", None))
     paths.check_outputs({"--out": args.out}, {"--model": model_dir, "--settings": paths.local(args.settings),
                                              "settings.tokenizer": paths.local(settings["tokenizer"])})

@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 
 from lapr import paths, provenance
-from lapr.cli import settings_object
 from lapr.pruning.channels import ROTATIONS
 from lapr.pruning.ratio import check_method, check_multiple, check_ratio, kept_dim
 from lapr.pruning.recovery import recovery_settings
+from lapr.settings import settings_object
 
 SETTINGS_DEFAULTS = {"multiple": 1, "seed": 0, "recovery": {}, "device": None}
 IGNORED_SETTINGS = ("methods", "ratios")
@@ -216,9 +216,9 @@ def prune(args) -> list[dict]:
     rec = settings["recovery"]
     batches = None
     if rec["enabled"]:
-        from lapr.models import default_device
+        from lapr.models import resolve_device
 
-        device = torch.device(device) if device else default_device()
+        device = resolve_device(device)
         # recovery takes exactly `steps` batches of this (seeded, ratio-independent) stream:
         # drawn once, replayed from the start for every ratio
         batches = list(itertools.islice(token_batches(model_dir, rec, seed), rec["steps"]))
@@ -316,13 +316,3 @@ def _prune_one(args, settings: dict, model, views, calib, ratio: float, kept: in
 
 def run(args: argparse.Namespace) -> None:
     prune(args)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lapr prune", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from lapr import paths, provenance
-from lapr.cli import settings_object
+from lapr.settings import settings_object
 from lapr.report import CSV_ONLY, FIGURES, TABLES
 
 DEFAULTS = {"ratio": 0.5, "ppl_task": None, "claims": {}, "delegate": True}

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from lapr import backends, provenance
 from lapr.data import eval_windows, train_batches, unigram_baseline
-from lapr.models import build_model, default_device
+from lapr.models import build_model, resolve_device
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1)
 def pretrain(spec: dict, settings: dict, train_tokens: np.ndarray, eval_sets: dict[str, np.ndarray],
              out_dir, tokenizer=None, seed: int = 0, device=None) -> dict:
     """Train `spec` on `train_tokens`; write checkpoint, loss curve and metrics under `out_dir`."""
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(spec, seed=seed).to(device)
     backend = backends.for_training(model)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from lapr import paths
-from lapr.cli import settings as json_settings
 from lapr.data import load_tokenizer, load_tokens
+from lapr.settings import settings_argument as json_settings
 
 DEFAULTS = {"steps": 200, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 20,
             "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 50, "eval_windows": 16,
