@@ -6,6 +6,7 @@ cached generation — without touching the model code or the checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -87,6 +88,21 @@ def _rebind(holder, path: str, name: str, impl, enable: bool) -> None:
 
 def cpu_backend_active() -> bool:
     return owner("fla.layers.delta_net").chunk_delta_rule is delta_rule
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Within the block a forward on `device` runs: fla's Triton kernels cannot read CPU tensors, so on
+    a machine with CUDA a CPU forward (the prune stage checks its surgery on CPU copies) runs under the
+    PyTorch backend, and fla's kernels are back afterwards. Anywhere else nothing changes."""
+    if torch.device(device).type != "cpu" or cpu_backend_active():
+        yield
+        return
+    use_cpu_backend(True)
+    try:
+        yield
+    finally:
+        use_cpu_backend(False)
 
 
 def auto() -> str:

@@ -66,6 +66,7 @@ import math
 import torch
 from torch import Tensor
 
+from lapr import backends
 from lapr.models import family
 
 
@@ -347,9 +348,10 @@ def scale_check(parent, pruned, keep: list[Tensor], tokens: Tensor | None = None
     parent.eval()
     pruned.eval()
     try:
-        out = pruned(tokens.to(next(pruned.parameters()).device)).logits
+        with backends.on_device(next(pruned.parameters()).device):
+            out = pruned(tokens.to(next(pruned.parameters()).device)).logits
         tokens = tokens.to(param.device)
-        with _zeroed(parent, keep):
+        with _zeroed(parent, keep), backends.on_device(param.device):
             own = parent(tokens).logits
             with rescaled_query(parent, kept):
                 scaled = parent(tokens).logits

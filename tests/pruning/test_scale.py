@@ -141,3 +141,27 @@ def test_scale_check_gdn_eps_is_the_mechanism():
         for view in family(model).attention(model):
             view.module.o_norm.eps = 0.0
     assert scale_check(parent, pruned, keep, text)["rel_logit_error_parent_scale"] < 1e-5
+
+
+def test_scale_check_runs_cpu_copies_where_fla_kernels_are_installed():
+    """On a GPU machine lapr.backends.auto() keeps fla's Triton kernels, which cannot read CPU tensors,
+    while the prune stage checks its surgery on CPU copies (the 2 x H200 gpu-profile run failed every
+    prune job so: "Pointer argument (at 0) cannot be accessed from Triton (cpu tensor?)"). Here fla's
+    kernels are put back as on that machine; the check must still run, and leave them installed."""
+    from lapr import backends
+
+    spec = dict(family="delta_net", hidden_size=64, num_layers=2, num_heads=2, head_k_dim=D_K, head_v_dim=32,
+                vocab_size=256, mlp_ratio=2)
+    model = build_model(spec, seed=0).float().eval()
+    keep = choose(model, "l2", KEPT, None, 0)
+    pruned = prune_channels(model, keep)
+    backends.use_cpu_backend(False)  # fla's kernels, as auto() leaves them with CUDA present
+    try:
+        assert not backends.cpu_backend_active()
+        with pytest.raises(Exception):  # what the GPU machine hit: fla's kernels on CPU tensors fail
+            model(torch.zeros(1, 8, dtype=torch.long))
+        out = scale_check(model, pruned, keep)
+        assert not backends.cpu_backend_active()  # fla's kernels back after the check
+    finally:
+        backends.use_cpu_backend(True)
+    assert out["rel_logit_error_pruned_scale"] < 1e-5
