@@ -609,6 +609,31 @@ def _task_quality(rows: pd.DataFrame) -> dict:
             .itertuples(index=False)}
 
 
+# Accuracy of guessing, per task of PAPER_A_TASKS (matched by name): piqa and winogrande have two
+# choices, hellaswag and ARC four (a few ARC items have 3 or 5), LAMBADA's exact word none.
+CHANCE = {"piqa": 0.5, "winogrande": 0.5, "hellaswag": 0.25, "arc_easy": 0.25, "arc_challenge": 0.25,
+          "lambada": 0.0}
+
+
+def chance_level(task: str) -> float | None:
+    return next((c for name, c in CHANCE.items() if name in str(task)), None)
+
+
+def _at_chance(q_base: dict, n_base: dict, keys: list, seed: int = 7) -> str:
+    """Why the unpruned model's accuracy cannot judge what pruning kept, or '': where its mean accuracy
+    over `keys` is not above the mean chance level at the 95% level (Jeffreys replicates of each task
+    on its document count), a ratio of accuracies compares noise with noise."""
+    chance = [chance_level(task) for task, _ in keys]
+    if not keys or any(c is None for c in chance) or not all(n_base.get(k, 0) > 0 for k in keys):
+        return ""
+    reps = np.mean([iv.proportion(q_base[k], n_base[k], seed=seed + i) for i, k in enumerate(keys)], axis=0)
+    level = float(np.mean(chance))
+    if np.quantile(reps, 0.025) > level:
+        return ""
+    return (f"unpruned accuracy {np.mean([q_base[k] for k in keys]):.3f} is not above chance {level:.3f} "
+            f"over {len(keys)} task metrics (95% level), so retained accuracy is judged on perplexity instead")
+
+
 def _alpha_sweep(res: Results, model: str, pick, ppl_task: str | None) -> str:
     """'; ppl by alpha 0: x, 0.25: y, ...' at the picked budget: how much the unpublished alpha matters."""
     hp = res.head_pruning
@@ -669,7 +694,8 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     where = f"{pick['method']} budget {pick['budget']:g}, state saved {saved:.1%}"
     where += _alpha_sweep(res, model, pick, ppl_task)
     reps, how = None, ""
-    if common:
+    chance = _at_chance(q_base, _task_counts(base_rows), common) if common else ""
+    if common and not chance:
         a_p = float(np.mean([q_pruned[k] for k in common]))
         a_b = float(np.mean([q_base[k] for k in common]))
         q = a_p / a_b if a_b else math.nan
@@ -692,6 +718,7 @@ def claim_b3(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
                         reason="no accuracy or perplexity of both the pruned and the unpruned model")
         q = base_ppl / p
         measured = f"{where}: ppl {p:.4g} vs {base_ppl:.4g} unpruned on {task[4:]} (q={q:.3f})"
+        measured += f" ({chance})" if chance else ""
         how = "no per-window samples of head-pruned perplexity"
         if weak := _no_better_than_unigram(res, model, task, base_ppl):
             return _row("B3", model, res.profile_name, measured, q, crit, "inconclusive", weak)

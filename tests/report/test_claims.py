@@ -327,3 +327,20 @@ def test_b4_unformable_arms_say_so_and_are_not_the_unpruned_model(tmp_path):
     rows.to_csv(d / "0.csv", index=False)
     row = one(tmp_path, "B4")
     assert row["verdict"] == "inconclusive" and "no head of the high class" in row["reason"]
+
+
+def test_b3_accuracy_at_chance_is_not_evidence():
+    """A model at chance on every task (the 2 x H200 run's 110M models: piqa 0.50, hellaswag 0.25, ...)
+    keeps 'all' of its accuracy under any pruning; B3 then judges on perplexity instead."""
+    from lapr.report.claims import _at_chance, chance_level
+
+    keys = [("lapr_piqa", "acc"), ("lapr_hellaswag", "acc"), ("lapr_arc_easy", "acc"), ("lapr_lambada_openai", "acc")]
+    n = {k: 500 for k in keys}
+    assert chance_level("lapr_arc_challenge") == 0.25 and chance_level("lapr_mystery") is None
+    at = {("lapr_piqa", "acc"): 0.49, ("lapr_hellaswag", "acc"): 0.26, ("lapr_arc_easy", "acc"): 0.24,
+          ("lapr_lambada_openai", "acc"): 0.01}
+    assert "not above chance" in _at_chance(at, n, keys)
+    above = {("lapr_piqa", "acc"): 0.62, ("lapr_hellaswag", "acc"): 0.33, ("lapr_arc_easy", "acc"): 0.45,
+             ("lapr_lambada_openai", "acc"): 0.2}
+    assert _at_chance(above, n, keys) == ""
+    assert _at_chance(at, n, keys + [("lapr_mystery", "acc")]) == ""  # unknown chance level: no guard
