@@ -84,12 +84,7 @@ def _plot_method(ax, x, y, method, **kw):
     return line
 
 
-def _probe_note(ax, values, baseline) -> bool:
-    """True (and the notice in the panel) when the unpruned model fails this probe (fractions)."""
-    note = style.probe_failed(values, baseline)
-    if note:
-        style.note_panel(ax, note)
-    return bool(note)
+_probe_note = style.note_failed_probe
 
 
 def _task_title(task: str) -> str:

@@ -105,12 +105,7 @@ def _tag(artist, method):
     return artist
 
 
-def _note_failed_probe(ax, values, baseline) -> bool:
-    """True (and a notice in the panel) when the unpruned model fails this accuracy probe."""
-    note = style.probe_failed(values, baseline)
-    if note:
-        style.note_panel(ax, note)
-    return bool(note)
+_note_failed_probe = style.note_failed_probe
 
 
 def _thousands(ax, axis="x"):

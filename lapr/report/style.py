@@ -253,4 +253,14 @@ __all__ = ["UNPRUNED", "RECOVERED_SUFFIX", "CHANNEL_METHODS", "HEAD_METHODS", "M
            "FALLBACK_PALETTE", "FALLBACK_MARKERS", "FAMILY_COLORS", "FAMILY_LABELS", "MODEL_PALETTE",
            "CLASS_COLORS", "UNPRUNED_LINE", "MethodStyle", "method_style", "color", "marker", "label",
            "line_kwargs", "method_key", "sort_methods", "split_recovered", "channel_methods", "head_methods",
-           "family_of", "family_color", "family_label", "model_colors", "probe_failed", "note_panel"]
+           "family_of", "family_color", "family_label", "model_colors", "probe_failed", "note_panel",
+           "note_failed_probe"]
+
+
+def note_failed_probe(ax, values, baseline) -> bool:
+    """True (and the notice in the panel) when the unpruned model fails this accuracy probe (fractions):
+    a panel of flat lines at zero would read as 'pruning kept everything'."""
+    note = probe_failed(values, baseline)
+    if note:
+        note_panel(ax, note)
+    return bool(note)
