@@ -5,6 +5,10 @@ any stage, so a dry run stays fast (every SLURM job parses the Snakefile again).
 
 What it refuses, beyond the JSON schema (workflow/schemas/config.schema.yaml):
 - a config without `name` (it would otherwise write into another profile's results/);
+- a channel-pruning method (`prune.methods`, `mqar.eval.channel.methods`) that no module of
+  lapr/pruning/channels registers: the schema only says "strings", the names come from the
+  `@register("name", ...)` calls in those files (read with `ast`, so no torch import), and an
+  omitted `prune.methods` becomes every registered method (check_values);
 - a key given twice in one YAML mapping (YAML keeps the last one silently: a duplicated model name
   dropped a model's 29 jobs);
 - ratios or budgets that name the same output folder (0.5 and 0.5000001 are both "0.5");
@@ -14,6 +18,8 @@ What it refuses, beyond the JSON schema (workflow/schemas/config.schema.yaml):
 """
 from __future__ import annotations
 
+import ast
+import functools
 import shutil
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import yaml
 from lapr.grid import heads_removed, kept_channels, ratio_name
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+CHANNELS = Path(__file__).resolve().parent / "pruning" / "channels"  # one module per channel method
 
 
 class ConfigError(ValueError):
@@ -80,6 +87,43 @@ def schema_errors(config: dict, schema: dict | None = None) -> list[str]:
         else:
             lines.append(f"{where}: {err.message}")
     return lines
+
+
+@functools.lru_cache(maxsize=None)
+def channel_methods(package: Path = CHANNELS) -> tuple[str, ...]:
+    """The channel-pruning methods lapr.pruning.channels registers, sorted, read from the
+    `@register("name", ...)` decorators of its modules without importing them (that would import
+    torch on every Snakefile parse). tests/pruning/test_channel_registry.py checks that this equals
+    the imported registry (lapr.pruning.channels.ALL_METHODS)."""
+    names = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for deco in node.decorator_list:
+                    if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None))
+                            == "register" and deco.args and isinstance(deco.args[0], ast.Constant)
+                            and isinstance(deco.args[0].value, str)):
+                        names.append(deco.args[0].value)
+    return tuple(sorted(names))
+
+
+def _method_lists(config: dict):
+    """(where, list) of every list of channel-method names in the config."""
+    methods = config.get("prune", {}).get("methods")
+    if isinstance(methods, list):
+        yield "prune.methods", methods
+    methods = config.get("mqar", {}).get("eval", {}).get("channel", {}).get("methods")
+    if isinstance(methods, list):
+        yield "mqar.eval.channel.methods", methods
+
+
+def _check_channel_methods(config: dict) -> None:
+    known = channel_methods()
+    for where, methods in _method_lists(config):
+        for i, m in enumerate(methods):
+            if m not in known:
+                raise ConfigError(f"{where}.{i}: unknown channel method {m!r}; allowed: {', '.join(known)} "
+                                  f"(the methods registered in lapr/pruning/channels)")
 
 
 def _check_models(config: dict) -> None:
@@ -187,10 +231,16 @@ def check(config: dict, files=(), schema: dict | None = None) -> None:
     if errors := schema_errors(config, schema):
         more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
         raise ConfigError(errors[0] + more)
+    _check_channel_methods(config)
 
 
 def check_values(config: dict) -> None:
-    """What the schema cannot say, on a config with the schema's defaults filled in (after check)."""
+    """What the schema cannot say, on a config with the schema's defaults filled in (after check).
+    Fills in `prune.methods` when omitted: every registered channel method."""
+    if isinstance(config.get("prune"), dict) and "methods" not in config["prune"]:
+        from lapr.report.style import method_key  # torch-free; the display order: random, l1, ... first
+        config["prune"]["methods"] = sorted(channel_methods(), key=method_key)
+    _check_channel_methods(config)
     _check_models(config)
     _check_distinct(config)
     _check_ratios(config)
@@ -198,4 +248,4 @@ def check_values(config: dict) -> None:
     _check_head_budgets(config)
 
 
-__all__ = ["SCHEMA", "ConfigError", "check", "check_device", "check_values", "has_cuda_driver", "load_strict", "schema_errors"]
+__all__ = ["CHANNELS", "SCHEMA", "ConfigError", "channel_methods", "check", "check_device", "check_values", "has_cuda_driver", "load_strict", "schema_errors"]

@@ -7,42 +7,55 @@ channels, so the state shrinks from d_k x d_v to keep x d_v. This package only d
 
 API
 - `ChannelContext`: everything one layer offers (weights, grads, input RMS, activations).
-- `METHODS`: name -> select(ctx, keep) -> LongTensor [H, keep], indices sorted ascending.
-  Filled by `@register(name)` in one module per method: random, l1, l2, wanda, taylor,
-  pivoted_qr, strong_rrqr.
-- `select_channels(method, ctx, keep)`: validated entry point.
-- `rotation_basis(method, ctx, keep)` (pca.py) for the ROTATIONS "pca" (paper A's baseline as
-  LAP's code computes it: keys only, after the L2 norm, mean-centred covariance) and "pca_qk"
-  (lapr's earlier variant: q and k stacked, before the L2 norm, uncentred second moment). A
-  rotation is not a selection, so they are NOT in METHODS; `select_channels("pca", ...)` raises a
-  ValueError pointing to the basis functions.
-- `ALL_METHODS`: the 9 names the stage accepts (METHODS + ROTATIONS); `REQUIRES`: method ->
-  calibration fields it reads (empty: weights only, no calib.pt needed).
+- `register(name, requires=(...), rotation=False)`: the decorator every method module uses. It
+  declares the method's name and the calibration statistics (ChannelContext fields = calib.pt
+  layer keys) it reads; `requires=()` means weights only, no calib.pt needed.
+- `REGISTRY`: name -> `Method(name, fn, requires, rotation)`, every registered method.
+- `METHODS`: the selections, name -> select(ctx, keep) -> LongTensor [H, keep], indices sorted
+  ascending: random, l1, l2, wanda, taylor, pivoted_qr, strong_rrqr.
+- `select_channels(method, ctx, keep)`: validated entry point for a selection.
+- `ROTATIONS` / `rotation_basis(method, ctx, keep)`: the methods registered with `rotation=True`,
+  fn(ctx, keep) -> float basis [H, d_k, keep]: "pca" (paper A's baseline as LAP's code computes
+  it: keys only, after the L2 norm, mean-centred covariance) and "pca_qk" (lapr's earlier variant:
+  q and k stacked, before the L2 norm, uncentred second moment); see pca.py. A rotation is not a
+  selection, so they are NOT in METHODS; `select_channels("pca", ...)` raises a ValueError
+  pointing to `rotation_basis`.
+- `ALL_METHODS`: every name the stage accepts (sorted selections, then sorted rotations);
+  `REQUIRES`: method -> calibration fields it reads, derived from the registry.
+
+Adding a method = one module in this package: importing the package imports every module in it
+(pkgutil), so its `@register("name", requires=(...))` runs; nothing else lists method names (the
+workflow's config check, lapr/config.py, reads the names from the `register` calls in these files
+without importing torch, so give `name` as a string literal). tests/pruning/test_channel_plugin.py
+proves it on a copy of the package.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 Selector = Callable[["ChannelContext", int], Tensor]
-METHODS: dict[str, Selector] = {}
-ROTATIONS = ("pca", "pca_qk")  # names that live outside METHODS; see pca.rotation_basis
 
-# Calibration statistics (ChannelContext fields, i.e. calib.pt layer keys) each method reads.
-# Methods with an empty tuple work from the weights alone and need no calib.pt.
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "random": (), "l1": (), "l2": (),
-    "wanda": ("input_rms",),
-    "taylor": ("q_grad", "k_grad"),
-    "pivoted_qr": ("q_act", "k_act"),
-    "strong_rrqr": ("q_act", "k_act"),
-    "pca": ("k_norm_cov",),
-    "pca_qk": ("q_act", "k_act"),
-}
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method: `fn(ctx, keep)`, the ChannelContext fields it reads (`requires`, empty:
+    weights only, no calib.pt), and whether it is a rotation (fn returns a basis [H, d_k, keep])."""
+
+    name: str
+    fn: Selector
+    requires: tuple[str, ...] = ()
+    rotation: bool = False
+
+
+REGISTRY: dict[str, Method] = {}  # filled by @register as the method modules are imported
+METHODS: dict[str, Selector] = {}  # the selections of REGISTRY: name -> fn
 
 
 @dataclass
@@ -108,12 +121,26 @@ class ChannelContext:
                              f"which is None; collect it during calibration")
 
 
-def register(name: str) -> Callable[[Selector], Selector]:
-    """Decorator: add a selector to METHODS under `name` (names must be unique)."""
+# The optional ChannelContext fields: what a method may declare in `requires` (calib.pt layer keys).
+CALIB_FIELDS = frozenset(f.name for f in fields(ChannelContext)) - {"q_weight", "k_weight", "seed"}
+
+
+def register(name: str, requires: tuple[str, ...] | list[str] = (),
+             rotation: bool = False) -> Callable[[Selector], Selector]:
+    """Decorator: register `fn(ctx, keep)` as channel method `name` (unique), reading the
+    ChannelContext fields `requires` (calib.pt layer keys; empty: weights only). A selection returns
+    LongTensor [H, keep] and joins METHODS; `rotation=True`: it returns a basis [H, d_k, keep]."""
+    requires = (requires,) if isinstance(requires, str) else tuple(requires)
+    if unknown := [f for f in requires if f not in CALIB_FIELDS]:
+        raise ValueError(f"channel method {name!r}: requires {unknown} are not calibration fields; "
+                         f"known: {sorted(CALIB_FIELDS)}")
+
     def add(fn: Selector) -> Selector:
-        if name in METHODS or name in ROTATIONS:
+        if name in REGISTRY:
             raise ValueError(f"channel method {name!r} is already registered")
-        METHODS[name] = fn
+        REGISTRY[name] = Method(name, fn, requires, bool(rotation))
+        if not rotation:
+            METHODS[name] = fn
         return fn
     return add
 
@@ -129,16 +156,17 @@ def top_channels(scores: Tensor, keep: int) -> Tensor:
 
 def select_channels(method: str, ctx: ChannelContext, keep: int) -> Tensor:
     """Channels to keep per head: LongTensor [H, keep], unique, sorted ascending."""
-    if method in ROTATIONS:
+    if method in REGISTRY and REGISTRY[method].rotation:
         raise ValueError(f"{method!r} is a rotation, not a channel selection: use "
-                         f"lapr.pruning.channels.rotation_basis({method!r}, ctx, keep) (pca_basis / "
-                         f"pca_qk_basis) -> [H, d_k, keep] and absorb the basis into q/k proj at "
-                         f"surgery")
+                         f"lapr.pruning.channels.rotation_basis({method!r}, ctx, keep) "
+                         f"({' / '.join(REGISTRY[r].fn.__name__ for r in rotations())}) -> "
+                         f"[H, d_k, keep] and absorb the basis into q/k proj at surgery")
     if method not in METHODS:
         raise ValueError(f"unknown channel method {method!r}; known: {sorted(METHODS)} "
-                         f"(rotations: {list(ROTATIONS)})")
+                         f"(rotations: {list(rotations())})")
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= ctx.d_k:
         raise ValueError(f"keep must be an int in [1, d_k={ctx.d_k}]; got {keep!r}")
+    ctx.require(method, *REGISTRY[method].requires)
     chosen = METHODS[method](ctx, keep)
     # Cheap post-condition so a buggy method cannot hand the surgery a bad index set.
     if chosen.dtype != torch.long or tuple(chosen.shape) != (ctx.heads, keep):
@@ -147,10 +175,31 @@ def select_channels(method: str, ctx: ChannelContext, keep: int) -> Tensor:
     return chosen
 
 
-# Importing the method modules fills METHODS (they import register from here).
-from lapr.pruning.channels import magnitude, qr, random, taylor, wanda  # noqa: E402,F401
-from lapr.pruning.channels.pca import pca_basis, pca_qk_basis, rotation_basis  # noqa: E402,F401
+def rotations() -> tuple[str, ...]:
+    return tuple(sorted(n for n, m in REGISTRY.items() if m.rotation))
 
-# Every name the pruning stage accepts: the selections, then the rotations.
+
+def rotation_basis(method: str, ctx: ChannelContext, keep: int) -> Tensor:
+    """The basis [H, d_k, keep] of rotation `method` (e.g. "pca" or "pca_qk")."""
+    if method not in REGISTRY or not REGISTRY[method].rotation:
+        raise ValueError(f"{method!r} is not a rotation; rotations: {list(rotations())}")
+    return REGISTRY[method].fn(ctx, keep)
+
+
+def discover() -> list[str]:
+    """Import every module of this package (their @register calls fill REGISTRY); their names."""
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
+
+
+discover()
+from lapr.pruning.channels.pca import pca_basis, pca_qk_basis  # noqa: E402,F401  (re-exported)
+
+ROTATIONS: tuple[str, ...] = rotations()  # the rotations' names, outside METHODS
+# Every name the stage accepts: the selections, then the rotations.
 ALL_METHODS: tuple[str, ...] = tuple(sorted(METHODS)) + ROTATIONS
-assert set(ALL_METHODS) == set(REQUIRES), "REQUIRES must list every method"
+# Calibration statistics (ChannelContext fields, i.e. calib.pt layer keys) each method reads;
+# an empty tuple: weights alone, no calib.pt.
+REQUIRES: dict[str, tuple[str, ...]] = {name: REGISTRY[name].requires for name in ALL_METHODS}

@@ -17,11 +17,11 @@ def row_norm_scores(ctx: ChannelContext, p: int) -> torch.Tensor:
             + torch.linalg.vector_norm(ctx.k_weight, ord=p, dim=-1))
 
 
-@register("l1")
+@register("l1", requires=())
 def select_l1(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_channels(row_norm_scores(ctx, 1), keep)
 
 
-@register("l2")
+@register("l2", requires=())
 def select_l2(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_channels(row_norm_scores(ctx, 2), keep)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import torch
 
-from lapr.pruning.channels import ChannelContext
+from lapr.pruning.channels import ChannelContext, register
 
 
 def _check_keep(ctx: ChannelContext, keep: int) -> None:
@@ -68,6 +68,7 @@ def top_eigenvectors(matrix: torch.Tensor, keep: int) -> torch.Tensor:
     return top.float()
 
 
+@register("pca", requires=("k_norm_cov",), rotation=True)
 def pca_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     """`pca` (LAP): [H, d_k, keep] top eigenvectors of the centred covariance of L2-normalised keys."""
     ctx.require("pca", "k_norm_cov")
@@ -75,19 +76,10 @@ def pca_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_eigenvectors(ctx.k_norm_cov, keep)
 
 
+@register("pca_qk", requires=("q_act", "k_act"), rotation=True)
 def pca_qk_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     """`pca_qk`: [H, d_k, keep] top eigenvectors of the uncentred second moment of [q_act; k_act]."""
     ctx.require("pca_qk", "q_act", "k_act")
     _check_keep(ctx, keep)
     stacked = torch.cat([ctx.q_act, ctx.k_act], dim=1).double()  # [H, rows, d_k]
     return top_eigenvectors(stacked.mT @ stacked / stacked.shape[1], keep)
-
-
-BASES = {"pca": pca_basis, "pca_qk": pca_qk_basis}
-
-
-def rotation_basis(method: str, ctx: ChannelContext, keep: int) -> torch.Tensor:
-    """The basis [H, d_k, keep] of rotation `method` ("pca" or "pca_qk")."""
-    if method not in BASES:
-        raise ValueError(f"{method!r} is not a rotation; rotations: {sorted(BASES)}")
-    return BASES[method](ctx, keep)

@@ -117,11 +117,11 @@ def per_head(ctx: ChannelContext, method: str, choose) -> torch.Tensor:
                         for h in range(ctx.heads)])
 
 
-@register("pivoted_qr")
+@register("pivoted_qr", requires=("q_act", "k_act"))
 def select_pivoted_qr(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return per_head(ctx, "pivoted_qr", lambda x: pivoted_qr_columns(x, keep))
 
 
-@register("strong_rrqr")
+@register("strong_rrqr", requires=("q_act", "k_act"))
 def select_strong_rrqr(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return per_head(ctx, "strong_rrqr", lambda x: strong_rrqr_columns(x, keep))

@@ -11,7 +11,7 @@ import torch
 from lapr.pruning.channels import ChannelContext, register
 
 
-@register("random")
+@register("random", requires=())
 def select_random(ctx: ChannelContext, keep: int) -> torch.Tensor:
     rows = []
     for head in range(ctx.heads):

@@ -12,7 +12,7 @@ import torch
 from lapr.pruning.channels import ChannelContext, register, top_channels
 
 
-@register("taylor")
+@register("taylor", requires=("q_grad", "k_grad"))
 def select_taylor(ctx: ChannelContext, keep: int) -> torch.Tensor:
     ctx.require("taylor", "q_grad", "k_grad")
     scores = ((ctx.q_weight * ctx.q_grad).abs().sum(-1)

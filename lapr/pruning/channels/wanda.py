@@ -12,7 +12,7 @@ import torch
 from lapr.pruning.channels import ChannelContext, register, top_channels
 
 
-@register("wanda")
+@register("wanda", requires=("input_rms",))
 def select_wanda(ctx: ChannelContext, keep: int) -> torch.Tensor:
     ctx.require("wanda", "input_rms")
     scores = (ctx.q_weight.abs() + ctx.k_weight.abs()) @ ctx.input_rms
