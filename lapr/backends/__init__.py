@@ -6,7 +6,6 @@ cached generation — without touching the model code or the checkpoints.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -90,7 +89,7 @@ def cpu_backend_active() -> bool:
     return owner("fla.layers.delta_net").chunk_delta_rule is delta_rule
 
 
-@contextlib.contextmanager
+@contextmanager
 def on_device(device):
     """Within the block a forward on `device` runs: fla's Triton kernels cannot read CPU tensors, so on
     a machine with CUDA a CPU forward (the prune stage checks its surgery on CPU copies) runs under the

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from lapr import provenance
 from lapr.report import style
+from lapr.report.tables import split_alpha_sweep
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
         "xtick.labelsize": 7, "ytick.labelsize": 7}
@@ -92,30 +93,6 @@ def _task_title(task: str) -> str:
     if task.startswith("ppl/"):
         return task[4:]
     return {"niah": "NIAH"}.get(task, task)
-
-
-def split_alpha_sweep(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(main, sweep): joint_rank_norm's alpha sweep at one budget (paper B's B3 protocol) apart from the
-    method's line. A (model, method)'s main alpha is the one it was run with at the most budgets (the
-    stage's settings.alpha; lapr.heads.methods.DEFAULT_ALPHA on ties); rows at another alpha go to
-    `sweep` where their budget also has a main-alpha row, so a line has one point per budget."""
-    from lapr.heads.methods import DEFAULT_ALPHA
-
-    if df.empty or "alpha" not in df or not {"model", "method", "budget"} <= set(df.columns):
-        return df, df.iloc[0:0]
-    a = pd.to_numeric(df["alpha"], errors="coerce")
-    sweep = pd.Series(False, index=df.index)
-    for _, g in df[a.notna()].groupby(["model", "method"]):
-        ga = a[g.index]
-        counts = g.assign(_a=ga).groupby("_a")["budget"].nunique()
-        if len(counts) < 2:
-            continue
-        top = counts[counts == counts.max()].index
-        main = DEFAULT_ALPHA if any(np.isclose(top, DEFAULT_ALPHA)) else float(min(top))
-        off = ~np.isclose(ga, main)
-        with_main = set(g.loc[~off, "budget"])
-        sweep[g.index[off & g["budget"].isin(with_main).to_numpy()]] = True
-    return df[~sweep], df[sweep]
 
 
 def _plot_sweep(ax, sweep: pd.DataFrame, x: str = "budget"):

@@ -40,7 +40,7 @@ from lapr import provenance
 from lapr.report import FIGURES, style
 from lapr.report.results import UNPRUNED, Results
 from lapr.report.tables import (baseline_ppl, head_metric_rows, is_accuracy, natural_last, nearest_ratio,
-                                pick_task_metrics, ppl_rows, primary_ppl_task)
+                                pick_task_metrics, ppl_rows, primary_ppl_task, split_alpha_sweep)
 
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
         "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2,
@@ -345,8 +345,6 @@ def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figur
     hp = res.head_pruning
     if hp.empty:
         return Figure("head_pruning", _no_data(stem, title, "heads stage (heads/*/*/*.csv)"), False)
-    from lapr.heads.plots import split_alpha_sweep
-
     task = primary_ppl_task(hp["task"], ppl_task)
     rows = head_metric_rows(split_alpha_sweep(hp)[0], task)  # joint_rank_norm at its default alpha
     models = sorted(pd.unique(rows["model"]))

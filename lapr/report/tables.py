@@ -544,6 +544,30 @@ def rank_summary(res: Results) -> Table:
                  "agreement: Spearman of head ranks and fraction of heads keeping their class, over context pairs.")
 
 
+def split_alpha_sweep(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(main, sweep): joint_rank_norm's alpha sweep at one budget (paper B's B3 protocol) apart from the
+    method's line. A (model, method)'s main alpha is the one it was run with at the most budgets (the
+    stage's settings.alpha; lapr.heads.methods.DEFAULT_ALPHA on ties); rows at another alpha go to
+    `sweep` where their budget also has a main-alpha row, so a line has one point per budget."""
+    from lapr.heads.methods import DEFAULT_ALPHA
+
+    if df.empty or "alpha" not in df or not {"model", "method", "budget"} <= set(df.columns):
+        return df, df.iloc[0:0]
+    a = pd.to_numeric(df["alpha"], errors="coerce")
+    sweep = pd.Series(False, index=df.index)
+    for _, g in df[a.notna()].groupby(["model", "method"]):
+        ga = a[g.index]
+        counts = g.assign(_a=ga).groupby("_a")["budget"].nunique()
+        if len(counts) < 2:
+            continue
+        top = counts[counts == counts.max()].index
+        main = DEFAULT_ALPHA if any(np.isclose(top, DEFAULT_ALPHA)) else float(min(top))
+        off = ~np.isclose(ga, main)
+        with_main = set(g.loc[~off, "budget"])
+        sweep[g.index[off & g["budget"].isin(with_main).to_numpy()]] = True
+    return df[~sweep], df[sweep]
+
+
 def head_metric_rows(hp: pd.DataFrame, ppl_task: str | None = None) -> pd.DataFrame:
     """Per (model, method, budget): application, state saved, ppl, NIAH and MQAR accuracy (fractions)."""
     if hp.empty:
@@ -579,8 +603,6 @@ def head_pruning_table(res: Results, ppl_task: str | None = None) -> Table:
     hp = res.head_pruning
     if hp.empty:
         return Table("head_pruning_table", title, pd.DataFrame(), "heads stage missing (no heads/*/*/*.csv)")
-    from lapr.heads.plots import split_alpha_sweep
-
     task = primary_ppl_task(hp["task"], ppl_task)
     df = head_metric_rows(split_alpha_sweep(hp)[0], task)  # joint_rank_norm at its own alpha, not the sweep's
     out = pd.DataFrame({"model": df["model"], "method": df["method"].map(method_label),
@@ -605,5 +627,5 @@ def build_tables(res: Results, ratio: float = 0.5, ppl_task: str | None = None) 
 __all__ = ["Table", "fmt", "to_markdown", "to_latex", "write_table", "build_tables", "pretrain_summary",
            "ppl_table", "lm_eval_table", "lm_eval_grid", "pruning_state", "recovery_table", "throughput_ops",
            "throughput_models", "rank_summary", "rank_stats", "profile_timing", "head_pruning_table",
-           "head_metric_rows", "primary_ppl_task", "ppl_rows", "baseline_ppl", "sorted_methods", "method_label",
+           "head_metric_rows", "split_alpha_sweep", "primary_ppl_task", "ppl_rows", "baseline_ppl", "sorted_methods", "method_label",
            "natural_last", "nearest_ratio", "is_accuracy", "pick_task_metrics", "task_matches", "head_method_key"]

@@ -114,7 +114,7 @@ def after_pretraining(_):
     that holds a GPU whole."""
     if not config["pretrain_first"]:
         return []
-    return [model_input(m) for m in MODELS if config["models"][m]["source"] == "train"]
+    return [model_input(m) for m in TRAINED]
 
 
 def settings(section, **extra):
