@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from lapr import gpus
 from workflow_helpers import ROOT, snakemake
@@ -224,10 +225,12 @@ def dry_run_jobs(profile, tmp_path):
 
 
 def test_workflow_pins_exactly_the_gpu_jobs_of_cuda_profiles(tmp_path):
-    """gpu.yaml: 3 slots per GPU; a job takes one slot, a benchmark all three of its GPU (`--whole`), and
+    """gpu.yaml: K slots per GPU; a job takes one slot, a benchmark all K of its GPU (`--whole`), and
     the `gpu` resource counts exactly the slots the wrapper takes."""
+    slots = yaml.safe_load((ROOT / "workflow/config/gpu.yaml").read_text())["gpu_slots"]
+    assert slots > 1  # the profile shares its GPUs, which this test is about
     jobs = dry_run_jobs("gpu", tmp_path)
-    pinned = {rule for rule, _, cmd in jobs if "-m lapr.gpus --slots 3" in cmd}
+    pinned = {rule for rule, _, cmd in jobs if f"-m lapr.gpus --slots {slots} " in cmd}
     on_gpu = {rule for rule, gpu, _ in jobs if gpu}
     assert pinned == on_gpu
     assert {"pretrain", "profile", "prune", "evaluate", "heads", "mqar_train", "mqar_eval", "bench_ops",
@@ -235,10 +238,10 @@ def test_workflow_pins_exactly_the_gpu_jobs_of_cuda_profiles(tmp_path):
     assert "tokens" not in pinned
     for rule, gpu, cmd in jobs:
         if gpu:  # the wrapper goes right before the interpreter, after the environment assignment
-            m = re.match(r'OMP_NUM_THREADS=\d+ "[^"]+" -m lapr\.gpus --slots 3( --whole)? -- "[^"]+" -m lapr ', cmd)
+            m = re.match(rf'OMP_NUM_THREADS=\d+ "[^"]+" -m lapr\.gpus --slots {slots}( --whole)? -- "[^"]+" -m lapr ', cmd)
             assert m, cmd
             whole = rule.startswith("bench")
-            assert bool(m.group(1)) == whole and gpu == (3 if whole else 1), (rule, gpu, cmd)
+            assert bool(m.group(1)) == whole and gpu == (slots if whole else 1), (rule, gpu, cmd)
 
 
 def test_workflow_cpu_profile_is_not_wrapped(tmp_path):

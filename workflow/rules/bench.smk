@@ -7,6 +7,7 @@
 
 
 rule bench_ops:
+    priority: 4
     input:
         after_pretraining,
     output:
@@ -32,6 +33,7 @@ rule bench_ops:
 
 
 rule bench_model:
+    priority: 4
     input:
         model=lambda w: pruned(w.model, w.method, w.ratio),
     output:

@@ -4,6 +4,7 @@
 
 
 rule evaluate:
+    priority: 6
     input:
         model=lambda w: [pruned(w.model, w.method, r) for r in RATIOS],
     output:

@@ -3,6 +3,7 @@
 
 
 rule heads:
+    priority: 5
     # one job per (model, method) over the budgets (one model load, one set of imports)
     input:
         model=lambda w: model_input(w.model),
@@ -35,6 +36,7 @@ rule heads:
 
 
 rule heads_unpruned:
+    priority: 5
     # the unpruned model, and in the same process paper B's disjoint low / high / random arms
     # (heads.arms; null: none) on the same NIAH samples
     input:
@@ -67,6 +69,7 @@ rule heads_unpruned:
 
 
 rule mqar_train:
+    priority: 2
     input:
         after_pretraining,
     output:
@@ -94,6 +97,7 @@ rule mqar_train:
 
 
 rule mqar_eval:
+    priority: 2
     input:
         model=weights(f"{R}/mqar/models/{{family}}"),
     output:

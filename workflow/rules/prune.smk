@@ -3,6 +3,9 @@
 
 
 rule prune:
+    # priorities: what the claims need first (pretrain/profile 10, prune 8, evaluate 6, heads 5,
+    # benchmarks 4, MQAR 2), so a run cut short by a machine's time limit keeps the evidence
+    priority: 8
     # one job per (model, method): the ratios share the model load, the calibration statistics and
     # the imports (~10 s of CPU per process on 2 cores); asking for one checkpoint reruns its group
     input:
