@@ -189,6 +189,8 @@ def checkpoint_labels(path) -> dict:
     if meta.exists():
         found = json.loads(meta.read_text())
         labels.update({k: found[k] for k in ("model", "method", "ratio") if k in found})
+        # pruning.json's model is the directory it was pruned from: its name is the model's id
+        labels["model"] = Path(str(labels["model"])).name
     return labels
 
 

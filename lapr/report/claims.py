@@ -752,11 +752,13 @@ def _niah_arm(rows: pd.DataFrame) -> tuple[float, int]:
     return acc, int(n) if n == n else 0
 
 
-def claim_b4(res: Results, model: str, t: dict) -> dict:
+def claim_b4(res: Results, model: str, t: dict, ppl_task: str | None = None) -> dict:
     crit = (f"gap = NIAH(high-rank removed) - NIAH(low-rank removed), same number of heads: supported if "
             f"gap >= {t['niah_gap']:g} and high-removed keeps >= {t['high_kept']:.0%} of base; contradicted if "
             f"gap <= 0 (judged at both ends of the 95% interval)")
-    hp, rows = _head_rows(res, model, None)
+    tasks = res.head_pruning["task"] if not res.head_pruning.empty else []
+    corpus = a1_corpus(res, model, pd.unique(pd.Series(list(tasks), dtype=object)), ppl_task)
+    hp, rows = _head_rows(res, model, corpus)
     if rows.empty:
         return _row("B4", model, res.profile_name, criterion=crit, reason=f"heads stage: no results for {model}")
     rows = rows[rows["niah"].notna()]
@@ -782,7 +784,13 @@ def claim_b4(res: Results, model: str, t: dict) -> dict:
     measured = (f"{label}: NIAH {a_base:.1%} unpruned -> {a_low:.1%} low-rank removed, "
                 f"{a_high:.1%} high-rank removed (gap {gap * 100:+.1f} points)")
     if rand is not None and len(rand):
-        measured += f", {_niah_arm(rand)[0]:.1%} random ({rand['method'].nunique() if 'draw' not in rand else rand['draw'].nunique()} draw(s))"
+        draws = int(rand["draws"].sum()) if "draws" in rand else rand["method"].nunique()
+        measured += f", {_niah_arm(rand)[0]:.1%} random ({draws} draw(s))"
+    ppl = {name: float(g["ppl"].mean()) for name, g in (("low", low), ("high", high), ("random", rand))
+           if g is not None and len(g) and "ppl" in g and g["ppl"].notna().any()}
+    if {"low", "high"} <= set(ppl):  # which heads matter by perplexity too: NIAH alone often cannot say
+        measured += (f"; {corpus[4:] if corpus else ''} ppl {ppl['low']:.4g} low-rank removed, {ppl['high']:.4g} high-rank removed"
+                     + (f", {ppl['random']:.4g} random (mean)" if "random" in ppl else ""))
     if n_low and n_high:
         r_low, r_high = iv.proportion(a_low, n_low, seed=1), iv.proportion(a_high, n_high, seed=2)
         r_base = iv.proportion(a_base, n_base, seed=3) if n_base else np.full(iv.N_BOOT, a_base)
@@ -856,7 +864,7 @@ def claims_frame(res: Results, overrides: dict | None = None, ppl_task: str | No
         for model in models:
             if fn is claim_b2_inputs:
                 rows.append(fn(res, model, t, stats))
-            elif fn is claim_b3:
+            elif fn in (claim_b3, claim_b4):
                 rows.append(fn(res, model, t, ppl_task))
             else:
                 rows.append(fn(res, model, t))

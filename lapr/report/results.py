@@ -392,6 +392,8 @@ def load_bench(root: Path, problems: list) -> tuple[pd.DataFrame, list[Path]]:
     df = _frame(_read_each(paths, read, problems), BENCH_COLUMNS)
     if len(df) and "ratio" in df:
         df["ratio"] = pd.to_numeric(df["ratio"], errors="coerce")
+    if len(df) and "model" in df:  # rows written before lapr.bench.models named a pruned model by its path
+        df["model"] = df["model"].map(lambda m: Path(m).name if isinstance(m, str) and "/" in m else m)
     return df, files
 
 

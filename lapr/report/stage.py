@@ -26,6 +26,7 @@ lapr/report/captions/NAME.rst.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def caption_for(rel_path: str) -> str:
 
 # ----------------------------------------------------------------------------- index
 
+# A results directory may hold an analysis written by people (results/gpu/analysis.md): the index
+# embeds it, so the figures' README carries the reading of the numbers and is still rebuilt from files.
+ANALYSIS = "analysis.md"
+
+
 def _link(rel: str) -> str:
     return f"[{rel}]({rel.replace(' ', '%20')})"
 
@@ -114,7 +120,13 @@ def index_markdown(res, settings: dict, tables: list, figures: list, delegated: 
              f"Built by `python -m lapr figures --results {res.root} --out {out}` from the result files only "
              f"(no training, profiling or evaluation). Results found per stage: {found}.",
              f"Pruning ratio shown in single-ratio views: r = {settings['ratio']:g}. "
-             "Captions: lapr/report/captions/*.rst.", "", "## Claims check", "",
+             "Captions: lapr/report/captions/*.rst.", ""]
+    analysis = Path(res.root) / ANALYSIS
+    if analysis.is_file():  # people's reading of these results, kept beside them and shown first
+        rel = os.path.relpath(analysis, out)  # the index lives in `out`: links are relative to it
+        lines += [f"## What the results say ([{analysis}]({rel}), written by people)", "",
+                  analysis.read_text().strip(), ""]
+    lines += ["## Claims check", "",
              claims_md.split("\n", 2)[2] if claims_md.count("\n") >= 2 else claims_md, "", "## Figures", ""]
     for f in figures:
         png = next((p for p in f.paths if p.suffix == ".png"), None)

@@ -404,7 +404,8 @@ def throughput_models(res: Results) -> Table:
     if df.empty:
         return Table("throughput_models", title, pd.DataFrame(), "bench stage missing (no model-level rows)")
     df = _speedup(df, MODEL_SERIES)
-    cols = [c for c in ["device", "model", "method", "ratio", "family", "phase", "B", "T", "d_k"] if c in df.columns]
+    cols = [c for c in ["device", "model", "method", "ratio", "family", "phase", "decode_mode", "B", "T", "d_k"]
+            if c in df.columns]  # decode_mode: graph-replayed and eager decode are two series
     out = df[cols + ["ms_median", "tokens_per_s"]].copy()
     out["peak mem (MiB)"] = pd.to_numeric(df["peak_mem_bytes"], errors="coerce") / 2**20
     out["state per seq (KiB)"] = pd.to_numeric(df["state_bytes_per_seq"], errors="coerce") / 2**10
@@ -581,7 +582,8 @@ def head_metric_rows(hp: pd.DataFrame, ppl_task: str | None = None) -> pd.DataFr
                if g["state_saved_frac"].notna().any() else math.nan,
                "state_bytes": g["state_bytes"].dropna().iloc[0] if g["state_bytes"].notna().any() else math.nan}
         p = g[(g["task"] == task) & (g["metric"] == "ppl")] if task else g.iloc[0:0]
-        row["ppl"] = float(p["value"].iloc[0]) if len(p) else math.nan
+        row["ppl"] = float(p["value"].mean()) if len(p) else math.nan  # several draws (random arm): mean
+        row["draws"] = len(p)
         for name, keys in (("niah", NIAH_KEYS), ("mqar", MQAR_KEYS)):
             a = g[g["task"].map(lambda t, k=keys: task_matches(t, k)) & g["metric"].map(is_accuracy)]
             v = a["value"].astype(float)
@@ -603,18 +605,36 @@ def head_pruning_table(res: Results, ppl_task: str | None = None) -> Table:
     hp = res.head_pruning
     if hp.empty:
         return Table("head_pruning_table", title, pd.DataFrame(), "heads stage missing (no heads/*/*/*.csv)")
-    task = primary_ppl_task(hp["task"], ppl_task)
-    df = head_metric_rows(split_alpha_sweep(hp)[0], task)  # joint_rank_norm at its own alpha, not the sweep's
+    hp = split_alpha_sweep(hp)[0]  # joint_rank_norm at its own alpha, not the sweep's
+    # an arm that could not be formed (e.g. no low-rank head) has a status row and no measurement: it
+    # is said in the note, not shown as an empty row
+    status = hp["status"].astype(str) if "status" in hp else pd.Series("ok", index=hp.index)
+    unformable = hp[status.str.startswith("unformable")]
+    hp = hp.drop(unformable.index)
+    # every perplexity corpus gets a column, the primary one first: in-domain and out-of-domain
+    # perplexity can order the methods differently
+    first = primary_ppl_task(hp["task"], ppl_task)
+    tasks = [first] + sorted(t for t in pd.unique(hp["task"].astype(str))
+                             if t.startswith("ppl/") and t != first) if first else []
+    df = head_metric_rows(hp, first)
     out = pd.DataFrame({"model": df["model"], "method": df["method"].map(method_label),
                         "budget (frac heads)": df["budget"], "application": df["application"],
-                        "state saved (%)": 100 * df["state_saved_frac"],
-                        f"{task or 'ppl'}": df["ppl"], "NIAH acc (%)": 100 * df["niah"]})
+                        "state saved (%)": 100 * df["state_saved_frac"]})
+    for task in tasks:
+        out[task] = df["ppl"] if task == first else head_metric_rows(hp, task)["ppl"]
+    if not tasks:
+        out["ppl"] = df["ppl"]
+    out["NIAH acc (%)"] = 100 * df["niah"]
     if df["mqar"].notna().any():
         out["MQAR acc (%)"] = 100 * df["mqar"]
-    return Table("head_pruning_table", title, out,
-                 "budget: fraction of heads removed; state saved: bytes of recurrent state per sequence saved "
-                 "(not the head fraction); application: structural removal or exact masking. "
-                 "NIAH / MQAR: mean accuracy over the probe's cells.")
+    note = ("budget: fraction of heads removed; state saved: bytes of recurrent state per sequence saved "
+            "(not the head fraction); application: structural removal or exact masking; ppl/<corpus>: "
+            "token perplexity. NIAH / MQAR: mean accuracy over the probe's cells. A method with several random "
+            "draws at one budget (arm_random) shows the mean over its draws.")
+    for (model, why), g in unformable.groupby(["model", "status"], sort=False):
+        arms = ", ".join(sorted(pd.unique(g["method"].astype(str))))
+        note += f" {model}: {arms} not formed ({why})."
+    return Table("head_pruning_table", title, out, note)
 
 
 def build_tables(res: Results, ratio: float = 0.5, ppl_task: str | None = None) -> list[Table]:

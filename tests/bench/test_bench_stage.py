@@ -80,6 +80,9 @@ def test_checkpoint_labels(tmp_path):
     assert models.checkpoint_labels(ckpt) == {"model": "gdn-small", "method": "taylor", "ratio": 0.25}
     (ckpt / "pruning.json").write_text(json.dumps({"method": "taylor-v2", "n_tokens": 5}))
     assert models.checkpoint_labels(ckpt)["method"] == "taylor-v2"
+    # the prune stage records the directory it pruned: the label is that model's id, not its path
+    (ckpt / "pruning.json").write_text(json.dumps({"model": "results/tiny/models/gdn-small", "method": "taylor"}))
+    assert models.checkpoint_labels(ckpt)["model"] == "gdn-small"
     base = tmp_path / "results" / "tiny" / "models" / "gdn-small"
     assert models.checkpoint_labels(base) == {"model": "gdn-small", "method": "none", "ratio": 0.0}
 

@@ -188,3 +188,18 @@ def test_eval_samples_are_read_beside_not_as_result_tables(tmp_path):
     (d / "0.5.samples.csv").write_text("nonsense\n1\n")  # a broken sidecar is a problem, as a table is
     problems = collect(root).problems
     assert len(problems) == 1 and "0.5.samples.csv" in problems[0]
+
+
+def test_bench_model_named_by_path_is_read_as_its_id(tmp_path):
+    """Model-level rows written before lapr.bench.models named a pruned checkpoint's model by its id
+    carry the source directory (results/gpu, 2026-12-01): the reader gives them the id, so the pruned
+    rows share the unpruned row's series (speed-up over d_k0)."""
+    bench = tmp_path / "gpu" / "bench" / "model" / "gdn"
+    (bench / "random").mkdir(parents=True)
+    row = {"level": "model", "d_k": 64, "ms_median": 1.0, "model": "results/gpu/models/gdn", "method": "random",
+           "ratio": 0.5}
+    pd.DataFrame([row]).to_csv(bench / "random" / "0.5_cuda.csv", index=False)
+    pd.DataFrame([{**row, "d_k": 128, "model": "gdn", "method": "none", "ratio": 0}]).to_csv(
+        bench / "none_cuda.csv", index=False)
+    res = collect(tmp_path / "gpu")
+    assert sorted(res.bench["model"]) == ["gdn", "gdn"]

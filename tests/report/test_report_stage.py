@@ -57,6 +57,23 @@ def test_readme_claims_match_claims_csv(report):
         assert row["verdict"] == "missing" and stage_name in row["reason"]
 
 
+def test_index_embeds_the_results_analysis(tmp_path):
+    """results/<p>/analysis.md (people's reading of the numbers) opens the figures' README; without it,
+    no such section."""
+    res = tmp_path / "res"
+    res.mkdir()
+    summary = {"delegate": False}
+    stage.build_report(res, tmp_path / "out", summary, log=lambda *a: None)
+    assert "What the results say" not in (tmp_path / "out" / "README.md").read_text()
+    (res / stage.ANALYSIS).write_text("B4 cannot be decided: the probe fails unpruned.\n")
+    stage.build_report(res, tmp_path / "out2", summary, log=lambda *a: None)
+    readme = (tmp_path / "out2" / "README.md").read_text()
+    assert readme.index("What the results say") < readme.index("## Claims check")
+    assert "B4 cannot be decided: the probe fails unpruned." in readme
+    linked = re.findall(r"\]\(([^)]+)\)", readme)
+    assert all((tmp_path / "out2" / rel).is_file() for rel in linked)  # the analysis link too
+
+
 def test_every_output_has_a_caption(report):
     out, _ = report
     names = [p.stem for p in (out / "tables").glob("*.csv")] + list(FIGURES)
