@@ -3,8 +3,9 @@
 A stage is a module with `add_arguments(parser)` and `run(args)`; adding one is one line in STAGES.
 Stage modules are imported only when their stage runs, so `lapr --help` stays fast.
 
-A failing stage prints one line, `lapr <stage>: error: <message>`, to stderr and exits 2 for a
-malformed command line (argparse, --settings that is not a JSON object) and 1 for anything else;
+A failing stage prints one line, `lapr <stage>: error: <message>`, to stderr and exits 2 for an
+input it refuses (a malformed command line, --settings that is not a JSON object, a missing file, a
+bad value: the caller's to fix) and 1 for anything else (more likely a bug: see below);
 `lapr --debug <stage> ...` (or `lapr <stage> --debug ...`, or LAPR_DEBUG=1) shows the traceback
 instead. Stages refuse an input by raising ValueError, OSError (FileNotFoundError, ...) or KeyError
 with a message naming the key, file or value: that message is the whole line. Any other exception
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         if not debugging:
             print(f"lapr {name}: error: {message(e)}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, UsageError) else 1)
+        sys.exit(2 if isinstance(e, UsageError) or refused(e) else 1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A stage's `--settings`: one JSON object, read the same way by the command line and by library callers.
 
 The stages import this module, never lapr.cli (which imports the stages); lapr.cli exits 2 for a
-UsageError, like argparse's own errors, and 1 for any other failure.
+UsageError, like argparse's own errors, or any other refused input, and 1 for a likely bug.
 """
 from __future__ import annotations
 

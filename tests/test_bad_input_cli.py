@@ -111,64 +111,64 @@ FOREIGN = ("{what} was recorded for model {root}/other (weights {fp_other}), not
 CASES = [
     # 4. an output that is, contains or lies inside an input
     ("out-is-model", ["prune", "--model", f"{R}/model", "--method", "l1", "--ratio", "0.5", "--out", f"{R}/model"],
-     1, f"--out {R}/model is the input --model {R}/model: {STAY}"),
-    ("out-contains-model", [*PRUNE[:5], "--method", "l1", "--out", R], 1,
+     2, f"--out {R}/model is the input --model {R}/model: {STAY}"),
+    ("out-contains-model", [*PRUNE[:5], "--method", "l1", "--out", R], 2,
      f"--out {R} contains the input --model {R}/model: {STAY}"),
-    ("out-inside-model", [*PRUNE[:5], "--method", "l1", "--out", f"{R}/model/pruned"], 1,
+    ("out-inside-model", [*PRUNE[:5], "--method", "l1", "--out", f"{R}/model/pruned"], 2,
      f"--out {R}/model/pruned lies inside the input --model {R}/model: {STAY}"),
-    ("out-symlink-to-model", [*PRUNE[:5], "--method", "l1", "--out", f"{R}/link"], 1,
+    ("out-symlink-to-model", [*PRUNE[:5], "--method", "l1", "--out", f"{R}/link"], 2,
      f"--out {R}/link (resolves to {R}/model) is the input --model {R}/model: {STAY}"),
     ("out-is-calib", [*PRUNE[:5], "--method", "wanda", "--calib", f"{R}/other.calib.pt", "--out",
-                      f"{R}/other.calib.pt"], 1,
+                      f"{R}/other.calib.pt"], 2,
      f"--out {R}/other.calib.pt is the input --calib {R}/other.calib.pt: {STAY}"),
     ("heads-out-is-heads-csv", ["heads", "--model", f"{R}/model", "--heads-csv", f"{R}/prof_model/heads.csv",
                                 "--method", "joint_rank_norm", "--budget", "0.5", "--out", f"{R}/prof_model/heads.csv"],
-     1, f"--out {R}/prof_model/heads.csv is the input --heads-csv {R}/prof_model/heads.csv: {STAY}"),
+     2, f"--out {R}/prof_model/heads.csv is the input --heads-csv {R}/prof_model/heads.csv: {STAY}"),
     ("evaluate-out-inside-model", ["evaluate", "--model", f"{R}/model", "--out", f"{R}/model/eval.csv",
-                                   "--settings", EVAL], 1,
+                                   "--settings", EVAL], 2,
      f"--out {R}/model/eval.csv lies inside the input --model {R}/model: {STAY}"),
-    ("profile-out-is-model", ["profile", "--model", f"{R}/model", "--out", f"{R}/model/", "--device", "cpu"], 1,
+    ("profile-out-is-model", ["profile", "--model", f"{R}/model", "--out", f"{R}/model/", "--device", "cpu"], 2,
      f"--out {R}/model/ is the input --model {R}/model: {STAY}"),
     ("bench-out-inside-model", ["bench", "--settings", '{"mode": "model", "device": "cpu"}', "--model",
-                                f"{R}/model", "--out", f"{R}/model/bench_cpu.csv"], 1,
+                                f"{R}/model", "--out", f"{R}/model/bench_cpu.csv"], 2,
      f"--out {R}/model/bench_cpu.csv lies inside the input --model {R}/model: {STAY}"),
-    ("mqar-eval-out-inside-model", ["mqar-eval", "--model", f"{R}/model", "--out", f"{R}/model/mqar.csv"], 1,
+    ("mqar-eval-out-inside-model", ["mqar-eval", "--model", f"{R}/model", "--out", f"{R}/model/mqar.csv"], 2,
      f"--out {R}/model/mqar.csv lies inside the input --model {R}/model: {STAY}"),
-    ("figures-out-inside-results", ["figures", "--results", f"{R}/results", "--out", f"{R}/results/figures"], 1,
+    ("figures-out-inside-results", ["figures", "--results", f"{R}/results", "--out", f"{R}/results/figures"], 2,
      f"--out {R}/results/figures lies inside the input --results {R}/results: {STAY}"),
     ("pretrain-out-contains-train", ["pretrain", "--spec", json.dumps(SPEC), "--train", f"{R}/train.npy",
-                                     "--eval", f"valid={R}/valid.npy", "--out", R], 1,
+                                     "--eval", f"valid={R}/valid.npy", "--out", R], 2,
      f"--out {R} contains the input --train {R}/train.npy: {STAY}"),
     ("tokens-out-inside-tokenizer", ["tokens", "--dataset", "gutenberg_valid", "--tokenizer", f"{R}/model",
-                                     "--out", f"{R}/model/tokens.npy"], 1,
+                                     "--out", f"{R}/model/tokens.npy"], 2,
      f"--out {R}/model/tokens.npy lies inside the input --tokenizer {R}/model: {STAY}"),
     # 5. inputs recorded for another model
-    ("calib-of-other-model", [*PRUNE, "--method", "wanda", "--calib", f"{R}/other.calib.pt"], 1,
+    ("calib-of-other-model", [*PRUNE, "--method", "wanda", "--calib", f"{R}/other.calib.pt"], 2,
      FOREIGN.replace("{what}", f"--calib {R}/other.calib.pt")),
-    ("calib-of-other-model-no-fingerprint", [*PRUNE, "--method", "wanda", "--calib", f"{R}/legacy.calib.pt"], 1,
+    ("calib-of-other-model-no-fingerprint", [*PRUNE, "--method", "wanda", "--calib", f"{R}/legacy.calib.pt"], 2,
      FOREIGN.replace("{what}", f"--calib {R}/legacy.calib.pt")),
-    ("calib-of-other-d_k", [*PRUNE, "--method", "wanda", "--calib", f"{R}/wide.calib.pt"], 1,
+    ("calib-of-other-d_k", [*PRUNE, "--method", "wanda", "--calib", f"{R}/wide.calib.pt"], 2,
      f"--calib {R}/wide.calib.pt: layer 0 q_grad has shape (2, 16, 32), model needs (2, 8, 32) "
      f"(a calib.pt of another model?)"),
     ("heads-csv-of-other-model", ["heads", "--model", f"{R}/model", "--heads-csv", f"{R}/prof_other/heads.csv",
-                                  "--method", "joint_rank_norm", "--budget", "0.5", "--out", f"{R}/h/0.5.csv"], 1,
+                                  "--method", "joint_rank_norm", "--budget", "0.5", "--out", f"{R}/h/0.5.csv"], 2,
      FOREIGN.replace("{what}", f"--heads-csv {R}/prof_other/heads.csv")),
     ("heads-csv-of-other-d_k", ["heads", "--model", f"{R}/model", "--heads-csv", f"{R}/prof_wide/heads.csv",
                                 "--method", "joint_rank_norm", "--budget", "0.5", "--out", f"{R}/h/0.5.csv",
-                                "--settings", HEADS], 1,
+                                "--settings", HEADS], 2,
      f"--heads-csv {R}/prof_wide/heads.csv: layer 0 has rank bound 16, but this model's states (d_k 8, d_v 16) "
      f"bound it at 8: a heads.csv of a model with another d_k?"),
     # 6. corrupt weights
-    ("empty-safetensors", ["evaluate", "--model", f"{R}/empty", "--out", f"{R}/e.csv", "--settings", EVAL], 1,
+    ("empty-safetensors", ["evaluate", "--model", f"{R}/empty", "--out", f"{R}/e.csv", "--settings", EVAL], 2,
      f"{R}/empty/model.safetensors: empty file (0 bytes), not a safetensors file"),
-    ("truncated-safetensors", [*PRUNE[:1], "--model", f"{R}/trunc", *PRUNE[3:], "--method", "l1"], 1,
+    ("truncated-safetensors", [*PRUNE[:1], "--model", f"{R}/trunc", *PRUNE[3:], "--method", "l1"], 2,
      f"{R}/trunc/model.safetensors: truncated or corrupt safetensors file (its header declares {{size}} bytes, "
      f"the file has {{half}})"),
     ("nan-weights-heads", ["heads", "--model", f"{R}/nan", "--method", "random", "--budget", "0.5",
-                           "--out", f"{R}/h/0.5.csv", "--settings", HEADS], 1,
+                           "--out", f"{R}/h/0.5.csv", "--settings", HEADS], 2,
      f"{R}/nan/model.safetensors: tensor {NAN_PARAM} holds 1 non-finite value(s) (NaN / inf) of {{numel}}: "
      f"corrupt weights"),
-    ("nan-weights-profile", ["profile", "--model", f"{R}/nan", "--out", f"{R}/p", "--device", "cpu"], 1,
+    ("nan-weights-profile", ["profile", "--model", f"{R}/nan", "--out", f"{R}/p", "--device", "cpu"], 2,
      f"{R}/nan/model.safetensors: tensor {NAN_PARAM} holds 1 non-finite value(s) (NaN / inf) of {{numel}}: "
      f"corrupt weights"),
     # 8. smaller
@@ -178,30 +178,30 @@ CASES = [
      "--settings is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
     ("prune-settings-not-object", [*PRUNE, "--method", "l1", "--settings", "[4]"], 2,
      "--settings must be a JSON object, got list"),
-    ("profile-device-unknown", ["profile", "--model", f"{R}/model", "--out", f"{R}/p", "--device", "cdua"], 1,
+    ("profile-device-unknown", ["profile", "--model", f"{R}/model", "--out", f"{R}/p", "--device", "cdua"], 2,
      "device 'cdua' is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"),
     ("prune-device-unknown", [*PRUNE, "--method", "l1", "--settings",
-                              '{"device": "gpu", "recovery": {"enabled": true, "steps": 1}}'], 1,
+                              '{"device": "gpu", "recovery": {"enabled": true, "steps": 1}}'], 2,
      "device 'gpu' is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"),
-    ("calib-not-torch", [*PRUNE, "--method", "wanda", "--calib", f"{R}/text.calib.pt"], 1,
+    ("calib-not-torch", [*PRUNE, "--method", "wanda", "--calib", f"{R}/text.calib.pt"], 2,
      f"{R}/text.calib.pt: not a torch file written by lapr profile (torch.load raised UnpicklingError)"),
     ("eval_seq_len-too-long", ["pretrain", "--spec", json.dumps(SPEC), "--settings",
                                '{"seq_len": 16, "eval_seq_len": 4096}', "--train", f"{R}/train.npy",
-                               "--eval", f"valid={R}/valid.npy", "--out", f"{R}/pretrained"], 1,
+                               "--eval", f"valid={R}/valid.npy", "--out", f"{R}/pretrained"], 2,
      "settings.eval_seq_len=4096 needs 4096 tokens, but --eval valid has 100"),
     ("head-budget-removes-every-head", ["heads", "--model", f"{R}/model", "--heads-csv", f"{R}/prof_model/heads.csv",
                                         "--method", "joint_rank_norm", "--budget", "0.5", "0.9", "--out",
-                                        f"{R}/h/0.5.csv", f"{R}/h/0.9.csv", "--settings", HEADS], 1,
+                                        f"{R}/h/0.5.csv", f"{R}/h/0.9.csv", "--settings", HEADS], 2,
      "head budget 0.9 removes all 4 heads of the model (round(0.9 * 4) = 4): lower the budget"),
     ("mqar-head-budget-removes-every-head", ["mqar-eval", "--model", f"{R}/mqar", "--out", f"{R}/mq.csv",
-                                             "--settings", '{"heads": {"budgets": [0.9]}, "device": "cpu"}'], 1,
+                                             "--settings", '{"heads": {"budgets": [0.9]}, "device": "cpu"}'], 2,
      "head budget 0.9 removes all 4 heads of the model (round(0.9 * 4) = 4): lower the budget"),
     # 9. usage errors and plain failures: one line each
     ("missing-arguments", ["prune", "--model", f"{R}/model"], 2,
      "the following arguments are required: --method, --ratio, --out (see lapr prune --help)"),
-    ("unknown-setting", [*PRUNE, "--method", "l1", "--settings", '{"multipel": 4}'], 1,
+    ("unknown-setting", [*PRUNE, "--method", "l1", "--settings", '{"multipel": 4}'], 2,
      "unknown prune setting(s) ['multipel']; known: ['device', 'multiple', 'recovery', 'seed']"),
-    ("missing-model", ["evaluate", "--model", f"{R}/missing", "--out", f"{R}/e.csv", "--settings", EVAL], 1,
+    ("missing-model", ["evaluate", "--model", f"{R}/missing", "--out", f"{R}/e.csv", "--settings", EVAL], 2,
      f"--model {R}/missing: directory not found"),
 ]
 
@@ -265,7 +265,7 @@ def test_debug_flag_shows_the_traceback(root, processes):
     r, values = root
     results, before = processes
     rc, _, err = results["debug"]
-    assert rc == 1 and err.startswith("Traceback (most recent call last):"), err
+    assert rc == 2 and err.startswith("Traceback (most recent call last):"), err
     assert err.splitlines()[-1].startswith(f"ValueError: --out {r}/results/figures lies inside the input --results")
     assert snapshot(r) == before
 
@@ -344,7 +344,7 @@ def test_cuda_without_a_cuda_device_is_one_line(root, capfd, argv):
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main([a.replace(R, str(r)) for a in argv])
-    check(r, before, values, argv[0], 1, "device 'cuda' asked for, but torch sees no CUDA device on this machine",
+    check(r, before, values, argv[0], 2, "device 'cuda' asked for, but torch sees no CUDA device on this machine",
           exit_.value.code, capfd.readouterr().err)
 
 
@@ -360,7 +360,7 @@ def test_evaluate_never_writes_a_missing_metric(root, capfd, monkeypatch):
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--model", f"{r}/model", "--out", f"{r}/e.csv", "--settings", EVAL])
-    assert exit_.value.code == 1
+    assert exit_.value.code == 2  # refused: the model's weights give no finite metric
     assert capfd.readouterr().err.splitlines()[-1] == (
         f"lapr evaluate: error: {r}/model: ppl/gutenberg_valid ppl is nan (2 of 2 metrics not finite): "
         f"no result row is written with a missing metric")
