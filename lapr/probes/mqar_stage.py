@@ -46,7 +46,8 @@ from lapr.families import names
 from lapr.probes import mqar
 from lapr.settings import settings_object
 
-MODEL_DEFAULTS = {"family": names()[0],  # the first family lapr adapts, sorted: DeltaNet "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
+# family: the first family lapr adapts, in sorted order (DeltaNet)
+MODEL_DEFAULTS = {"family": names()[0], "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
                   "head_v_dim": 32, "mlp_ratio": 2}
 TASK_DEFAULTS = {"vocab_size": 64, "seq_len": 64, "num_kv_pairs": 8, "num_queries": None}
 TRAIN_SETTINGS = {"model": MODEL_DEFAULTS, "task": TASK_DEFAULTS, "train": mqar.TRAIN_DEFAULTS, "seed": 0,
