@@ -24,7 +24,7 @@ from lapr.settings import UsageError
 
 STAGES = {
     "tokens": ("lapr.data.stage", "tokenise a shipped corpus into an int32 .npy stream"),
-    "pretrain": ("lapr.train.stage", "train a small DeltaNet / GatedDeltaNet from scratch"),
+    "pretrain": ("lapr.train.stage", "train a small model of an adapted family (DeltaNet, Gated DeltaNet, GLA) from scratch"),
     "fetch": ("lapr.models.fetch", "download a hub checkpoint into results/ (online profiles)"),
     "profile": ("lapr.profiling.stage", "state-rank profiling and calibration statistics"),
     "prune": ("lapr.pruning.stage", "query/key channel pruning of one checkpoint"),

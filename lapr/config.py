@@ -9,6 +9,9 @@ What it refuses, beyond the JSON schema (workflow/schemas/config.schema.yaml):
   lapr/pruning/channels registers: the schema only says "strings", the names come from the
   `@register("name", ...)` calls in those files (read with `ast`, so no torch import), and an
   omitted `prune.methods` becomes every registered method (check_values);
+- a model family (`models.*.family`, `bench.ops.families`, `mqar.families`,
+  `mqar.train.model.family`) that no module of lapr/models adapts: the schema only says "strings",
+  the names are the `model_type`s of the Family subclasses there (lapr.families, read with `ast`);
 - a key given twice in one YAML mapping (YAML keeps the last one silently: a duplicated model name
   dropped a model's 29 jobs);
 - ratios or budgets that name the same output folder (0.5 and 0.5000001 are both "0.5");
@@ -126,6 +129,33 @@ def _check_channel_methods(config: dict) -> None:
                                   f"(the methods registered in lapr/pruning/channels)")
 
 
+def _family_lists(config: dict):
+    """(where, list) of every list of family names in the config."""
+    for name, spec in (config.get("models") or {}).items():
+        if isinstance(spec, dict) and "family" in spec:
+            yield f"models.{name}.family", [spec["family"]]
+    families = config.get("bench", {}).get("ops", {}).get("families")
+    if isinstance(families, list):
+        yield "bench.ops.families", families
+    mqar = config.get("mqar", {})
+    if isinstance(mqar.get("families"), list):
+        yield "mqar.families", mqar["families"]
+    family = mqar.get("train", {}).get("model", {}).get("family")
+    if family is not None:
+        yield "mqar.train.model.family", [family]
+
+
+def _check_families(config: dict) -> None:
+    from lapr.families import names
+
+    known = names()
+    for where, values in _family_lists(config):
+        for value in values:
+            if value not in known:
+                raise ConfigError(f"{where}: unknown model family {value!r}; allowed: {', '.join(known)} "
+                                  f"(the families lapr/models adapts)")
+
+
 def _check_models(config: dict) -> None:
     for name, spec in config["models"].items():
         where = f"models.{name}"
@@ -232,6 +262,7 @@ def check(config: dict, files=(), schema: dict | None = None) -> None:
         more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:4])})" if len(errors) > 1 else ""
         raise ConfigError(errors[0] + more)
     _check_channel_methods(config)
+    _check_families(config)
 
 
 def check_values(config: dict) -> None:

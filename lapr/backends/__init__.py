@@ -1,8 +1,10 @@
 """Backend selection: fla's Triton kernels on CUDA, lapr's pure-PyTorch stand-ins elsewhere.
 
 fla layers and modules look their kernels up as module globals at call time, so rebinding those
-names is enough to run every fla DeltaNet / Gated DeltaNet model on a CPU — forward, backward and
-cached generation — without touching the model code or the checkpoints.
+names is enough to run every fla model of a family lapr adapts on a CPU — forward, backward and
+cached generation — without touching the model code or the checkpoints. The shared modules (norms,
+short conv, MLP, loss) are listed here; each family's attention-kernel entry points come from its
+adapter (`Family.cpu_ops` in lapr/models).
 """
 from __future__ import annotations
 
@@ -16,13 +18,9 @@ from lapr.backends import dqkwg_tiled, modules
 from lapr.backends.delta_rule import delta_rule, delta_rule_recurrent, states_in_chunks
 from lapr.backends.dqkwg import chunk_bwd_dqkwg as lapr_chunk_bwd_dqkwg
 
-# (module, attribute) -> replacement. Every Triton entry point a DeltaNet/GDN forward reaches.
-_REPLACEMENTS = {
-    ("fla.layers.delta_net", "chunk_delta_rule"): delta_rule,
-    ("fla.layers.delta_net", "fused_recurrent_delta_rule"): delta_rule,
-    ("fla.layers.gated_deltanet", "chunk_gated_delta_rule"): delta_rule,
-    ("fla.layers.gated_deltanet", "fused_recurrent_gated_delta_rule"): delta_rule,
-    ("fla.layers.gated_deltanet", "causal_conv1d"): modules.short_conv,
+# (module, attribute) -> replacement: the Triton entry points of fla's shared modules that the
+# families' forwards reach; the attention kernels are the families' (replacements()).
+_SHARED = {
     ("fla.modules.causal_conv1d.ops.ShortConvolution", "forward"): modules.short_conv_forward,
     ("fla.modules.norm.layernorm", "rms_norm"): modules.rms_norm,
     ("fla.modules.norm.fused_norm_gate", "rms_norm_gated"): modules.rms_norm_gated,
@@ -34,6 +32,18 @@ _REPLACEMENTS = {
 _ORIGINALS: dict = {}
 
 
+def family_ops() -> dict:
+    """{(module, name): lapr op} of every family's attention-kernel entry points (Family.cpu_ops)."""
+    from lapr.models import FAMILIES  # lapr.models imports this package: look the families up late
+
+    return {key: impl for fam in FAMILIES.values() for key, impl in fam.cpu_ops().items()}
+
+
+def replacements() -> dict:
+    """Every Triton entry point a forward of an adapted family reaches -> its PyTorch stand-in."""
+    return {**family_ops(), **_SHARED}
+
+
 def owner(path: str):
     """Import 'pkg.module' or 'pkg.module.Class' and return the object holding the attribute."""
     try:
@@ -43,14 +53,11 @@ def owner(path: str):
         return getattr(importlib.import_module(mod), cls)
 
 
-# The gated delta rule alone: the old whole-op fallback for GDN training on Hopper with Triton
-# 3.4-3.7.0 (fla issue #640), now only behind LAPR_GDN_TRAINING=lapr_op (see for_training).
-GATED_DELTA_RULE = [("fla.layers.gated_deltanet", "chunk_gated_delta_rule"),
-                    ("fla.layers.gated_deltanet", "fused_recurrent_gated_delta_rule")]
-
-
-# The delta-rule entry points alone (chunk and fused-recurrent, both families): the attention math.
-DELTA_RULE_OPS = [key for key, impl in _REPLACEMENTS.items() if impl is delta_rule]
+def attention_ops(fam) -> list[tuple[str, str]]:
+    """A family's attention-kernel entry points (those of its cpu_ops whose stand-in is its state op):
+    what the gated-backward fallback swaps and what profiling wraps to read states."""
+    op = fam.state_op()
+    return [key for key, impl in fam.cpu_ops().items() if impl is op]
 
 
 @contextmanager
@@ -69,8 +76,8 @@ def swapped(impl, entries: list[tuple[str, str]]):
 
 def use_cpu_backend(enable: bool = True, only: list[tuple[str, str]] | None = None) -> None:
     """Swap fla's Triton pieces for the PyTorch ones (enable=False restores fla's); `only` limits
-    the swap to some (module, name) entries of _REPLACEMENTS."""
-    for (path, name), impl in _REPLACEMENTS.items():
+    the swap to some (module, name) entries of replacements()."""
+    for (path, name), impl in replacements().items():
         if only is None or (path, name) in only:
             _rebind(owner(path), path, name, impl, enable)
 
@@ -86,7 +93,9 @@ def _rebind(holder, path: str, name: str, impl, enable: bool) -> None:
 
 
 def cpu_backend_active() -> bool:
-    return owner("fla.layers.delta_net").chunk_delta_rule is delta_rule
+    """Whether lapr's stand-ins are installed (judged by the first family's first kernel entry point)."""
+    (path, name), impl = next(iter(family_ops().items()))
+    return getattr(owner(path), name) is impl
 
 
 @contextmanager
@@ -186,15 +195,16 @@ def for_training(model) -> str:
     that backward call is routed through lapr ("fla+lapr_dqkwg": fla's kernel at checked tile widths,
     else lapr's PyTorch transcription; see dqkwg_routed); LAPR_GDN_TRAINING=lapr_op
     swaps the whole gated op for lapr's chunked delta rule instead (the old, 3.7x slower path)."""
+    from lapr.models import family
+
     backend = auto()
-    if backend != "fla" or getattr(model.config, "model_type", "") != "gated_deltanet" \
-            or not fla_gated_backward_broken():
+    if backend != "fla" or not family(model).gated_backward_quirk or not fla_gated_backward_broken():
         return backend
     if os.environ.get("LAPR_GDN_TRAINING", "") == "lapr_op":
-        use_cpu_backend(True, only=GATED_DELTA_RULE)
+        use_cpu_backend(True, only=attention_ops(family(model)))
         return "fla+lapr_gated_delta_rule"
     use_lapr_dqkwg(True)
     return "fla+lapr_dqkwg"
 
 
-__all__ = ["owner", "states_in_chunks", "DELTA_RULE_OPS", "swapped", "for_training", "fla_gated_backward_broken", "use_lapr_dqkwg", "lapr_dqkwg_active", "dqkwg_routed", "lapr_chunk_bwd_dqkwg", "DQKWG", "DQKWG_MODULES", "GATED_DELTA_RULE", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]
+__all__ = ["owner", "states_in_chunks", "attention_ops", "family_ops", "replacements", "swapped", "for_training", "fla_gated_backward_broken", "use_lapr_dqkwg", "lapr_dqkwg_active", "dqkwg_routed", "lapr_chunk_bwd_dqkwg", "DQKWG", "DQKWG_MODULES", "auto", "use_cpu_backend", "cpu_backend_active", "delta_rule", "delta_rule_recurrent"]

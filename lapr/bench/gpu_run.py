@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     # a later session can fill the cells an earlier one ran out of time for
     parser.add_argument("--ops-dk", default=None, help="comma list of op-level d_k (default: the grid above)")
-    parser.add_argument("--ops-families", default=None, help="comma list: delta_net,gated_deltanet")
+    parser.add_argument("--ops-families", default=None, help="comma list of families: " + ",".join(ops.FAMILIES))
     parser.add_argument("--ops-phases", default=None, help="comma list: prefill,decode")
     parser.add_argument("--model-dk", default=None, help="comma list of model-level d_k")
     parser.add_argument("--model-families", default=None, help="comma list of model-level families")

@@ -677,7 +677,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget-s", type=float, default=330.0,
                         help="wall-time budget (s): op rows start until 35 %% of it, models until all of it")
     parser.add_argument("--modes", default=None, help="comma list of decode modes (default: graph,eager on CUDA)")
-    parser.add_argument("--families", default=None, help="comma list: delta_net,gated_deltanet")
+    parser.add_argument("--families", default=None, help="comma list of families: " + ",".join(ops.FAMILIES))
     parser.add_argument("--d-k", default=None, help="comma list of d_k (default 128,96,64,32)")
     parser.add_argument("--no-ops", action="store_true", help="model level only")
     parser.add_argument("--no-model", action="store_true", help="op level only")

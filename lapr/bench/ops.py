@@ -4,9 +4,9 @@ Phases
 - prefill: the chunked kernel over T tokens (fla `chunk_delta_rule` / `chunk_gated_delta_rule`);
 - decode: one token with a given recurrent state (fla `fused_recurrent_*`, T = 1,
   initial_state in, final state out), what a model's decode step calls.
-Both are called exactly as fla's DeltaNet / GatedDeltaNet layers call them (q/k L2-normalised in
-the kernel; GDN: raw gate + A_log/dt_bias in kernel, raw beta + sigmoid in kernel, value-first
-state), on random (not zero) inputs.
+Each is called exactly as the family's fla layer calls it (the family's `op_inputs` / `op_kernel`,
+lapr/models: e.g. q/k L2-normalised in the kernel; GDN: raw gate + A_log/dt_bias in kernel, raw
+beta + sigmoid in kernel, value-first state; GLA: a key-wise log decay), on random (not zero) inputs.
 
 Impls: 'fla' (Triton, CUDA only) and 'torch' (lapr's CPU backend `lapr.backends.delta_rule`, which
 stands in for both fla entry points on a CPU; it also runs on CUDA as a reference).
@@ -33,7 +33,6 @@ max(ms_median, host_ms)), d_k_unpruned (the d_k the row's d_k was pruned from, w
 from __future__ import annotations
 
 import itertools
-import math
 import platform
 import time
 import traceback
@@ -42,9 +41,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lapr import families
 from lapr.bench import timing
 
-FAMILIES = ("delta_net", "gated_deltanet")
+FAMILIES = families.names()  # every family lapr adapts (lapr/models), read without importing fla
 PHASES = ("prefill", "decode")
 IMPLS = ("fla", "torch")
 DEFAULT_D_K = (128, 112, 96, 80, 64, 48, 32, 16)
@@ -153,51 +153,30 @@ def make_inputs(shape: Shape, device="cpu", dtype=torch.float32, seed: int = 0) 
         x = torch.randn(*size, generator=g, device=device, dtype=torch.float32)
         return (x * scale).to(dt) if scale != 1.0 or dt != torch.float32 else x
 
+    fam = _family(shape.family)
     kw = {"q": randn(B, T, H, K), "k": randn(B, T, H, K), "v": randn(B, T, H, V)}
-    if shape.family == "delta_net":
-        # post-sigmoid beta in (0, 1), as the layer passes it
-        kw["beta"] = torch.rand(B, T, H, generator=g, device=device).clamp_min(1e-3).to(dtype)
-    else:
-        kw["g"] = randn(B, T, H)                   # raw a_proj output
-        kw["beta"] = randn(B, T, H)                # raw b_proj output (sigmoid in kernel)
-        kw["A_log"] = torch.empty(H, device=device).uniform_(0, math.log(16), generator=g)
-        kw["dt_bias"] = randn(H, scale=0.1, dt=torch.float32)
+    kw.update(fam.op_inputs(B, T, H, K, V, g, device, dtype, randn))  # the family's gates, as its layer passes them
     if shape.phase == "decode":
         state = randn(B, H, K, V, scale=0.1, dt=STATE_DTYPE)
-        # GDN layers keep the state value-first ([B, H, d_v, d_k])
-        kw["initial_state"] = state.transpose(-1, -2).contiguous() if shape.family == "gated_deltanet" else state
+        # layers that keep the state value-first ([B, H, d_v, d_k]: GDN, GLA) get it so
+        kw["initial_state"] = state.transpose(-1, -2).contiguous() if fam.state_v_first else state
     return kw
+
+
+def _family(name: str):
+    from lapr.models import FAMILIES
+
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def kernel(family: str, phase: str, impl: str) -> Callable:
     """fn(**make_inputs(...)) -> (o, final_state), called the way fla's layers call it."""
-    if impl == "torch":
-        from lapr.backends.delta_rule import delta_rule as chunked
-
-        base = chunked
-    elif impl == "fla":
-        if family == "delta_net":
-            from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
-            base = chunk_delta_rule if phase == "prefill" else fused_recurrent_delta_rule
-        else:
-            from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
-            base = chunk_gated_delta_rule if phase == "prefill" else fused_recurrent_gated_delta_rule
-    else:
+    if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; known: {list(IMPLS)}")
     # output_final_state=True in both phases: a prefill fills the cache, a decode step hands its state on
-    if family == "delta_net":
-        def fn(q, k, v, beta, initial_state=None):
-            return base(q=q, k=k, v=v, beta=beta, initial_state=initial_state,
-                        output_final_state=True, use_qk_l2norm_in_kernel=True)
-    elif family == "gated_deltanet":
-        def fn(q, k, v, g, beta, A_log, dt_bias, initial_state=None):
-            return base(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state,
-                        output_final_state=True, use_qk_l2norm_in_kernel=True,
-                        use_gate_in_kernel=True, A_log=A_log, dt_bias=dt_bias,
-                        use_beta_sigmoid_in_kernel=True, state_v_first=True)
-    else:
-        raise ValueError(f"unknown family {family!r}; known: {list(FAMILIES)}")
-    return fn
+    return _family(family).op_kernel(phase, impl)
 
 
 def default_impls(device) -> list[str]:

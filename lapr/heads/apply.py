@@ -37,14 +37,9 @@ from lapr.models import family
 
 APPLICATIONS = ("auto", "masked", "structural")
 
-# attention-module attributes indexed by head, per family (name -> unit, axis)
-#   unit 'k': H q/k heads x d_k rows; 'v': HV value heads x d_v; 'h': HV entries (one per value head)
-HEAD_PARAMS = {
-    "q_proj": ("k", 0), "k_proj": ("k", 0), "q_conv1d": ("k", 0), "k_conv1d": ("k", 0),
-    "v_proj": ("v", 0), "v_conv1d": ("v", 0), "g_proj": ("v", 0), "o_proj": ("v", 1),
-    "b_proj": ("h", 0), "a_proj": ("h", 0), "A_log": ("h", 0), "dt_bias": ("h", 0),
-}
-SHARED_PARAMS = ("o_norm",)   # per-channel weights shared by all heads of the layer
+# The attention parameters indexed by head (unit 'k': H q/k heads x d_k rows; 'v': HV value heads
+# x d_v; 'h': HV entries, one per value head) and those shared by all heads are family facts:
+# Family.head_params / shared_params / head_layout (lapr/models).
 
 
 def _views(model):
@@ -177,12 +172,12 @@ def structural_blocker(model, removed: Iterable) -> str | None:
         return "a layer would keep no head"
     if any(v.num_v_heads != v.num_heads for v in views):
         return "grouped value heads (num_v_heads != num_heads)"
-    if model.config.model_type not in ("delta_net", "gated_deltanet"):
+    fam = family(model)
+    if not fam.head_params:
         return f"no structural head surgery for family {model.config.model_type!r}"
     for v in views:
         for name, p in v.module.named_parameters():
-            top = name.split(".")[0]
-            if top not in HEAD_PARAMS and top not in SHARED_PARAMS:
+            if fam.head_layout(name) is None:
                 return f"layer {v.index}: parameter {name} has no known head layout"
     return None
 
@@ -201,16 +196,7 @@ def plan_application(model, removed: Iterable, want: str = "auto") -> tuple[str,
 
 
 def _head_config(model, kept: int):
-    config = copy.deepcopy(model.config)
-    v = _views(model)[0]
-    if config.model_type == "delta_net":
-        config.num_heads = kept
-        config.expand_k = v.head_k_dim * kept / config.hidden_size
-        config.expand_v = v.head_v_dim * kept / config.hidden_size
-    else:
-        config.num_heads = kept
-        config.num_v_heads = kept
-    return config
+    return family(model).head_config(model.config, kept, _views(model)[0])
 
 
 @torch.no_grad()
@@ -227,14 +213,15 @@ def remove_heads(model, removed: Iterable):
     names = {id(m): n for n, m in model.named_modules()}
     state = {k: t.detach().clone() for k, t in model.state_dict().items()}
     kept_n = views[0].num_v_heads - len(by_layer[views[0].index])
+    fam = family(model)
     for v in views:
         keep = [h for h in range(v.num_v_heads) if h not in by_layer[v.index]]
         prefix = names[id(v.module)]
         for name, _ in v.module.named_parameters():
-            top = name.split(".")[0]
-            if top in SHARED_PARAMS:
+            layout = fam.head_layout(name)
+            if layout == "shared":
                 continue
-            unit, axis = HEAD_PARAMS[top]
+            unit, axis = layout
             key = f"{prefix}.{name}"
             rows = _rows(unit, v, keep).to(state[key].device)
             state[key] = state[key].index_select(axis, rows).contiguous()

@@ -1,6 +1,8 @@
 """Models layer: load or build fla linear-attention LMs and view their attention layers per family.
 
-Adding a family = one module with a `Family` subclass + one line in FAMILIES.
+Adding a family = one module in this package with a `Family` subclass (lapr.models.base): every
+module lapr.families finds (a class deriving from Family with a `model_type`) is imported here and
+its adapter registered in FAMILIES; nothing else names a family.
 """
 from __future__ import annotations
 
@@ -12,15 +14,27 @@ import torch
 from lapr import backends
 from lapr.models import _fla_import, weights
 
-# fla's DeltaNet / GDN without fla importing all its ~40 families; importing the family packages
-# registers their configs with transformers' Auto classes, for every lapr module that imports this one
-_fla_import.import_families()
-
+from lapr import families as _declared
 from lapr.models.base import AttentionView, Family
-from lapr.models.delta_net import DeltaNetFamily
-from lapr.models.gated_deltanet import GatedDeltaNetFamily
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (DeltaNetFamily(), GatedDeltaNetFamily())}
+# fla's families that lapr adapts, without fla importing all its ~40 families; each family module
+# imports its fla model package, which registers the config with transformers' Auto classes, for
+# every lapr module that imports this one
+_MODULES = _fla_import.import_families([f"lapr.models.{d['module']}" for d in _declared.declared().values()])
+
+
+def _adapters() -> dict[str, Family]:
+    out = {}
+    for model_type, facts in _declared.declared().items():
+        adapter = getattr(_MODULES[f"lapr.models.{facts['module']}"], facts["class"])()
+        if adapter.model_type != model_type:
+            raise RuntimeError(f"{facts['module']}.{facts['class']}: model_type {adapter.model_type!r} "
+                               f"is not the declared {model_type!r}")
+        out[model_type] = adapter
+    return out
+
+
+FAMILIES: dict[str, Family] = _adapters()
 
 
 def family(model_or_type) -> Family:

@@ -1,9 +1,9 @@
-"""Import fla's DeltaNet / Gated DeltaNet without importing every fla family (a start-up shim).
+"""Import the fla families lapr adapts without importing every fla family (a start-up shim).
 
 `import fla.models.delta_net` normally runs fla/__init__.py, fla/layers/__init__.py,
 fla/ops/__init__.py and fla/models/__init__.py first, and those import *every* layer, op and model
 family fla ships (~40 of them): ~5-8 s of a ~10 s start-up on a slow CPU, paid by each of the
-~150 short `python -m lapr ...` jobs of a workflow. lapr needs two families.
+~150 short `python -m lapr ...` jobs of a workflow. lapr needs a few families (lapr.families).
 
 `install()` puts *lazy* package objects for those four packages into `sys.modules` before fla is
 imported: same name, `__path__`, `__file__` and `__spec__` as the real ones, but their __init__ is
@@ -19,7 +19,7 @@ left alone (their __init__ files create module aliases the layers import).
 _deferred_torch_compile). Where fla is already imported nothing happens; LAPR_FLA_LAZY=0 turns
 both off (plain imports).
 Model registration with transformers' Auto classes is done by each family's own package
-(fla/models/delta_net/__init__.py ...), which lapr imports explicitly, so
+(fla/models/delta_net/__init__.py ...), which each lapr family module imports explicitly, so
 `AutoModelForCausalLM.from_pretrained` of a saved checkpoint keeps working.
 """
 from __future__ import annotations
@@ -129,18 +129,14 @@ def _deferred_torch_compile():
         torch.compile = real
 
 
-def import_families() -> None:
-    """Import (and so register with transformers' Auto classes) the two fla families lapr adapts."""
+def import_families(modules: list[str]) -> dict:
+    """Import the lapr family `modules` (each imports, and so registers with transformers' Auto
+    classes, its fla family); returns {name: module}."""
     # without a Triton GPU fla warns at import that it falls back to CPU; lapr runs its own CPU
     # backend there (lapr.backends), so the warning only added a stderr line to every CPU command
     warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
-    if "fla.models.gated_deltanet" in sys.modules and "fla.models.delta_net" in sys.modules:
-        return
-    if os.environ.get("LAPR_FLA_LAZY", "1") == "0":  # the escape hatch: plain imports
-        importlib.import_module("fla.models.delta_net")
-        importlib.import_module("fla.models.gated_deltanet")
-        return
+    if all(m in sys.modules for m in modules) or os.environ.get("LAPR_FLA_LAZY", "1") == "0":
+        return {m: importlib.import_module(m) for m in modules}  # LAPR_FLA_LAZY=0: plain imports
     install()
     with _deferred_torch_compile():
-        importlib.import_module("fla.models.delta_net")
-        importlib.import_module("fla.models.gated_deltanet")
+        return {m: importlib.import_module(m) for m in modules}

@@ -42,10 +42,12 @@ import pandas as pd
 import torch
 
 from lapr import columns
+from lapr.families import names
 from lapr.probes import mqar
 from lapr.settings import settings_object
 
-MODEL_DEFAULTS = {"family": "delta_net", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
+# family: the first family lapr adapts, in sorted order (DeltaNet)
+MODEL_DEFAULTS = {"family": names()[0], "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
                   "head_v_dim": 32, "mlp_ratio": 2}
 TASK_DEFAULTS = {"vocab_size": 64, "seq_len": 64, "num_kv_pairs": 8, "num_queries": None}
 TRAIN_SETTINGS = {"model": MODEL_DEFAULTS, "task": TASK_DEFAULTS, "train": mqar.TRAIN_DEFAULTS, "seed": 0,
@@ -101,7 +103,7 @@ def resolve_train_settings(raw) -> dict:
 
 def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--family", default=None, help="overrides settings.model.family (delta_net | gated_deltanet)")
+    parser.add_argument("--family", default=None, help="overrides settings.model.family (" + " | ".join(names()) + ")")
     parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(TRAIN_SETTINGS))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
 

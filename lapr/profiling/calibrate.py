@@ -17,9 +17,9 @@ mode) and records, per attention layer (order of `family(model).attention(model)
   final recurrent state (after seq_len tokens), read from fla's cache.
 - k_norm_mean [H, d_k], k_norm_cov [H, d_k, d_k]: mean and mean-centred covariance
   (sum_t (k_t - mu)(k_t - mu)^T / (n - 1)) over ALL n calibration tokens (not the subsampled
-  rows) of the keys after the layer's per-head normalisation: fla's L2 norm (eps 1e-6) of the
-  pre-norm k above, or the pre-norm k itself for qk_norm='sum' layers, whose sum norm `k_act`
-  already includes. These are the statistics of paper A's PCA (LAP's code:
+  rows) of the keys after the layer's per-head normalisation (Family.qk_pre_norm / qk_norm):
+  fla's L2 norm (eps 1e-6) of the pre-norm k above, or the pre-norm k itself for qk_norm='sum'
+  layers, whose sum norm `k_act` already includes, and for GLA, which does not normalise keys. These are the statistics of paper A's PCA (LAP's code:
   src/key_reduction/pruners/pca.py, collect_layer_statistics accumulates k_sum / k_outer of
   l2_norm(k), compute_pca_projection centres them); accumulated in float64.
 
@@ -33,11 +33,9 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lapr import backends
-from lapr.backends.delta_rule import l2norm
 from lapr.models import family
 
 CALIB_DEFAULTS = {"n_batches": 8, "seq_len": 512, "batch_size": 4, "rows": 2048,
@@ -84,35 +82,6 @@ def calibration_rows(total: int, rows: int, seed: int) -> torch.Tensor:
         return torch.arange(total)
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(total, generator=g)[:rows].sort().values
-
-
-def _pre_norm(view):
-    """Map the hooked tensor (conv output, or proj output without conv) to the kernel's pre-norm q/k."""
-    layer = view.module
-    act = getattr(layer, "qk_activation", "silu")  # GDN: always silu
-    conv = view.q_conv is not None
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        if act == "silu":
-            return x if conv else F.silu(x)  # with a conv, silu is the conv's own activation
-        if act == "relu":
-            x = x.relu()
-        elif act == "elu":
-            x = F.elu(x) + 1.0
-        if getattr(layer, "qk_norm", "l2") == "sum":
-            x = x.unflatten(-1, (-1, view.head_k_dim))
-            x = (x / x.sum(-1, keepdim=True)).flatten(-2)
-        return x
-
-    return apply
-
-
-def _qk_norm(view):
-    """The layer's per-head q/k normalisation applied to a pre-norm [N, H, d_k] tensor: fla's L2
-    norm in the kernel (qk_norm='l2', GDN always), none left for qk_norm='sum' (in _pre_norm)."""
-    if getattr(view.module, "qk_norm", "l2") == "sum":
-        return lambda x: x
-    return l2norm
 
 
 def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str = "",
@@ -174,7 +143,7 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
     was_training = model.training
     try:
         for i, v in enumerate(views):
-            post, norm = _pre_norm(v), _qk_norm(v)
+            post, norm = fam.qk_pre_norm(v), fam.qk_norm(v)  # the family's q/k as the kernel sees them
             handles.append(v.q_proj.register_forward_pre_hook(rms_hook(i)))
             handles.append((v.q_conv or v.q_proj).register_forward_hook(act_hook(i, "q", post, norm)))
             handles.append((v.k_conv or v.k_proj).register_forward_hook(act_hook(i, "k", post, norm)))

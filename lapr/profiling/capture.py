@@ -7,7 +7,8 @@ On CUDA the forward is fla's own: its `chunk_gated_delta_rule_fwd_h` (shared by 
 DeltaNet) is wrapped, and for the read-out called once more in float32, because in bf16 it stores h
 rounded to bf16 and element-wise rounding would fill the spectrum of a low-rank state with noise at
 ~1e-3 of sigma_1, far above the rank threshold. Elsewhere (or when fla takes its recurrent path,
-T <= 64) the op is lapr's chunked delta rule with `states_at`. Either way the op sees exactly the
+T <= 64, or for a family without an fla state pass, `Family.fla_state_pass`: GLA) the op is the
+family's lapr op with `states_at` (`Family.state_op`: the chunked delta rule, lapr's chunked GLA). Either way the op sees exactly the
 q, k, v, beta and gates the layer computes (GDN's decay gate and beta included), so the states are
 the model's own, at the cost of one forward plus the read-outs (on an H100, the segment method
 below cost 27x a forward for a 106M DeltaNet at T = 2048 with 32 positions).
@@ -82,34 +83,28 @@ def _backbone(model):
     return base if isinstance(base, torch.nn.Module) else model
 
 
-def _states_op(want: list[int], sink: list, decay_sink: list | None = None):
-    """An fla delta-rule op that runs lapr's chunked op and appends the states after the 0-based
-    token indices `want` ([B, HV, P, d_k, d_v] float32) to `sink`, in call order (= layer order).
-    decay_sink (optional) gets each call's per-head mean log decay (mean_log_decay)."""
+def _states_op(fam, want: list[int], sink: list, decay_sink: list | None = None):
+    """An fla attention-kernel entry point that runs the family's lapr op (`Family.state_op`) and appends the states after the 0-based token indices `want` ([B, HV, P, d_k,
+    d_v] float32) to `sink`, in call order (= layer order). decay_sink (optional) gets each call's
+    per-head mean log decay (mean_log_decay)."""
     def op(*args, **kwargs):
-        o, final, states = backends.delta_rule(*args, **kwargs, states_at=want)
+        o, final, states = fam.state_op()(*args, **kwargs, states_at=want)
         sink.append(states)
         if decay_sink is not None:
-            decay_sink.append(mean_log_decay(*args, **kwargs))
+            decay_sink.append(mean_log_decay(fam, *args, **kwargs))
         return o, final
     return op
 
 
-def mean_log_decay(*args, **kwargs) -> torch.Tensor | None:
-    """Per-head mean over tokens of the natural-log decay g_t = log alpha_t that a delta-rule op call
-    applies ([B, HV] float32), or None for an ungated call (DeltaNet). The arguments are those of an
-    fla delta-rule entry point (lapr.backends.delta_rule's signature): g [B, T, HV], raw when
-    use_gate_in_kernel (Gated DeltaNet's layer passes a_proj(x) with A_log / dt_bias; the gate is then
-    -exp(A_log) * softplus(g + dt_bias), applied here exactly as the op applies it)."""
+def mean_log_decay(fam, *args, **kwargs) -> torch.Tensor | None:
+    """Per-head mean over tokens of the natural-log decay g_t = log alpha_t that one kernel call of
+    family `fam` applies ([B, HV] float32), or None for an ungated call (DeltaNet): the family's
+    reading of the call's arguments (Family.mean_log_decay; Gated DeltaNet's g is raw when
+    use_gate_in_kernel, GLA's decay is averaged over the key channels too)."""
     import inspect
-    bound = inspect.signature(backends.delta_rule).bind(*args, **kwargs).arguments
-    g = bound.get("g")
-    if g is None:
-        return None
-    if bound.get("use_gate_in_kernel"):
-        from lapr.backends.delta_rule import gdn_gate
-        g = gdn_gate(g, bound.get("A_log"), bound.get("dt_bias"))
-    return g.float().mean(dim=1)
+
+    bound = inspect.signature(fam.state_op()).bind(*args, **kwargs).arguments
+    return fam.mean_log_decay(bound)
 
 
 def chunk_log_decay_mean(g_cum: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -121,11 +116,6 @@ def chunk_log_decay_mean(g_cum: torch.Tensor, chunk_size: int) -> torch.Tensor:
     if not ends or ends[-1] != T - 1:
         ends.append(T - 1)  # the last, partial chunk
     return g_cum[:, ends].float().sum(dim=1) * (math.log(2.0) / T)
-
-
-# where fla's chunked forwards of both families look up the state pass (module globals)
-FLA_STATE_PASS = [("fla.ops.delta_rule.chunk", "chunk_gated_delta_rule_fwd_h"),
-                  ("fla.ops.gated_delta_rule.chunk", "chunk_gated_delta_rule_fwd_h")]
 
 
 def fla_states_pass(state_pass, want: list[int], sink: list, decay_sink: list | None = None):
@@ -204,13 +194,14 @@ def capture_states(model, input_ids: torch.Tensor, positions: Sequence[int], out
         decay_sink: list = []
         want = [p - 1 for p in pos]
         try:
-            if reader(model) == "fla":
+            if reader(model) == "fla" and fam.fla_state_pass:
                 state_pass = backends.owner("fla.ops.common.chunk_delta_h").chunk_gated_delta_rule_fwd_h
-                with backends.swapped(fla_states_pass(state_pass, want, sink, decay_sink), FLA_STATE_PASS):
+                with backends.swapped(fla_states_pass(state_pass, want, sink, decay_sink),
+                                      list(fam.fla_state_pass)):
                     backbone(input_ids=input_ids, use_cache=False)
-            if not sink:  # lapr's op (CPU), or fla took its recurrent path (T <= 64)
+            if not sink:  # lapr's op (CPU; a family without an fla state pass), or fla's recurrent path
                 decay_sink.clear()
-                with backends.swapped(_states_op(want, sink, decay_sink), backends.DELTA_RULE_OPS):
+                with backends.swapped(_states_op(fam, want, sink, decay_sink), backends.attention_ops(fam)):
                     backbone(input_ids=input_ids, use_cache=False)
         finally:
             model.train(was_training)
@@ -258,4 +249,4 @@ def plain_forward(model, input_ids: torch.Tensor):
 
 
 __all__ = ["log_positions", "check_positions", "capture_states", "plain_forward", "reader",
-           "fla_states_pass", "read_out", "FLA_STATE_PASS", "mean_log_decay", "chunk_log_decay_mean"]
+           "fla_states_pass", "read_out", "mean_log_decay", "chunk_log_decay_mean"]

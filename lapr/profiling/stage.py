@@ -28,7 +28,8 @@ appears at once), into --out:
                     final_rank at the default eps; B1 at each eps reads final_rank_<e> / bound), and
                     mean_decay: the head's r_bar = exp(mean over tokens of log alpha_t), averaged over
                     the same samples (SRA's per-sequence decay, rank_decay_dist.py / stage1_repro.py;
-                    alpha_t = exp(g_t) is Gated DeltaNet's decay gate). NaN for DeltaNet, which has no
+                    alpha_t = exp(g_t) is Gated DeltaNet's decay gate; GLA's key-wise log decay is
+                    averaged over the key channels too, Family.mean_log_decay). NaN for DeltaNet, which has no
                     decay gate (not 1.0: "no gate" is not "a gate that keeps everything" in a
                     regression), and with capture 'segments' (the gate is read in the single pass).
   consistency.csv   one row per context pair: context_a, context_b, n_heads, spearman, spearman_p,

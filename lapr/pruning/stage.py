@@ -131,12 +131,11 @@ def _source_dtype(model_dir: Path) -> torch.dtype:
 
 def config_head_k_dim(model_dir: Path) -> int | None:
     """Key dim per head read from config.json (None for a family this does not know)."""
+    from lapr.models import FAMILIES
+
     config = json.loads((model_dir / "config.json").read_text())
-    if config.get("model_type") == "gated_deltanet":
-        return int(config["head_dim"])
-    if config.get("model_type") == "delta_net":
-        return round(config["hidden_size"] * config.get("expand_k", 1.0)) // config["num_heads"]
-    return None
+    fam = FAMILIES.get(config.get("model_type"))
+    return None if fam is None else fam.head_k_dim_of(config)
 
 
 def _values(value) -> list:

@@ -1,10 +1,12 @@
 """Channel surgery: shrink every attention layer's key dimension d_k -> d_k' in a fla model.
 
 `prune_channels(model, keep)` returns a NEW model (the input is left untouched) built by stock
-fla from the family's resized config (DeltaNet: expand_k; Gated DeltaNet: head_dim, with
-expand_v re-derived so head_v_dim and the value path are unchanged), so `save_pretrained` +
-`AutoModelForCausalLM.from_pretrained` round-trips without any lapr code. Only q_proj / k_proj
-rows and the q / k short-conv channels change; every other tensor is copied bit for bit.
+fla from the family's resized config (`Family.resized_config`: e.g. DeltaNet's expand_k, Gated
+DeltaNet's head_dim with expand_v re-derived so head_v_dim and the value path are unchanged), so
+`save_pretrained` + `AutoModelForCausalLM.from_pretrained` round-trips without any lapr code. Only
+the rows indexed by key channel change (`Family.key_channel_modules`: q_proj / k_proj rows, the q / k
+short-conv channels, and a key-wise gate's rows such as GLA's gk_proj); every other tensor is copied
+bit for bit.
 
 `keep` has one entry per attention layer (order of `family(model).attention(model)`), all with
 the same d_k' (fla has one key dim per model):
@@ -141,49 +143,25 @@ def _module_names(model) -> dict[int, str]:
 
 
 def _qk_tensors(model, view, names) -> dict[str, tuple[Tensor, bool]]:
-    """state-dict key -> (tensor, is_conv_weight) for every q/k tensor indexed by key channel."""
+    """state-dict key -> (tensor, mixes_by_squared_basis) for every tensor indexed by key channel
+    (Family.key_channel_modules): a conv kernel and a gate's weight and bias mix by U**2 under a
+    rotation, everything else (projection rows, a conv bias) rotates."""
     out = {}
-    for module, conv in ((view.q_proj, False), (view.k_proj, False),
-                         (view.q_conv, True), (view.k_conv, True)):
-        if module is None:
-            continue
+    for module, kind in family(model).key_channel_modules(view):
         prefix = names[id(module)]
-        out[f"{prefix}.weight"] = (module.weight, conv)
+        out[f"{prefix}.weight"] = (module.weight, kind in ("conv", "gate"))
         if getattr(module, "bias", None) is not None:
-            out[f"{prefix}.bias"] = (module.bias, False)
+            out[f"{prefix}.bias"] = (module.bias, kind == "gate")
     return out
 
 
 # ---- config ------------------------------------------------------------------------------
 
 def resized_config(model, kept: int):
-    """The family's resized config, checked (and for GDN repaired) so fla rebuilds it exactly.
-
-    fla's GatedDeltaNet derives head_v_dim = int(head_dim * expand_v). With expand_v =
-    head_v_dim / head_dim the float product can land just below the integer (e.g. 49 * (32/49)
-    = 31.999...), and int() then truncates: the reloaded layer would have a different value
-    dim. We nudge expand_v up by ulps until the product truncates to the right value.
-    """
-    config = family(model).resized_config(model.config, kept)
-    if config.model_type == "gated_deltanet":
-        target = int(model.config.head_dim * model.config.expand_v)
-        expand_v = float(config.expand_v)
-        for _ in range(64):
-            if int(kept * expand_v) == target:
-                break
-            expand_v = math.nextafter(expand_v, math.inf)
-        config.expand_v = expand_v
-        if int(kept * config.expand_v) != target or config.head_dim != kept:
-            raise RuntimeError(f"cannot express head_dim={kept}, head_v_dim={target} in a "
-                               f"GatedDeltaNetConfig (expand_v={config.expand_v!r})")
-    elif config.model_type == "delta_net":
-        key_dim = round(config.hidden_size * config.expand_k)
-        if not math.isclose(config.hidden_size * config.expand_k, key_dim) \
-                or key_dim // config.num_heads != kept:
-            raise RuntimeError(f"resized DeltaNet config gives key dim "
-                               f"{config.hidden_size * config.expand_k}, expected "
-                               f"{kept * config.num_heads}")
-    return config
+    """The family's resized config (Family.resized_config), checked by the family so that fla
+    rebuilds it exactly (e.g. Gated DeltaNet's expand_v nudged so int(head_dim * expand_v) keeps
+    head_v_dim)."""
+    return family(model).resized_config(model.config, kept)
 
 
 # ---- public API --------------------------------------------------------------------------
@@ -237,21 +215,24 @@ def zero_channels(model, keep: list[Tensor]):
     return new
 
 
-def _qk_modules(view):
-    return [m for m in (view.q_proj, view.k_proj, view.q_conv, view.k_conv) if m is not None]
+def _qk_modules(fam, view):
+    """The q/k modules the zeroed reference zeroes (projections and convs; a key-wise gate acts on
+    zero channels only, so it is left alone)."""
+    return [m for m, kind in fam.key_channel_modules(view) if kind in ("linear", "conv")]
 
 
 @torch.no_grad()
 def _zero_(model, keep: list[Tensor]) -> None:
     """`zero_channels` in place."""
-    for view, entry in zip(family(model).attention(model), keep):
+    fam = family(model)
+    for view, entry in zip(fam.attention(model), keep):
         heads, d_k = view.num_heads, view.head_k_dim
         if is_rotation(entry):
             proj = entry.double() @ entry.double().mT  # [H, d_k, d_k]
             for module in (view.q_proj, view.k_proj):
                 w = module.weight.reshape(heads, d_k, -1).double()
                 module.weight.copy_((proj @ w).reshape(module.weight.shape))
-            for module in _qk_modules(view):
+            for module in _qk_modules(fam, view):
                 if getattr(module, "bias", None) is not None:
                     b = module.bias.reshape(heads, d_k, 1).double()
                     module.bias.copy_((proj @ b).reshape(module.bias.shape))
@@ -259,7 +240,7 @@ def _zero_(model, keep: list[Tensor]) -> None:
         mask = torch.zeros(heads, d_k, dtype=torch.bool)
         mask.scatter_(1, entry.long().cpu(), True)
         mask = mask.reshape(-1)
-        for module in _qk_modules(view):
+        for module in _qk_modules(fam, view):
             module.weight[~mask.to(module.weight.device)] = 0
             if getattr(module, "bias", None) is not None:
                 module.bias[~mask.to(module.bias.device)] = 0
@@ -269,8 +250,9 @@ def _zero_(model, keep: list[Tensor]) -> None:
 def _zeroed(model, keep: list[Tensor]):
     """`model` itself with the pruned channels zeroed inside the block, restored bit for bit
     after it (only the q/k tensors are copied: no second full model in memory)."""
-    saved = [(t, t.detach().clone()) for view in family(model).attention(model)
-             for m in _qk_modules(view) for t in (m.weight, getattr(m, "bias", None))
+    fam = family(model)
+    saved = [(t, t.detach().clone()) for view in fam.attention(model)
+             for m in _qk_modules(fam, view) for t in (m.weight, getattr(m, "bias", None))
              if t is not None]
     try:
         _zero_(model, keep)
@@ -293,7 +275,7 @@ def rescaled_query(model, head_k_dim: int):
 
     The kernel output o is linear in the scale (the state does not depend on q), so this
     multiplies o by sqrt(d_k / head_k_dim) on its way into the output norm (forward pre-hook on
-    o_norm; on o_proj for a layer without one). Zeroed parent + rescaled_query(kept) is the
+    the family's output norm, Family.output_norm; on o_proj for a layer without one). Zeroed parent + rescaled_query(kept) is the
     exact reference for a channel-selection pruned model (module doc, "Scale").
     """
     handles = []
@@ -306,8 +288,7 @@ def rescaled_query(model, head_k_dim: int):
     try:
         for view in family(model).attention(model):
             factor = math.sqrt(view.head_k_dim / head_k_dim)
-            target = getattr(view.module, "o_norm", None)
-            target = view.o_proj if target is None else target
+            target = family(model).output_norm(view)
             handles.append(target.register_forward_pre_hook(hook(factor)))
         yield model
     finally:

@@ -22,7 +22,7 @@ and marker from FALLBACK_PALETTE / FALLBACK_MARKERS picked by a CRC-32 of its na
 gets the same look in every figure and every run, and never the colour of a listed method.
 
 Models and architecture families (bench series, loss curves, state saved) use FAMILY_COLORS
-(DeltaNet teal, Gated DeltaNet orange; model names such as 'deltanet' / 'gdn' are matched to their
+(DeltaNet teal, Gated DeltaNet orange, GLA blue: each family module's `color`; model names such as 'deltanet' / 'gdn' are matched to their
 family), other models MODEL_PALETTE; low / high-rank head classes use CLASS_COLORS.
 
 `probe_failed(ax, baseline)` writes "unpruned model fails this probe (0 %)" into a panel whose
@@ -36,6 +36,8 @@ import functools
 import math
 import zlib
 from dataclasses import dataclass
+
+from lapr import families as _families
 
 UNPRUNED = "none"  # = lapr.report.results.UNPRUNED (checked by tests/report/test_style.py)
 RECOVERED_SUFFIX = "+lora"
@@ -75,11 +77,12 @@ FALLBACK_PALETTE = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49
                     "#dbdb8d", "#9edae5", "#b5cf6b", "#e7969c", "#de9ed6", "#a55194", "#8dd3c7", "#fdb462")
 FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "d")
 
-# Architecture families (bench series; lapr.models families) and the model names that mean them.
-FAMILY_COLORS = {"delta_net": "#1b9e77", "gated_deltanet": "#d95f02"}
-FAMILY_LABELS = {"delta_net": "DeltaNet", "gated_deltanet": "Gated DeltaNet"}
-FAMILY_ALIASES = {"deltanet": "delta_net", "delta_net": "delta_net", "gdn": "gated_deltanet",
-                  "gated_deltanet": "gated_deltanet", "gateddeltanet": "gated_deltanet"}
+# Architecture families (bench series; lapr.models families) and the model names that mean them: each
+# family module's own `color`, `display_name` and `aliases` (read without torch by lapr.families).
+FAMILY_COLORS = {name: facts["color"] for name, facts in _families.declared().items()}
+FAMILY_LABELS = {name: facts["display_name"] for name, facts in _families.declared().items()}
+FAMILY_ALIASES = {alias: name for name, facts in _families.declared().items()
+                  for alias in (name, *facts["aliases"])}
 MODEL_PALETTE = ("#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 CLASS_COLORS = {"low": "#1f77b4", "high": "#d62728"}  # low / high-rank head classes
 UNPRUNED_LINE = {"color": "#000000", "ls": "--", "lw": 0.9}  # the unpruned reference line

@@ -30,14 +30,15 @@ def test_dry_cpu_run(tmp_path, monkeypatch):
     monkeypatch.setattr(ops, "bench_shape", flaky)
     meta = gpu_run.main(["--out", str(tmp_path), "--device", "cpu", "--dry", "--threads", "1"])
     op = read_rows(tmp_path / "ops_cpu.csv")
-    assert len(op) == 2 * 2 * 2 and set(op["device"]) == {"cpu"}
+    n_fam = len(ops.FAMILIES)
+    assert len(op) == n_fam * 2 * 2 and set(op["device"]) == {"cpu"}
     failed = op[op["error"] != ""]
     assert len(failed) == 1 and failed["error"].iloc[0] == "RuntimeError: simulated kernel failure"
     model = read_rows(tmp_path / "model_cpu.csv")
-    assert sorted(model["phase"]) == ["decode", "decode", "prefill", "prefill"] and set(model["error"]) == {""}
+    assert sorted(model["phase"]) == ["decode"] * n_fam + ["prefill"] * n_fam and set(model["error"]) == {""}
     assert set(model["family"]) == set(ops.FAMILIES)
     prov = json.loads((tmp_path / "provenance.json").read_text())
-    assert prov == meta and prov["errors"] == 1 and prov["rows"] == {"ops": 8, "model": 4}
+    assert prov == meta and prov["errors"] == 1 and prov["rows"] == {"ops": n_fam * 4, "model": n_fam * 2}
     assert prov["settings"]["dry"] and prov["complete"] and prov["hardware"]["device"] == "cpu"
     assert {"torch", "triton", "fla-core"} <= set(prov["versions"])
 

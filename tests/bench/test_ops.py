@@ -9,7 +9,7 @@ TINY = {"B": 1, "T": 16, "H": 1, "d_v": 8, "d_k": [16, 8], "extra_d_k": [12]}
 
 def test_default_grid_expansion():
     shapes = ops.expand_grid({}, "cpu")
-    assert len(shapes) == 2 * 2 * 8                       # families x phases x default d_k
+    assert len(shapes) == len(ops.FAMILIES) * 2 * 8       # families x phases x default d_k
     assert [s.d_k for s in shapes[:8]] == list(ops.DEFAULT_D_K)
     d = ops.GRID_DEFAULTS["cpu"]
     assert {(s.B, s.H, s.d_v) for s in shapes} == {(d["B"][0], d["H"][0], d["d_v"][0])}
@@ -57,7 +57,7 @@ def test_cpu_grid_rows():
     logged = []
     with timing.torch_threads(1):
         rows = ops.run_grid(shapes, ["torch"], repeats=3, warmup=1, log=logged.append)
-    assert len(rows) == len(shapes) == 2 * 2 * 3 and len(logged) == len(rows)
+    assert len(rows) == len(shapes) == len(ops.FAMILIES) * 2 * 3 and len(logged) == len(rows)
     for row, shape in zip(rows, shapes):
         assert row["error"] == ""
         assert set(ops.COLUMNS) <= set(row)
@@ -81,6 +81,22 @@ def test_torch_impl_decode_matches_prefill_step():
                                         initial_state=kw["initial_state"], output_final_state=True,
                                         use_qk_l2norm_in_kernel=True, use_gate_in_kernel=True, A_log=kw["A_log"],
                                         dt_bias=kw["dt_bias"], use_beta_sigmoid_in_kernel=True, state_v_first=True)
+    torch.testing.assert_close(o, ref_o, atol=1e-5, rtol=0)
+    torch.testing.assert_close(s, ref_s, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_gla_torch_impl_is_the_gla_recurrence(phase):
+    """GLA's op rows call lapr's chunked GLA as the layer calls fla's (key-wise gate, value-first
+    state): equal to the token-by-token recurrence."""
+    from lapr.backends.gla import gla_recurrent
+
+    shape = ops.Shape("gla", phase, 1, 1 if phase == "decode" else 40, 2, 8, 4)
+    kw = ops.make_inputs(shape)
+    assert kw["gk"].shape == (1, shape.T, 2, 8) and (kw["gk"] <= 0).all()
+    o, s = ops.kernel("gla", phase, "torch")(**kw)
+    ref_o, ref_s = gla_recurrent(kw["q"], kw["k"], kw["v"], gk=kw["gk"], initial_state=kw.get("initial_state"),
+                                 output_final_state=True, state_v_first=True)
     torch.testing.assert_close(o, ref_o, atol=1e-5, rtol=0)
     torch.testing.assert_close(s, ref_s, atol=1e-5, rtol=0)
 

@@ -39,8 +39,13 @@ def causal_conv_silu(z, weight, seq_len):
     return F.silu(y).flatten(0, 1)
 
 
+def conv_model(family_name):
+    """The family's tiny model with q/k short convs (GLA's default has none)."""
+    return tiny_model(family_name, use_short_conv=True)
+
+
 def test_contract_shapes_and_values(family_name):
-    model = tiny_model(family_name)
+    model = conv_model(family_name)
     data = batches()
     calib = calibrate(model, data, rows=10_000, seed=0, model_name="tiny")   # rows >= tokens: all rows
     meta = calib["meta"]
@@ -70,7 +75,7 @@ def test_contract_shapes_and_values(family_name):
 
 def test_post_norm_key_statistics_are_centred_over_all_tokens(family_name):
     # paper A's PCA statistics (LAP pca.py: l2_norm'd keys, centred covariance over every token)
-    model = tiny_model(family_name)
+    model = conv_model(family_name)
     with torch.no_grad():  # larger pre-SiLU keys: SiLU then gives them a clearly non-zero mean
         for v in family(model).attention(model):
             v.k_proj.weight.mul_(20)
@@ -80,6 +85,8 @@ def test_post_norm_key_statistics_are_centred_over_all_tokens(family_name):
     for layer, small in zip(layers, sub):
         k = layer["k_act"].double()                                    # [H, 96, d_k], pre-norm
         unit = k / (k.square().sum(-1, keepdim=True) + 1e-6).sqrt()     # fla's L2 norm by hand
+        if family_name == "gla":
+            unit = k                                                    # GLA does not normalise keys
         mean = unit.mean(1)
         centred = unit - mean[:, None]
         cov = centred.mT @ centred / (unit.shape[1] - 1)
@@ -165,3 +172,18 @@ def test_errors():
         calibrate(model, [])
     with pytest.raises(ValueError, match="rows"):
         calibrate(model, batches(), rows=0)
+
+
+def test_gla_without_conv_reads_the_projections():
+    """GLA's default layer has no short conv and no q/k activation or norm: q/k enter the kernel as
+    the projections' outputs (Family.qk_pre_norm / qk_norm), and the key statistics are theirs."""
+    model = tiny_model("gla")
+    data = batches()
+    calib = calibrate(model, data, rows=10_000)
+    xs = proj_inputs(model, data)
+    for v, layer in zip(family(model).attention(model), calib["layers"]):
+        assert v.q_conv is None
+        for act, proj in (("q_act", v.q_proj), ("k_act", v.k_proj)):
+            want = (xs[v.index] @ proj.weight.T).view(-1, v.num_heads, v.head_k_dim).permute(1, 0, 2)
+            torch.testing.assert_close(layer[act], want, **TOL)
+        torch.testing.assert_close(layer["k_norm_mean"], layer["k_act"].double().mean(1).float(), **TOL)

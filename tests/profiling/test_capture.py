@@ -169,7 +169,9 @@ def test_cuda_single_pass_reads_fla_state_pass(family_name):
     positions = log_positions(300, 20)
     got = capture_states(model, ids, positions)
     sink = []
-    with torch.no_grad(), backends.swapped(_states_op([p - 1 for p in positions], sink), backends.DELTA_RULE_OPS):
+    fam = family(model)
+    with torch.no_grad(), backends.swapped(_states_op(fam, [p - 1 for p in positions], sink),
+                                           backends.attention_ops(fam)):
         model.base_model(input_ids=ids, use_cache=False)
     for layer, ref in zip(sorted(got), sink):
         assert got[layer].shape == ref.shape

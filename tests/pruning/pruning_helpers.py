@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lapr.models import FAMILIES as ADAPTERS
 from lapr.models import build_model, family
 
 VOCAB, SEQ = 128, 24
-FAMILIES = ("delta_net", "gated_deltanet")
+FAMILIES = tuple(ADAPTERS)  # every family lapr adapts: a new family module is tested here unasked
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,6 +27,7 @@ def tiny_spec(fam: str, **over) -> dict:
                 head_v_dim=16, vocab_size=VOCAB, mlp_ratio=2)
     if fam == "gated_deltanet":
         spec["num_v_heads"] = 4  # grouped value heads: 2 value heads per q/k head
+    spec["use_short_conv"] = True  # GLA's default is none; the surgery must carry the q/k convs
     spec.update(over)
     return spec
 
@@ -124,11 +126,19 @@ def make_calib(model, batches: int = 2, seq: int = SEQ, rows: int = 40, seed: in
 
 
 def make_conv_linear_and_shared(model) -> None:
-    """q/k short convs: no activation and one kernel (and bias) per head, shared by its channels:
-    the setting in which the PCA surgery is exact (module doc of lapr.pruning.surgery)."""
+    """q/k short convs: no activation and one kernel (and bias) per head, shared by its channels, and
+    a key-wise gate (GLA) with one row per head: the setting in which the PCA surgery is exact
+    (module docs of lapr.pruning.surgery and lapr.models.gla)."""
     with torch.no_grad():
-        for view in family(model).attention(model):
+        fam = family(model)
+        for view in fam.attention(model):
             for conv in (view.q_conv, view.k_conv):
                 conv.activation = None
                 w = conv.weight.reshape(view.num_heads, view.head_k_dim, -1)
                 w.copy_(w[:, :1].expand_as(w).clone())
+            for module, kind in fam.key_channel_modules(view):
+                if kind == "gate":
+                    for t in (module.weight, module.bias):
+                        if t is not None:
+                            rows = t.reshape(view.num_heads, view.head_k_dim, -1)
+                            rows.copy_(rows[:, :1].expand_as(rows).clone())

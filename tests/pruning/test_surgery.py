@@ -63,7 +63,8 @@ def test_selection_equals_zeroed_and_reloads(models, fam, method, tmp_path):
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_pca_exact_when_conv_linear_and_shared(models, fam, tmp_path):
     # DeltaNet: qk_activation='identity' is a stock config, so even the reload stays exact.
-    # GDN always applies SiLU in its q/k conv; we switch it off on both sides of the comparison.
+    # GDN and GLA always apply SiLU in their q/k conv; we switch it off on both sides of the
+    # comparison (and share GLA's key-wise gate rows within a head: a per-head scalar decay).
     extra = {"qk_activation": "identity"} if fam == "delta_net" else {}
     model = tiny_model(fam, seed=1, **extra)
     make_conv_linear_and_shared(model)
@@ -72,7 +73,7 @@ def test_pca_exact_when_conv_linear_and_shared(models, fam, tmp_path):
                for r in conv_mismatch(model, bases))
     pruned = prune_channels(model, bases)
     reference = zero_channels(model, bases)           # q/k projected onto span(U) per head
-    if fam == "gated_deltanet":
+    if any(v.q_conv.activation for v in family(pruned).attention(pruned)):  # GDN, GLA
         make_conv_linear_and_shared(pruned)           # kernels already shared; drops the SiLU
     want, got = logits(reference), logits(pruned)
     assert (want - logits(model)).abs().max() > 1e-2
@@ -124,17 +125,24 @@ def test_everything_else_is_copied_and_input_untouched(models, fam):
     pruned = prune_channels(model, keep)
     after = pruned.state_dict()
     assert before.keys() == after.keys()
-    qk = ("q_proj", "k_proj", "q_conv1d", "k_conv1d")
+    fam = family(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    by_channel = {names[id(m)] + "." for v in fam.attention(model) for m, _ in fam.key_channel_modules(v)}
+    assert any("q_proj" in n for n in by_channel) and any("k_conv1d" in n for n in by_channel)
     for key, value in before.items():
         assert torch.equal(model.state_dict()[key], value)    # input model unchanged
-        if any(f".attn.{name}." in key for name in qk):
+        if any(key.startswith(prefix) for prefix in by_channel):
             continue
         assert torch.equal(after[key], value), key              # bit-for-bit copy
-    for old, new, idx in zip(family(model).attention(model), family(pruned).attention(pruned),
-                             keep):
-        rows = old.q_proj.weight.reshape(old.num_heads, 12, -1)
-        assert torch.equal(new.q_proj.weight.reshape(old.num_heads, KEPT, -1),
-                           torch.stack([rows[h, idx[h]] for h in range(old.num_heads)]))
+    for old, new, idx in zip(fam.attention(model), fam.attention(pruned), keep):
+        # every tensor indexed by key channel (q/k proj and conv, GLA's gate rows) keeps its rows
+        for (m_old, _), (m_new, _) in zip(fam.key_channel_modules(old), fam.key_channel_modules(new)):
+            for t_old, t_new in ((m_old.weight, m_new.weight), (m_old.bias, m_new.bias)):
+                if t_old is None:
+                    continue
+                rows = t_old.reshape(old.num_heads, 12, *t_old.shape[1:])
+                assert torch.equal(t_new.reshape(old.num_heads, KEPT, *t_old.shape[1:]),
+                                   torch.stack([rows[h, idx[h]] for h in range(old.num_heads)]))
         assert new.head_v_dim == old.head_v_dim and new.num_v_heads == old.num_v_heads
         assert new.v_proj.weight.shape == old.v_proj.weight.shape
     assert [b * 12 for b in state_bytes(pruned)] == [b * KEPT for b in state_bytes(model)]

@@ -46,10 +46,16 @@ SECTIONS = {
     "recovery lr": (["prune", "recovery", "lr"], -1, "prune.recovery.lr"),
     "recovery distill": (["prune", "recovery", "distill"], "yes", "prune.recovery.distill"),
     "pretrain typo": (["pretrain", "stepz"], 5, "pretrain.stepz: unknown key"),
+    # families: the names of lapr/models' modules (lapr.families), not a list in the schema
+    "model family": (["models", "gla", "family"], "retnet", "models.gla.family: unknown model family 'retnet'; "
+                     "allowed: delta_net, gated_deltanet, gla"),
+    "mqar family": (["mqar", "families"], ["delta_net", "mamba"], "mqar.families: unknown model family 'mamba'"),
+    "mqar model family": (["mqar", "train", "model", "family"], "rwkv7", "mqar.train.model.family: unknown"),
+    "bench.ops family": (["bench", "ops", "families"], ["hgrn"], "bench.ops.families: unknown model family"),
 }
 # one per section through the real `snakemake -n` (each costs ~3 s); the rest through lapr.config
 THROUGH_SNAKEMAKE = ["profiling typo", "evaluate typo", "figures typo", "heads niah typo", "mqar.train typo",
-                     "mqar.eval ratio", "bench.ops typo", "bench.model value", "recovery typo"]
+                     "mqar.eval ratio", "bench.ops typo", "bench.model value", "recovery typo", "model family"]
 
 
 def _edited(path, value):

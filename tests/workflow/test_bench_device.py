@@ -9,8 +9,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from workflow_helpers import ROOT, set_key
+
+# one op benchmark, and per trained model an unpruned and a pruned model benchmark
+N_MODELS = len(yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())["models"])
 
 
 def _path_without_nvidia_smi() -> str:
@@ -49,7 +53,7 @@ def _bench_jobs(stdout):
 def test_bench_file_names_follow_the_config(device, expected, smi, config_file, tmp_path):
     config = config_file("tiny", set_key(["device"], device))
     jobs = _bench_jobs(_dry_run(config, tmp_path / "work", tmp_path / "bin" if smi else None))
-    assert {rule for rule, *_ in jobs} == {"bench_ops", "bench_model"} and len(jobs) == 5
+    assert {rule for rule, *_ in jobs} == {"bench_ops", "bench_model"} and len(jobs) == 1 + 2 * N_MODELS
     for rule, out, settings, gpu in jobs:
         assert out.endswith(f"_{expected}.csv"), out
         assert settings["device"] == expected  # the stage measures what the file name says
@@ -61,7 +65,7 @@ def test_bench_section_device_wins(config_file, tmp_path):
         cfg["device"] = "auto"
         cfg["bench"]["ops"]["device"] = "cuda"
     jobs = _bench_jobs(_dry_run(config_file("tiny", edit), tmp_path / "work"))
-    assert len(jobs) == 5
+    assert len(jobs) == 1 + 2 * N_MODELS
     for rule, out, settings, gpu in jobs:
         expected = "cuda" if rule == "bench_ops" else "cpu"
         assert out.endswith(f"_{expected}.csv") and settings["device"] == expected and gpu == (expected == "cuda")

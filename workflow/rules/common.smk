@@ -179,7 +179,8 @@ HEAD_SETTINGS = json.dumps({"lm_eval": {k: v for k, v in config.get("evaluate", 
                             **{k: v for k, v in HEADS.items() if k not in ("methods", "budgets")}})
 HEAD_ARMS = HEADS.get("arms", {}) is not None  # paper B's disjoint arms, written by the unpruned job
 MQAR = config.get("mqar", {})
-MQAR_FAMILIES = MQAR.get("families", ["delta_net", "gated_deltanet"])
+# default: the families of the configured models, in their order
+MQAR_FAMILIES = MQAR.get("families", list(dict.fromkeys(spec["family"] for spec in config["models"].values())))
 
 # ----------------------------------------------------------------------------- benchmarks
 # cpu or cuda, from the config alone: the bench section's own `device`, else the top-level one;

@@ -28,8 +28,10 @@ def _checked() -> dict:
 
 
 def main() -> None:
+    from lapr.families import names
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", required=True, choices=["delta_net", "gated_deltanet"])
+    p.add_argument("--family", required=True, choices=list(names()))
     p.add_argument("--profile", default="gpu", help="workflow/config/<profile>.yaml gives the model shape")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=32)
