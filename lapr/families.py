@@ -1,6 +1,7 @@
 """The model families lapr adapts, read without importing torch or fla.
 
-Each family is one module in lapr/models holding a `Family` subclass (lapr.models.base) whose class
+Each family is one module in lapr/models holding a subclass of a lapr.models.base family class
+(`Family`, or `ExpandFamily` for expand_k/expand_v configs; any base named *Family) whose class
 body sets `model_type = "..."` (and `display_name`, `color`, `aliases` for reports). `declared()`
 reads those constants from the module sources with `ast`, so the config check (every Snakefile parse)
 and the report's styles know the families without the ~10-20 s import of torch and fla;
@@ -26,7 +27,7 @@ def declared(package: Path = MODELS) -> dict[str, dict]:
             continue
         for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
             if not isinstance(node, ast.ClassDef) or not any(
-                    getattr(b, "id", getattr(b, "attr", None)) == "Family" for b in node.bases):
+                    str(getattr(b, "id", getattr(b, "attr", ""))).endswith("Family") for b in node.bases):
                 continue
             facts = {}
             for stmt in node.body:

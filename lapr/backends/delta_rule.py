@@ -131,6 +131,17 @@ def delta_rule(q, k, v, beta=None, g=None, scale=None, initial_state=None, outpu
     return o, final
 
 
+def chunk_positions(positions, T: int, chunk_size: int, device):
+    """Token positions p in [0, T) split by chunk: (p, chunk n, offset i, offsets j = 0..C-1, and
+    rows [P, C], the tokens of p's chunk, clamped to T - 1); for reading states out of a chunked pass."""
+    pos = torch.as_tensor(positions, dtype=torch.long, device=device)
+    if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= T):
+        raise ValueError(f"positions must lie in [0, {T - 1}], got {pos.tolist()}")
+    n, i = pos // chunk_size, pos % chunk_size
+    j = torch.arange(chunk_size, device=device)
+    return pos, n, i, j, (n[:, None] * chunk_size + j).clamp(max=T - 1)
+
+
 def states_in_chunks(h: torch.Tensor, k: torch.Tensor, v_new: torch.Tensor, g_cum: torch.Tensor,
                      positions, chunk_size: int) -> torch.Tensor:
     """States after the 0-based token `positions`, read out of a chunked pass's by-products.
@@ -144,15 +155,9 @@ def states_in_chunks(h: torch.Tensor, k: torch.Tensor, v_new: torch.Tensor, g_cu
     h and v_new (lapr's loop above, fla's `chunk_gated_delta_rule_fwd_h`) yields exact states at
     near no cost. Returns [B, HV, P, K, V] float32.
     """
-    pos = torch.as_tensor(positions, dtype=torch.long, device=h.device)
+    pos, n, i, j, rows = chunk_positions(positions, k.shape[2], chunk_size, h.device)
     if pos.numel() == 0:
         return h.new_zeros(*h.shape[:2], 0, *h.shape[3:], dtype=torch.float32)
-    T = k.shape[2]
-    if int(pos.min()) < 0 or int(pos.max()) >= T:
-        raise ValueError(f"positions must lie in [0, {T - 1}], got {pos.tolist()}")
-    n, i = pos // chunk_size, pos % chunk_size
-    j = torch.arange(chunk_size, device=h.device)
-    rows = (n[:, None] * chunk_size + j).clamp(max=T - 1)           # [P, C] tokens of p's chunk
     g_cum = g_cum.float()
     g_i = g_cum[..., pos]                                           # [B, HV, P]
     logw = g_i[..., None] - g_cum[..., rows]                        # [B, HV, P, C]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lapr.backends.delta_rule import _varlen
+from lapr.backends.delta_rule import _varlen, chunk_positions
 
 
 def _gate(g, gk):
@@ -87,15 +87,9 @@ def gla_states(h, k, v, G, positions, chunk_size: int) -> torch.Tensor:
     decay cumulated from each chunk's start. The state after token p (chunk n, offset i) is
         S_p = diag(exp(G_i)) h_n + sum_{j <= i} (k_j * exp(G_i - G_j))^T v_j.
     Returns [B, H, P, K, V] float32."""
-    pos = torch.as_tensor(positions, dtype=torch.long, device=h.device)
+    pos, n, i, j, rows = chunk_positions(positions, k.shape[2], chunk_size, h.device)
     if pos.numel() == 0:
         return h.new_zeros(*h.shape[:2], 0, *h.shape[3:], dtype=torch.float32)
-    T = k.shape[2]
-    if int(pos.min()) < 0 or int(pos.max()) >= T:
-        raise ValueError(f"positions must lie in [0, {T - 1}], got {pos.tolist()}")
-    n, i = pos // chunk_size, pos % chunk_size
-    j = torch.arange(chunk_size, device=h.device)
-    rows = (n[:, None] * chunk_size + j).clamp(max=T - 1)            # [P, C]
     G_i = G[:, :, pos]                                               # [B, H, P, K]
     logw = G_i[:, :, :, None, :] - G[:, :, rows]                     # [B, H, P, C, K]
     logw = logw.masked_fill((j > i[:, None])[None, None, :, :, None], float("-inf"))

@@ -1,6 +1,7 @@
 """What pruning and profiling need to know about one linear-attention layer, family-independent."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -195,3 +196,21 @@ class Family:
         """fn(q, k, v, initial_state=None, **op_inputs) -> (o, final_state), called as the layer
         calls its kernel (output_final_state=True). impl 'fla' (Triton) or 'torch' (lapr's)."""
         raise NotImplementedError
+
+
+class ExpandFamily(Family):
+    """A family whose key and value dims are `expand_k` / `expand_v` times hidden_size, split evenly
+    over the heads (fla's DeltaNet and GLA configs): the key dim and the head-pruned config follow."""
+
+    expand_k_default: float = 1.0  # the config class's default expand_k
+
+    def head_k_dim_of(self, config):
+        return round(config["hidden_size"] * config.get("expand_k", self.expand_k_default)) // config["num_heads"]
+
+    def head_config(self, config, kept_heads, view):
+        new = copy.deepcopy(config)
+        new.num_heads = kept_heads
+        new.expand_k = view.head_k_dim * kept_heads / config.hidden_size
+        new.expand_v = view.head_v_dim * kept_heads / config.hidden_size
+        return new
+

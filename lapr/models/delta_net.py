@@ -8,7 +8,7 @@ import torch
 from fla.layers.delta_net import DeltaNet
 from fla.models.delta_net import DeltaNetConfig  # the family package registers it with transformers
 
-from lapr.models.base import Family
+from lapr.models.base import ExpandFamily
 
 # attention parameters by head (DeltaNet and Gated DeltaNet): name -> (unit, axis), see Family.head_params
 DELTA_HEAD_PARAMS = {
@@ -18,7 +18,8 @@ DELTA_HEAD_PARAMS = {
 }
 
 
-class DeltaNetFamily(Family):
+class DeltaNetFamily(ExpandFamily):
+    expand_k_default = 1.0  # DeltaNetConfig's
     model_type = "delta_net"
     display_name = "DeltaNet"
     color = "#1b9e77"
@@ -49,16 +50,6 @@ class DeltaNetFamily(Family):
             hidden_ratio=spec.get("mlp_ratio", 4), max_position_embeddings=spec.get("max_length", 2048),
             fuse_cross_entropy=False, tie_word_embeddings=spec.get("tie_embeddings", True),
         )
-
-    def head_k_dim_of(self, config):
-        return round(config["hidden_size"] * config.get("expand_k", 1.0)) // config["num_heads"]
-
-    def head_config(self, config, kept_heads, view):
-        new = copy.deepcopy(config)
-        new.num_heads = kept_heads
-        new.expand_k = view.head_k_dim * kept_heads / config.hidden_size
-        new.expand_v = view.head_v_dim * kept_heads / config.hidden_size
-        return new
 
     def cpu_ops(self):
         from lapr.backends.delta_rule import delta_rule

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from fla.layers.gla import GatedLinearAttention
 from fla.models.gla import GLAConfig  # the family package registers it with transformers
 
-from lapr.models.base import AttentionView, Family
+from lapr.models.base import AttentionView, ExpandFamily
 
 
-class GLAFamily(Family):
+class GLAFamily(ExpandFamily):
+    expand_k_default = 0.5  # GLAConfig's
     model_type = "gla"
     display_name = "GLA"
     color = "#386cb0"
@@ -71,16 +72,6 @@ class GLAFamily(Family):
             hidden_ratio=spec.get("mlp_ratio", 4), max_position_embeddings=spec.get("max_length", 2048),
             fuse_cross_entropy=False, tie_word_embeddings=spec.get("tie_embeddings", True),
         )
-
-    def head_k_dim_of(self, config):
-        return round(config["hidden_size"] * config.get("expand_k", 0.5)) // config["num_heads"]
-
-    def head_config(self, config, kept_heads, view):
-        new = copy.deepcopy(config)
-        new.num_heads = kept_heads
-        new.expand_k = view.head_k_dim * kept_heads / config.hidden_size
-        new.expand_v = view.head_v_dim * kept_heads / config.hidden_size
-        return new
 
     def cpu_ops(self):
         from lapr.backends.gla import gla
