@@ -756,8 +756,7 @@ def claim_b4(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     crit = (f"gap = NIAH(high-rank removed) - NIAH(low-rank removed), same number of heads: supported if "
             f"gap >= {t['niah_gap']:g} and high-removed keeps >= {t['high_kept']:.0%} of base; contradicted if "
             f"gap <= 0 (judged at both ends of the 95% interval)")
-    tasks = res.head_pruning["task"] if not res.head_pruning.empty else []
-    corpus = a1_corpus(res, model, pd.unique(pd.Series(list(tasks), dtype=object)), ppl_task)
+    corpus = a1_corpus(res, model, res.head_pruning["task"] if len(res.head_pruning) else [], ppl_task)
     hp, rows = _head_rows(res, model, corpus)
     if rows.empty:
         return _row("B4", model, res.profile_name, criterion=crit, reason=f"heads stage: no results for {model}")
@@ -784,8 +783,7 @@ def claim_b4(res: Results, model: str, t: dict, ppl_task: str | None = None) -> 
     measured = (f"{label}: NIAH {a_base:.1%} unpruned -> {a_low:.1%} low-rank removed, "
                 f"{a_high:.1%} high-rank removed (gap {gap * 100:+.1f} points)")
     if rand is not None and len(rand):
-        draws = int(rand["draws"].sum()) if "draws" in rand else rand["method"].nunique()
-        measured += f", {_niah_arm(rand)[0]:.1%} random ({draws} draw(s))"
+        measured += f", {_niah_arm(rand)[0]:.1%} random ({int(rand['draws'].sum())} draw(s))"  # head_metric_rows counts them
     ppl = {name: float(g["ppl"].mean()) for name, g in (("low", low), ("high", high), ("random", rand))
            if g is not None and len(g) and "ppl" in g and g["ppl"].notna().any()}
     if {"low", "high"} <= set(ppl):  # which heads matter by perplexity too: NIAH alone often cannot say
