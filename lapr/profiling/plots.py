@@ -17,12 +17,19 @@
   widest at t = T (natural contexts' sample mean), with consistency_time.csv's t_early and t_late
   (claim B2's comparison) dotted.
 
+- spectrum_timing.{png,pdf} (`spectrum_timing`, from a `python -m lapr.profiling.spectrum_gpu` run
+  directory): left, seconds per profiling context of each singular-value route (log axis) with its
+  largest error against fp64 LAPACK; right, one forward against state capture + singular values +
+  every metric for each GPU route and the profile stage's own metrics step (tables included), with the
+  3x-a-forward goal dashed.
+
 Colours shared with the other figures (head classes) come from lapr.report.style. Figures use
 matplotlib's object API (no pyplot state, no global backend switch), are sized for
 a paper (single column 3.3 in, double 7 in), and are saved as PNG (dpi 200) and PDF atomically.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +253,65 @@ def make_figures(profile_dir, fig_dir, layer=None) -> list[Path]:
 FIGURES = ("rank_vs_t", "rank_heatmap", "consistency", "stratification")
 
 __all__ = ["FIGURES", "make_figures", "rank_vs_t", "rank_heatmap", "consistency_plot", "stratification", "widest_layer"]
+
+
+ROUTE_LABELS = {  # spectrum_timing.csv methods -> what they are
+    "lapack_fp64_cpu": "LAPACK fp64, CPU", "lapack_fp32_cpu": "LAPACK fp32, CPU",
+    "svdvals_fp32_cuda": "cuSOLVER svdvals", "bidiag_triton": "bidiag (Triton)",
+    "gram_torch_tridiag_triton_sturm": "Gram, PyTorch tridiag", "gram_triton": "Gram, Triton tridiag",
+    "gram_torch": "Gram, all PyTorch", "bidiag_torch": "bidiag, all PyTorch",
+}
+GOAL = 3.0  # issue 16: the whole profile within 3x one plain forward
+
+
+def spectrum_timing(run_dir, stem: Path) -> list[Path]:
+    """The spectrum_gpu benchmark of `run_dir` (spectrum_timing.csv, provenance.json) as one figure."""
+    run_dir = Path(run_dir)
+    table = pd.read_csv(run_dir / "spectrum_timing.csv").set_index("method")
+    model = json.loads((run_dir / "provenance.json").read_text()).get("model") or {}
+    routes = [m for m in ROUTE_LABELS if m in table.index]
+    import matplotlib
+    with matplotlib.rc_context(FONT):
+        return _spectrum_timing(table, model, routes, Path(stem))
+
+
+def _spectrum_timing(table: pd.DataFrame, model: dict, routes: list[str], stem: Path) -> list[Path]:
+    fig = _figure(7.0, 2.8)
+    left, right = fig.subplots(1, 2, width_ratios=[1.25, 1])
+    secs = table.loc[routes, "seconds_per_context"].to_numpy(float)
+    y = np.arange(len(routes))[::-1]
+    on_gpu = table["device"].iloc[0] == "cuda"
+    gpu = [on_gpu and not m.startswith("lapack") for m in routes]   # LAPACK rows always ran on the host
+    left.barh(y, secs, color=["#4c72b0" if g else "#999999" for g in gpu])
+    for yi, m, sec in zip(y, routes, secs):
+        err = table.loc[m].get("max_rel_error")
+        note = f"{sec:.3g} s" + (f", err {err:.1e}" if pd.notna(err) else "")
+        left.text(sec * 1.15, yi, note, va="center", fontsize=6)
+    left.set_yticks(y, [ROUTE_LABELS[m] for m in routes])
+    left.set_xscale("log")
+    left.set_xlim(secs.min() / 2, secs.max() * 40)
+    left.set_xlabel(f"seconds per context ({int(table['n_matrices'].iloc[0]):,} states)")
+    left.set_title("singular values of one context (blue: GPU, grey: CPU)\nerr = max |sigma - LAPACK fp64| / sigma_1")
+    if model.get("forward_s"):
+        fwd, cap = model["forward_s"], model["capture_s"]
+        bars = [(f"{r}" if r != model.get("default_route") else f"{r}\n(default)", model[f"metrics_s_{r}"])
+                for r in ("gram", "bidiag") if f"metrics_s_{r}" in model]
+        if "stage_metrics_s" in model:
+            bars.append(("profile stage\n(+ tables)", model["stage_metrics_s"]))
+        x = np.arange(len(bars))
+        right.bar(x, [cap / fwd] * len(bars), color="#dd8452", label="state capture")
+        right.bar(x, [m / fwd for _, m in bars], bottom=cap / fwd, color="#4c72b0", label="singular values + metrics")
+        for xi, (_, m) in zip(x, bars):
+            right.text(xi, (cap + m) / fwd + 0.05, f"{(cap + m) / fwd:.2f}x", ha="center", fontsize=6.5)
+        right.axhline(1.0, **style.UNPRUNED_LINE)
+        right.axhline(GOAL, color="#c44e52", ls=":", lw=0.9, label=f"goal {GOAL:g}x")
+        right.set_xticks(x, [b for b, _ in bars])
+        right.set_ylim(0, max(GOAL, max((cap + m) / fwd for _, m in bars)) * 1.35)
+        right.set_ylabel("time / one plain forward")
+        right.set_title(f"whole profile vs one forward ({fwd * 1e3:.0f} ms)\nT {model['T']}, batch "
+                        f"{model['batch']}, {model['n_states']:,} states")
+        right.legend(loc="upper left", frameon=False, ncols=2)
+    else:
+        right.text(0.5, 0.5, "no model timing in this run", ha="center", va="center", transform=right.transAxes)
+        right.set_axis_off()
+    return _save(fig, Path(stem))

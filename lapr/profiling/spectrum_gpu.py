@@ -48,6 +48,14 @@ parallelism inside a matrix. The rank metrics only need singular VALUES, and onl
    exact for a T perturbed by ~n eps_64 lambda_1, LAPACK's dlaebz argument, with its pivmin guard).
    Cost: 32 steps x n rows x n indices ~ 0.5 M fp64 divisions per 128 x 128 matrix.
 
+The "bidiag" route (`bidiag_singular_values`, the default on CUDA since it measured 52 ms against
+the Gram route's 100 ms for the context above, results/gpu_speed/spectrum_bidiag) skips step 1 and
+reduces the scaled fp32 states themselves to upper bidiagonal form B = U^T S V in one Triton kernel
+(`_bidiag_kernel`: one program per matrix, the tile in registers, alternating left / right
+reflections), then runs step 3 on the tridiagonal B^T B formed exactly in fp64. Acting on S rather than
+S^T S, fp32 is enough (backward stable, error ~sqrt(n) eps_32 sigma_1 ~ 1e-7 sigma_1, measured 2.5e-7),
+and an fp32 tile fits the registers where the fp64 Gram tile spills.
+
 Contract (same as metrics.singular_values): descending, length min(d_k, d_v), an all-zero state gives
 zeros; half precisions are upcast to float32, float64 input gives float64 output, the work is fp64.
 """
@@ -340,6 +348,8 @@ def bidiagonalize_triton(s: torch.Tensor, num_warps: int | None = None) -> tuple
     f = torch.empty_like(d)
     bm, bn = _block(m), _block(n)
     if nb:
+        # 8 warps at 128 x 128: the launch the recorded GPU run verified (results/gpu_speed/spectrum_bidiag,
+        # 42.7 ms for 10,752 matrices); 4 warps measured 22.5 ms there but has no recorded accuracy check
         _bidiag_kernel[(nb,)](s, d, f, m, n, BM=bm, BN=bn, num_warps=num_warps or (8 if bm * bn >= 128 * 64 else 4))
     return d, f
 
@@ -376,8 +386,9 @@ def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backe
     backend: "triton" (the kernels; on CPU tensors only under TRITON_INTERPRET=1), "torch" (the
     PyTorch reference) or "auto" (triton on CUDA). tridiag overrides the tridiagonaliser alone
     ("torch" / "triton"; default: torch). Measured on an H200 at 10,752 states of 128 x 128
-    (results/gpu_speed/spectrum): PyTorch tridiagonalisation 88 ms vs 107-249 ms for the Triton one
-    (register spills at 8-32 warps); with the Triton Sturm bisection (9 ms) the whole route took 100 ms."""
+    (results/gpu_speed/spectrum_bidiag): PyTorch tridiagonalisation 88 ms vs 107-248 ms for the Triton
+    one (register spills at 8-32 warps); with the Triton Sturm bisection (9 ms) the whole route took
+    100 ms. The bidiag route (`bidiag_singular_values`) took 52 ms there and is the default."""
     if states.dim() < 2:
         raise ValueError(f"states must be [..., d_k, d_v], got shape {tuple(states.shape)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -653,7 +664,14 @@ def main(argv=None) -> None:
     p.add_argument("--model", choices=["auto", "run", "skip"], default="auto",
                    help="time a forward and capture of a profile-shaped model (auto: on CUDA)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--figure", metavar="RUN_DIR", default=None,
+                   help="only draw RUN_DIR's recorded benchmark as OUT/spectrum_timing.{png,pdf}")
     args = p.parse_args(argv)
+    if args.figure:
+        from lapr.profiling.plots import spectrum_timing
+        for path in spectrum_timing(args.figure, Path(args.out) / "spectrum_timing"):
+            print(f"[spectrum] wrote {path}")
+        return
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.repeats < 1 or args.steps < 1 or args.lapack_subset < 1 or args.gpu_svd_subset < 1:
         p.error("--repeats, --steps, --lapack-subset and --gpu-svd-subset must be >= 1")

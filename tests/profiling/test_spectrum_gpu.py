@@ -365,3 +365,22 @@ def test_benchmark_driver_small_on_cpu(tmp_path):
     assert prov["model"].get("error") is None, prov["model"]
     assert prov["model"]["n_states"] == 2 * 2 * 2 * 8  # layers x batch x heads x positions
     assert prov["model"]["stage_metrics_s"] > 0 and prov["model"]["profile_over_forward_bidiag"] > 0
+
+
+@pytest.mark.parametrize("run", ["small", "recorded"])
+def test_spectrum_timing_figure(tmp_path, run):
+    """`--figure RUN_DIR` draws a benchmark directory: a fresh CPU one, and the recorded H200 run."""
+    from pathlib import Path
+
+    if run == "small":
+        run_dir = tmp_path / "run"
+        sg.main(["--out", str(run_dir), "--device", "cpu", "--shape", "small", "--repeats", "1",
+                 "--lapack-subset", "10", "--model", "run"])
+    else:
+        run_dir = Path(__file__).resolve().parents[2] / "results" / "gpu_speed" / "spectrum_bidiag"
+        prov = json.loads((run_dir / "provenance.json").read_text())
+        assert prov["model"]["default_route"] == sg.DEFAULT_ROUTE  # the default is the measured faster route
+        assert prov["model"]["profile_over_forward_bidiag"] < prov["model"]["profile_over_forward_gram"]
+    sg.main(["--figure", str(run_dir), "--out", str(tmp_path / "fig")])
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "fig" / f"spectrum_timing.{ext}").stat().st_size > 1000
