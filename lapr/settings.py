@@ -26,7 +26,6 @@ import types
 import typing
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
-CHECKS = ("low", "high", "above", "below", "choices", "min_items", "unique", "items")
 
 
 class UsageError(ValueError):
@@ -68,13 +67,14 @@ def settings_argument(text: str) -> dict:
 
 
 def setting(default, doc: str = "", *, low=None, high=None, above=None, below=None, choices=None,
-            min_items: int | None = None, unique: bool = False, items: dict | None = None):
+            min_items: int | None = None, max_items: int | None = None, unique: bool = False,
+            items: dict | None = None):
     """A field of a settings model: its default, what it means (`doc`) and its checks beyond the
     type annotation: numbers in [low, high] and (above, below) (exclusive), a value among `choices`,
-    lists with at least `min_items` items, `unique` items, and `items` (a dict of these checks)
-    applied to each item. Mutable defaults are copied per instance."""
+    lists (or strings) with min_items..max_items items, `unique` items, and `items` (a dict of these
+    checks) applied to each item. Mutable defaults are copied per instance."""
     meta = {"doc": doc, "low": low, "high": high, "above": above, "below": below, "choices": choices,
-            "min_items": min_items, "unique": unique, "items": items}
+            "min_items": min_items, "max_items": max_items, "unique": unique, "items": items}
     meta = {k: v for k, v in meta.items() if not (v is None or v is False or v == "")}  # keeps 0
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
@@ -156,12 +156,14 @@ def describe(tp, meta: dict | None = None) -> str:
     if tp is float:
         return "a number" + _bounds(meta)
     if tp is str:
-        return "a string"
+        return "a non-empty string" if meta.get("min_items") else "a string"
     if origin is list:
         inner = describe(args[0], meta.get("items", {})) if args else "anything"
         plural = ("values among " + inner.removeprefix("one of ") if inner.startswith("one of ") else
                   inner.replace("an integer", "integers").replace("a number", "numbers")
                   .replace("a string", "strings").replace("an object", "objects"))
+        if meta.get("max_items") is not None and meta.get("min_items") == meta["max_items"]:
+            return f"a list of {meta['max_items']} {plural}"
         return ("a non-empty list of " if meta.get("min_items") else "a list of ") + plural
     if origin is dict or tp is dict or _is_model(tp):
         return "an object"
@@ -218,15 +220,15 @@ def check_value(value, tp, meta: dict, where: str):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
             _fail(where, tp, meta, value)
     elif tp is str:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) < meta.get("min_items", 0):
             _fail(where, tp, meta, value)
     elif origin is list:
         if not isinstance(value, (list, tuple)):
             _fail(where, tp, meta, value)
         item_meta = meta.get("items", {})
         value = [check_value(v, args[0], item_meta, f"{where}.{i}") for i, v in enumerate(value)]
-        if len(value) < meta.get("min_items", 0):
-            raise SettingsError(where, f"expected {describe(tp, meta)}, got an empty list")
+        if not meta.get("min_items", 0) <= len(value) <= meta.get("max_items", len(value)):
+            _fail(where, tp, meta, value)
         if meta.get("unique") and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
             raise SettingsError(where, f"{value!r} has non-unique elements")
         return value

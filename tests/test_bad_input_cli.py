@@ -200,7 +200,7 @@ CASES = [
     ("missing-arguments", ["prune", "--model", f"{R}/model"], 2,
      "the following arguments are required: --method, --ratio, --out (see lapr prune --help)"),
     ("unknown-setting", [*PRUNE, "--method", "l1", "--settings", '{"multipel": 4}'], 2,
-     "unknown prune setting(s) ['multipel']; known: ['device', 'multiple', 'recovery', 'seed']"),
+     "prune.multipel: unknown key; allowed: device, multiple, recovery, seed"),
     ("missing-model", ["evaluate", "--model", f"{R}/missing", "--out", f"{R}/e.csv", "--settings", EVAL], 2,
      f"--model {R}/missing: directory not found"),
 ]
