@@ -122,6 +122,16 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+def subset(model: type[Settings], keys, name: str, section: str, doc: str) -> type[Settings]:
+    """A model of some of `model`'s keys, with their types, defaults and checks (one source for a
+    section that takes part of another stage's settings, e.g. heads.lm_eval of evaluate)."""
+    hints = typing.get_type_hints(model)
+    picked = [(f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                                        metadata=f.metadata))
+              for f in dataclasses.fields(model) if f.name in keys]
+    return dataclasses.make_dataclass(name, picked, bases=(Settings,), namespace={"SECTION": section, "__doc__": doc})
+
+
 def _is_model(tp) -> bool:
     return isinstance(tp, type) and issubclass(tp, Settings)
 
@@ -252,4 +262,4 @@ def check_value(value, tp, meta: dict, where: str):
 
 
 __all__ = ["Settings", "SettingsError", "UsageError", "check_value", "describe", "setting", "settings_argument",
-           "settings_object"]
+           "settings_object", "subset"]
