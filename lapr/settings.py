@@ -155,7 +155,7 @@ def describe(tp, meta: dict | None = None) -> str:
     if origin in (Union, types.UnionType):
         parts = [describe(a, meta) for a in args if a is not type(None)]
         return " or ".join(parts + (["null"] if type(None) in args else []))
-    if "choices" in meta:
+    if "choices" in meta and origin not in (list, dict):
         return "one of " + ", ".join(map(repr, meta["choices"]))
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
