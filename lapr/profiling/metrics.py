@@ -31,7 +31,7 @@ RANK_COLUMNS = [
 SPECTRUM_COLUMNS = ["position", "layer", "head", "index", "sigma", "sigma_rel"]
 
 
-SVD_METHODS = ("lapack", "gram", "auto")
+SVD_METHODS = ("lapack", "gram", "bidiag", "auto")
 
 
 def singular_values(states: torch.Tensor, method: str = "lapack") -> torch.Tensor:
@@ -40,17 +40,18 @@ def singular_values(states: torch.Tensor, method: str = "lapack") -> torch.Tenso
     Half precisions are upcast to float32 (svdvals has no bf16/fp16 kernels and their
     rounding would swamp small singular values); float64 input stays float64.
     method: "lapack" (torch.linalg.svdvals, the reference), "gram" (fp64 Gram matrix ->
-    tridiagonalisation -> Sturm bisection, lapr.profiling.spectrum_gpu: the fast path on a GPU,
-    where svdvals of many small matrices is slow; accurate to 1e-4 * sigma_1) or "auto" (gram on
-    CUDA tensors, lapack otherwise).
+    tridiagonalisation -> Sturm bisection) or "bidiag" (fp32 Householder bidiagonalisation ->
+    Sturm bisection): the two GPU routes of lapr.profiling.spectrum_gpu, for where svdvals of many
+    small matrices is slow, both accurate to 1e-4 * sigma_1; or "auto" (on CUDA tensors the
+    GPU route measured fastest, spectrum_gpu.DEFAULT_ROUTE; LAPACK otherwise).
     """
     if method not in SVD_METHODS:
         raise ValueError(f"method must be one of {SVD_METHODS}, got {method!r}")
     if states.dtype not in (torch.float32, torch.float64):
         states = states.float()
-    if method == "gram" or (method == "auto" and states.is_cuda):
-        from lapr.profiling.spectrum_gpu import gram_singular_values
-        return gram_singular_values(states)
+    if method in ("gram", "bidiag") or (method == "auto" and states.is_cuda):
+        from lapr.profiling.spectrum_gpu import DEFAULT_ROUTE, fast_singular_values
+        return fast_singular_values(states, route=DEFAULT_ROUTE if method == "auto" else method)
     return torch.linalg.svdvals(states)
 
 
@@ -120,12 +121,24 @@ def _positions(positions: Sequence[int] | torch.Tensor | np.ndarray, n_pos: int)
     return pos
 
 
+def _given(sv: Mapping, layer, s: torch.Tensor) -> torch.Tensor:
+    """The precomputed singular values of `layer`, checked against its states [n_pos, H, d_k, d_v]."""
+    if layer not in sv:
+        raise ValueError(f"sv has no singular values for layer {layer!r}")
+    out = sv[layer]
+    want = (*s.shape[:2], min(s.shape[-2:]))
+    if tuple(out.shape) != want:
+        raise ValueError(f"layer {layer!r}: sv has shape {tuple(out.shape)}, states need {want}")
+    return out
+
+
 def rank_table(
     states: torch.Tensor | Mapping[object, torch.Tensor],
     positions: Sequence[int] | torch.Tensor | np.ndarray,
     eps: float = DEFAULT_EPS,
     method: str = "lapack",
     extra_eps: Sequence[float] = (),
+    sv: Mapping[object, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
     """Tidy frame of all rank metrics, one row per (position, layer, head).
 
@@ -135,41 +148,62 @@ def rank_table(
       used for bound = min(t, d_k, d_v), the largest rank S_t can have.
     Columns: RANK_COLUMNS, then threshold_rank_column(e) for each e in extra_eps (the threshold rank
     at e, from the same singular values: eps sensitivity costs no extra SVD). SVDs run per layer on
-    the states' device (method: see singular_values).
+    the states' device (method: see singular_values), unless `sv` gives them ({layer: [n_pos, H, r]},
+    e.g. computed for many samples in one batch on the GPU); the states then only give the shapes.
     """
     extra = {threshold_rank_column(e): float(e) for e in extra_eps}
-    frames = []
+    columns: dict[str, list] = {}
     for order, (layer, s) in enumerate(_layers(states)):
         n_pos, n_heads, d_k, d_v = s.shape
         pos = _positions(positions, n_pos)
-        sv = singular_values(s, method)  # [n_pos, H, r]
+        sv_l = singular_values(s, method) if sv is None else _given(sv, layer, s)  # [n_pos, H, r]
         metrics = {
-            "threshold_rank": threshold_rank(sv, eps),
-            "stable_rank": stable_rank(sv),
-            "utilisation": rank_utilisation(sv, d_k, d_v),
-            "entropy_rank": entropy_rank(sv),
-            "frobenius": state_norm(sv),
+            "threshold_rank": threshold_rank(sv_l, eps),
+            "stable_rank": stable_rank(sv_l),
+            "utilisation": rank_utilisation(sv_l, d_k, d_v),
+            "entropy_rank": entropy_rank(sv_l),
+            "frobenius": state_norm(sv_l),
             # nuclear norm ||S||_* = sum of singular values: the norm SRA reads into paper B's
             # eq. 14 (lapr.heads.methods, settings.norm = "nuclear")
-            "nuclear": sv.sum(-1),
-            "spectral": sv[..., 0],
-            **{col: threshold_rank(sv, e) for col, e in extra.items()},
+            "nuclear": sv_l.sum(-1),
+            "spectral": sv_l[..., 0],
+            **{col: threshold_rank(sv_l, e) for col, e in extra.items()},
         }
         pos_grid = np.repeat(pos, n_heads)
-        frames.append(pd.DataFrame({
+        _append(columns, {
             "position": pos_grid,
-            "layer": [layer] * (n_pos * n_heads),
+            "layer": _layer_column(layer, n_pos * n_heads),
             "head": np.tile(np.arange(n_heads), n_pos),
             **{k: v.reshape(-1).cpu().numpy() for k, v in metrics.items()},
             "bound": np.minimum(pos_grid, min(d_k, d_v)),
-            "_order": order,
-        }))
-    if not frames:
+            "_order": np.full(n_pos * n_heads, order),
+        })
+    if not columns:
         return pd.DataFrame(columns=RANK_COLUMNS + list(extra))
-    table = pd.concat(frames, ignore_index=True)
+    table = _frame(columns)
     for col in ("stable_rank", "utilisation", "entropy_rank", "frobenius", "spectral"):
         table[col] = table[col].astype(np.float64)
     return _sort(table, ["position", "_order", "head"])[RANK_COLUMNS + list(extra)]
+
+
+def _layer_column(layer, n: int) -> np.ndarray:
+    """A table's layer column for one layer id: an int array for int ids, else an object array."""
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        return np.full(n, int(layer), dtype=np.int64)
+    out = np.empty(n, dtype=object)
+    out[:] = [layer] * n
+    return out
+
+
+def _append(columns: dict[str, list], part: dict[str, np.ndarray]) -> None:
+    for k, v in part.items():
+        columns.setdefault(k, []).append(v)
+
+
+def _frame(columns: dict[str, list]) -> pd.DataFrame:
+    """One DataFrame from per-layer column arrays (building one frame per layer and concatenating
+    them cost ~10x more at the gpu profile's 56 (sample, layer) pieces)."""
+    return pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
 
 
 def _sort(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -196,31 +230,37 @@ def spectrum_table(
     keep: Iterable[int] | int | None = None,
     n_sigma: int | None = None,
     method: str = "lapack",
+    sv: Mapping[object, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
     """Tidy singular spectra, one row per (position, layer, head, index).
 
     states/positions as in `rank_table`. keep: position values to keep, an int n for n evenly
     spaced positions (first and last included), or None for all. n_sigma: keep only the top
     n_sigma singular values. method: see singular_values. sigma_rel = sigma / sigma_1 (0 for an all-zero state).
+    sv: precomputed singular values as in `rank_table` (all positions; the kept ones are selected here).
     """
-    frames = []
+    columns: dict[str, list] = {}
     for order, (layer, s) in enumerate(_layers(states)):
         pos = _positions(positions, s.shape[0])
         idx = _keep_index(pos, keep)
-        sv = singular_values(s[torch.as_tensor(idx, device=s.device)], method)  # [k, H, r]
+        if sv is None:
+            sv_l = singular_values(s[torch.as_tensor(idx, device=s.device)], method)  # [k, H, r]
+        else:
+            given = _given(sv, layer, s)
+            sv_l = given[torch.as_tensor(idx, device=given.device)]
         if n_sigma is not None:
-            sv = sv[..., :n_sigma]
-        k, n_heads, r = sv.shape
-        frames.append(pd.DataFrame({
+            sv_l = sv_l[..., :n_sigma]
+        k, n_heads, r = sv_l.shape
+        _append(columns, {
             "position": np.repeat(pos[idx], n_heads * r),
-            "layer": [layer] * (k * n_heads * r),
+            "layer": _layer_column(layer, k * n_heads * r),
             "head": np.tile(np.repeat(np.arange(n_heads), r), k),
             "index": np.tile(np.arange(r), k * n_heads),
-            "sigma": sv.reshape(-1).cpu().numpy().astype(np.float64),
-            "sigma_rel": _relative(sv).reshape(-1).cpu().numpy().astype(np.float64),
-            "_order": order,
-        }))
-    if not frames:
+            "sigma": sv_l.reshape(-1).cpu().numpy().astype(np.float64),
+            "sigma_rel": _relative(sv_l).reshape(-1).cpu().numpy().astype(np.float64),
+            "_order": np.full(k * n_heads * r, order),
+        })
+    if not columns:
         return pd.DataFrame(columns=SPECTRUM_COLUMNS)
-    table = pd.concat(frames, ignore_index=True)
+    table = _frame(columns)
     return _sort(table, ["position", "_order", "head", "index"])[SPECTRUM_COLUMNS]

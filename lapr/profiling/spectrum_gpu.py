@@ -123,6 +123,58 @@ def tridiagonalize(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------
+# 2b. Householder bidiagonalisation of S itself (the "bidiag" route)
+
+def _reflector(x: torch.Tensor, lead: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Householder vector of x [B, m] that maps x to alpha e_lead: (v, 2 / v^T v (0 when x = 0), alpha),
+    so that (I - tau v v^T) x = alpha e_lead; alpha has the opposite sign of x[lead] (no cancellation)."""
+    nx = torch.linalg.vector_norm(x, dim=-1)
+    alpha = torch.where(x[:, lead] >= 0, -nx, nx)
+    v = x.clone()
+    v[:, lead] -= alpha
+    nv2 = (v * v).sum(-1)
+    tau = torch.where(nv2 > 0, 2.0 / torch.where(nv2 > 0, nv2, torch.ones_like(nv2)), torch.zeros_like(nv2))
+    return v, tau, alpha
+
+
+def bidiagonalize(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, m, n] with m >= n -> (d [B, n], f [B, n]): the upper bidiagonal B = U^T S V (diagonal d,
+    superdiagonal f[:, :n-1], f[:, n-1] = 0) by alternating left and right Householder reflections,
+    in s's dtype. PyTorch, batched, on the trailing block only; `_bidiag_kernel` applies the same
+    reflections to the whole tile."""
+    a = s.clone()
+    nb, m, n = a.shape
+    if m < n:
+        raise ValueError(f"bidiagonalize needs m >= n (transpose first), got {m} x {n}")
+    d = a.new_zeros(nb, n)
+    f = a.new_zeros(nb, n)
+    for k in range(n):
+        v, tau, alpha = _reflector(a[:, k:, k], 0)                     # zero column k below the diagonal
+        blk = a[:, k:, k:]
+        u = (v[:, None, :] @ blk)[:, 0] * tau[:, None]
+        blk.sub_(v[:, :, None] * u[:, None, :])
+        d[:, k] = alpha
+        if k < n - 1:
+            w, tau, beta = _reflector(a[:, k, k + 1:], 0)              # zero row k right of the superdiagonal
+            blk = a[:, k:, k + 1:]
+            z = (blk @ w[:, :, None])[..., 0] * tau[:, None]
+            blk.sub_(z[:, :, None] * w[:, None, :])
+            f[:, k] = beta
+    return d, f
+
+
+def bidiagonal_gram(d: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tridiagonal T = B^T B of the upper bidiagonal (d, f), in fp64 as (diagonal [B, n], e2 [B, n])
+    in `tridiagonalize`'s convention: T_ii = d_i^2 + f_{i-1}^2, T_{i-1,i} = d_{i-1} f_{i-1}. The
+    products are exact in fp64 for fp32 d, f, so T's eigenvalues are B's singular values squared
+    up to the bisection's fp64 rounding (~n eps_64 sigma_1^2, i.e. ~1e-7 sigma_1 on sigma)."""
+    d, f = d.double(), f.double()
+    prev_f = torch.cat([torch.zeros_like(f[:, :1]), f[:, :-1]], dim=1)
+    prev_d = torch.cat([torch.zeros_like(d[:, :1]), d[:, :-1]], dim=1)
+    return d * d + prev_f * prev_f, (prev_d * prev_f).square()
+
+
+# ------------------------------------------------------------------------------------------------
 # 3. Sturm-count bisection
 
 def _bounds(d: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,6 +266,45 @@ if triton is not None:
         tl.store(e2_ptr + pid * n + rows, sub * sub, mask=rows < n)
 
 
+    @triton.jit
+    def _bidiag_kernel(s_ptr, d_ptr, f_ptr, m, n, BM: tl.constexpr, BN: tl.constexpr):
+        """One program per matrix (m >= n), the padded [BM, BN] fp32 tile in registers: the left and
+        right reflections of `bidiagonalize`, applied to the whole tile (the reflectors are zero on
+        the leading rows / columns, so the full update is the same transform)."""
+        pid = tl.program_id(0).to(tl.int64)
+        rows = tl.arange(0, BM)
+        cols = tl.arange(0, BN)
+        a = tl.load(s_ptr + pid * m * n + rows[:, None] * n + cols[None, :],
+                    mask=(rows[:, None] < m) & (cols[None, :] < n), other=0.0).to(tl.float32)
+        dv = tl.zeros([BN], dtype=tl.float32)
+        fv = tl.zeros([BN], dtype=tl.float32)
+        for k in range(n):
+            x = tl.sum(tl.where(cols[None, :] == k, a, 0.0), axis=1)      # column k, by row
+            x = tl.where(rows >= k, x, 0.0)
+            x0 = tl.sum(tl.where(rows == k, x, 0.0), axis=0)
+            alpha = tl.sqrt(tl.sum(x * x, axis=0))
+            alpha = tl.where(x0 >= 0, -alpha, alpha)
+            v = tl.where(rows == k, x - alpha, x)
+            vv = tl.sum(v * v, axis=0)
+            tau = tl.where(vv > 0, 2.0 / tl.where(vv > 0, vv, 1.0), 0.0)
+            u = tl.sum(a * v[:, None], axis=0) * tau                       # tau v^T A, by column
+            a = a - v[:, None] * u[None, :]
+            dv = tl.where(cols == k, alpha, dv)
+            y = tl.sum(tl.where(rows[:, None] == k, a, 0.0), axis=0)      # row k, by column
+            y = tl.where(cols > k, y, 0.0)                                 # k = n - 1: y = 0, a no-op
+            y0 = tl.sum(tl.where(cols == k + 1, y, 0.0), axis=0)
+            beta = tl.sqrt(tl.sum(y * y, axis=0))
+            beta = tl.where(y0 >= 0, -beta, beta)
+            w = tl.where(cols == k + 1, y - beta, y)
+            ww = tl.sum(w * w, axis=0)
+            tau = tl.where(ww > 0, 2.0 / tl.where(ww > 0, ww, 1.0), 0.0)
+            z = tl.sum(a * w[None, :], axis=1) * tau                       # tau A w, by row
+            a = a - z[:, None] * w[None, :]
+            fv = tl.where(cols == k, beta, fv)
+        tl.store(d_ptr + pid * n + cols, dv, mask=cols < n)
+        tl.store(f_ptr + pid * n + cols, fv, mask=cols < n)
+
+
 def triton_available() -> bool:
     return triton is not None
 
@@ -234,6 +325,23 @@ def tridiagonalize_triton(g: torch.Tensor, num_warps: int | None = None) -> tupl
     if nb:
         _tridiag_kernel[(nb,)](g, d, e2, n, BLOCK=block, num_warps=num_warps or (16 if block >= 128 else 4))
     return d, e2
+
+
+def bidiagonalize_triton(s: torch.Tensor, num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`bidiagonalize` as one Triton kernel (fp32, m >= n, m <= TRIDIAG_MAX_N); same (d, f) up to
+    rounding."""
+    nb, m, n = s.shape
+    if m < n:
+        raise ValueError(f"bidiagonalize needs m >= n (transpose first), got {m} x {n}")
+    if m > TRIDIAG_MAX_N:
+        raise ValueError(f"the Triton bidiagonaliser handles m <= {TRIDIAG_MAX_N}, got {m}")
+    s = s.float().contiguous()
+    d = torch.empty(nb, n, dtype=torch.float32, device=s.device)
+    f = torch.empty_like(d)
+    bm, bn = _block(m), _block(n)
+    if nb:
+        _bidiag_kernel[(nb,)](s, d, f, m, n, BM=bm, BN=bn, num_warps=num_warps or (8 if bm * bn >= 128 * 64 else 4))
+    return d, f
 
 
 def sturm_bisection_triton(d: torch.Tensor, e2: torch.Tensor, steps: int = DEFAULT_STEPS) -> torch.Tensor:
@@ -290,6 +398,52 @@ def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backe
     sv = sturm_bisection_triton(d, e2, steps) if use_triton else sturm_bisection(d, e2, steps)
     sv = torch.sort(sv, dim=-1, descending=True).values * c[:, None]
     return sv.to(out_dtype).reshape(*lead, r)
+
+
+ROUTES = ("gram", "bidiag")
+DEFAULT_ROUTE = "bidiag"  # the faster on the H200 (results/gpu_speed/spectrum_bidiag)
+
+
+def bidiag_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backend: str = "auto") -> torch.Tensor:
+    """[..., d_k, d_v] -> [..., min(d_k, d_v)] descending, by Householder bidiagonalisation of the
+    scaled fp32 states (the "bidiag" route) and Sturm bisection on B^T B in fp64.
+
+    Why fp32 is enough here, where the Gram route needs fp64: the reflections act on S itself, so
+    the condition number is not squared; Householder bidiagonalisation is backward stable, B =
+    U^T (S + dS) V with ||dS|| ~ n eps_32 ||S|| in the worst case and ~sqrt(n) eps_32 ||S|| in
+    practice (~1e-6 sigma_1 at n = 128: tests), and sigma moves by at most ||dS||_2 (Weyl). B^T B is
+    formed exactly in fp64 from fp32 entries (`bidiagonal_gram`). fp32 halves the registers of the
+    fp64 Gram kernel (a 128 x 128 tile spills in fp64) and doubles the arithmetic rate.
+    backend: "triton" (kernel; CPU only under TRITON_INTERPRET=1), "torch" (PyTorch reference,
+    trailing blocks) or "auto" (triton on CUDA)."""
+    if states.dim() < 2:
+        raise ValueError(f"states must be [..., d_k, d_v], got shape {tuple(states.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    out_dtype = torch.float64 if states.dtype == torch.float64 else torch.float32
+    lead, (m, n) = states.shape[:-2], states.shape[-2:]
+    r = min(m, n)
+    flat = states.reshape(-1, m, n)
+    if r == 0 or flat.shape[0] == 0:
+        return states.new_zeros(*lead, r, dtype=out_dtype)
+    use_triton = _use_triton(backend, states.device)
+    if m < n:
+        flat = flat.transpose(-1, -2)                                    # same singular values, m >= n
+    flat = flat.float()
+    c = flat.abs().amax(dim=(-2, -1))
+    flat = flat / torch.where(c > 0, c, torch.ones_like(c))[:, None, None]
+    d, f = bidiagonalize_triton(flat) if use_triton else bidiagonalize(flat)
+    dd, e2 = bidiagonal_gram(d, f)
+    sv = sturm_bisection_triton(dd, e2, steps) if use_triton else sturm_bisection(dd, e2, steps)
+    sv = torch.sort(sv, dim=-1, descending=True).values * c.double()[:, None]
+    return sv.to(out_dtype).reshape(*lead, r)
+
+
+def fast_singular_values(states: torch.Tensor, route: str = DEFAULT_ROUTE, **kwargs) -> torch.Tensor:
+    """The GPU singular values by `route` ("gram" or "bidiag"; kwargs go to that route's function)."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    return (bidiag_singular_values if route == "bidiag" else gram_singular_values)(states, **kwargs)
 
 
 def near_threshold(sv_ref: torch.Tensor, eps: float, tol: float = TOLERANCE) -> torch.Tensor:
@@ -405,17 +559,21 @@ def benchmark(device, shape: str, repeats: int, steps: int, lapack_subset: int, 
         row("svdvals_fp32_cuda", t_svd, sub.shape[0], "torch.linalg.svdvals on the GPU (cuSOLVER), extrapolated",
             times)
 
-    variants = [("gram_torch", dict(backend="torch"))]
+    variants = [("gram_torch", dict(route="gram", backend="torch")),
+                ("bidiag_torch", dict(route="bidiag", backend="torch"))]
     if device.type == "cuda" and triton is not None:
-        variants = [("gram_triton", dict(backend="triton")),
-                    ("gram_torch_tridiag_triton_sturm", dict(backend="triton", tridiag="torch"))] + variants
+        variants = [("bidiag_triton", dict(route="bidiag", backend="triton")),
+                    ("gram_triton", dict(route="gram", backend="triton", tridiag="triton")),
+                    ("gram_torch_tridiag_triton_sturm", dict(route="gram", backend="triton", tridiag="torch"))
+                    ] + variants
+    what = {"gram": "fp64 Gram + tridiag", "bidiag": "fp32 bidiagonalisation"}
     for name, kw in variants:
-        reps = repeats if name != "gram_torch" or device.type == "cuda" else 1
-        sv, t, times = timed(lambda: gram_singular_values(states, steps=steps, **kw), device, reps)
-        row(name, t, n_mat, f"fp64 Gram + tridiag + {steps}-step Sturm bisection, median of {reps}", times,
+        reps = repeats if not name.endswith("_torch") or device.type == "cuda" else 1
+        sv, t, times = timed(lambda: fast_singular_values(states, steps=steps, **kw), device, reps)
+        row(name, t, n_mat, f"{what[kw['route']]} + {steps}-step Sturm bisection, median of {reps}", times,
             compare(sv[idx.to(device)], ref, eps))
-        if name in ("gram_triton", "gram_torch"):
-            _, t_all, times = timed(lambda: rank_metrics(gram_singular_values(states, steps=steps, **kw), eps),
+        if name in ("bidiag_triton", "gram_torch_tridiag_triton_sturm", "gram_torch"):
+            _, t_all, times = timed(lambda: rank_metrics(fast_singular_values(states, steps=steps, **kw), eps),
                                     device, reps)
             row(name + "+metrics", t_all, n_mat, "singular values and every rank_table metric", times)
     if device.type == "cuda" and triton is not None:  # where the time goes
@@ -430,6 +588,10 @@ def benchmark(device, shape: str, repeats: int, steps: int, lapack_subset: int, 
         de = tridiagonalize_triton(g)
         _, t, times = timed(lambda: sturm_bisection_triton(*de, steps), device, repeats)
         row("stage_sturm_triton", t, n_mat, f"Triton Sturm bisection, {steps} steps", times)
+        scaled = states / states.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+        for warps in (4, 8, 16):
+            _, t, times = timed(lambda: bidiagonalize_triton(scaled, num_warps=warps), device, repeats)
+            row(f"stage_bidiag_triton_w{warps}", t, n_mat, f"Triton fp32 bidiagonalisation, {warps} warps", times)
 
     if model:
         try:
@@ -442,26 +604,37 @@ def benchmark(device, shape: str, repeats: int, steps: int, lapack_subset: int, 
 
 def model_comparison(device, shape: str, steps: int, eps: float, repeats: int) -> dict:
     """One plain forward of a randomly initialised model of the profile's shape vs capture_states +
-    the gram path + every metric on all captured states (one context)."""
+    singular values + every metric on all captured states (one context), by each route; and the
+    profile stage's own metrics step (lapr.profiling.stage._metrics: the same, plus building its
+    rank and spectrum tables on the host), which is what `lapr profile` times as metrics_s."""
     from lapr.models import build_model, default_dtype
     from lapr.profiling.capture import capture_states, log_positions, plain_forward
+    from lapr.profiling.stage import DEFAULTS, _metrics
 
     cfg = MODEL_SPECS[shape]
     model = build_model(cfg["spec"], seed=0).to(device=device, dtype=default_dtype(device)).eval()
     ids = torch.randint(0, cfg["spec"]["vocab_size"], (cfg["batch"], cfg["T"]),
                         generator=torch.Generator().manual_seed(0)).to(device)
     positions = log_positions(cfg["T"], cfg["n_positions"])
-    _, t_fwd, _ = timed(lambda: plain_forward(model, ids), device, repeats)
-    states, t_cap, _ = timed(lambda: capture_states(model, ids, positions), device, repeats)
+    reps = max(repeats, 10) if device.type == "cuda" else repeats
+    _, t_fwd, fwd_times = timed(lambda: plain_forward(model, ids), device, reps, warmup=2)
+    states, t_cap, cap_times = timed(lambda: capture_states(model, ids, positions), device, reps, warmup=2)
     flat = torch.cat([s.reshape(-1, *s.shape[-2:]) for s in states.values()])
-
-    def metrics():
-        return rank_metrics(gram_singular_values(flat, steps=steps), eps)
-    _, t_met, _ = timed(metrics, device, repeats)
-    return {"spec": cfg["spec"], "T": cfg["T"], "batch": cfg["batch"], "n_positions": len(positions),
-            "n_states": int(flat.shape[0]), "dtype": str(next(model.parameters()).dtype),
-            "forward_s": t_fwd, "capture_s": t_cap, "metrics_s": t_met,
-            "profile_over_forward": (t_cap + t_met) / t_fwd}
+    out = {"spec": cfg["spec"], "T": cfg["T"], "batch": cfg["batch"], "n_positions": len(positions),
+           "n_states": int(flat.shape[0]), "dtype": str(next(model.parameters()).dtype), "repeats": reps,
+           "forward_s": t_fwd, "capture_s": t_cap, "forward_times": fwd_times, "capture_times": cap_times}
+    routes = ROUTES if device.type == "cuda" else ("bidiag",)
+    for route in routes:
+        _, t_met, _ = timed(lambda: rank_metrics(fast_singular_values(flat, route=route, steps=steps), eps),
+                            device, repeats)
+        out[f"metrics_s_{route}"] = t_met
+        out[f"profile_over_forward_{route}"] = (t_cap + t_met) / t_fwd
+    settings = {**DEFAULTS, "eps": eps, "svd": "auto" if device.type == "cuda" else DEFAULT_ROUTE}
+    _, t_stage, _ = timed(lambda: _metrics(states, positions, settings, "timing"), device, repeats)
+    out.update(metrics_s=out[f"metrics_s_{DEFAULT_ROUTE}"], stage_metrics_s=t_stage, default_route=DEFAULT_ROUTE,
+               profile_over_forward=(t_cap + out[f"metrics_s_{DEFAULT_ROUTE}"]) / t_fwd,
+               stage_profile_over_forward=(t_cap + t_stage) / t_fwd)
+    return out
 
 
 def main(argv=None) -> None:
@@ -500,7 +673,9 @@ def main(argv=None) -> None:
     print(f"[spectrum] wrote {out} in {time.perf_counter() - t0:.1f}s")
 
 
-__all__ = ["gram_singular_values", "gram", "tridiagonalize", "tridiagonalize_triton", "sturm_bisection",
+__all__ = ["gram_singular_values", "bidiag_singular_values", "fast_singular_values", "bidiagonalize",
+           "bidiagonalize_triton", "bidiagonal_gram", "ROUTES", "DEFAULT_ROUTE",
+           "gram", "tridiagonalize", "tridiagonalize_triton", "sturm_bisection",
            "sturm_bisection_triton", "near_threshold", "compare", "triton_available", "DEFAULT_STEPS", "TOLERANCE"]
 
 if __name__ == "__main__":

@@ -77,8 +77,8 @@ from lapr.profiling import stratify
 from lapr.profiling.calibrate import Calib, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
-from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, spectrum_table,
-                                    threshold_rank_column)
+from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, singular_values,
+                                    spectrum_table, threshold_rank_column)
 from lapr.settings import Settings, SettingsError, setting
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
@@ -113,8 +113,9 @@ class Profiling(Settings):
                                   "first-call allocations are not timed (null: true)")
     seed: int = setting(0, "--seed overrides it", low=0)
     calib: Calib = setting(Calib())
-    svd: str = setting("auto", "singular values: LAPACK, the GPU gram path (spectrum_gpu.py) or auto (gram on "
-                       "CUDA states)", choices=SVD_METHODS)
+    svd: str = setting("auto", "singular values: LAPACK, one of the two GPU routes (gram, bidiag: "
+                       "spectrum_gpu.py) or auto (the fastest GPU route on CUDA states, LAPACK on CPU ones)",
+                       choices=SVD_METHODS)
 
     def check(self, where: str) -> None:
         # one column per eps label: 1e-3 and 0.001 would write threshold_rank_1e-3 twice
@@ -293,37 +294,74 @@ def consistency_table(ranks: pd.DataFrame, rule: str, fraction: float) -> strati
     return stratify.consistency(pd.concat(parts, ignore_index=True))
 
 
+def _batched_singular_values(states: dict, method: str) -> dict:
+    """{layer: [B, HV, P, d_k, d_v] CUDA} -> {layer: [B, HV, P, r]} on the same device: one
+    singular_values call per state shape (one for a model whose layers agree)."""
+    by_shape: dict[tuple, list] = {}
+    for layer, s in states.items():
+        by_shape.setdefault(tuple(s.shape[-2:]), []).append(layer)
+    out = {}
+    for shape, layers in by_shape.items():
+        flat = torch.cat([states[layer].reshape(-1, *shape) for layer in layers])
+        sv = singular_values(flat, method).float()
+        for layer, part in zip(layers, sv.split([states[layer][..., 0, 0].numel() for layer in layers])):
+            out[layer] = part.reshape(*states[layer].shape[:-2], -1)
+    return out
+
+
 def _metrics(states: dict, positions, settings: dict, context: str) -> tuple[list, list]:
-    """Rank and spectrum frames, one of each per sample. With settings.svd 'lapack' (or CPU states)
-    the SVDs run on the CPU, one thread per (sample, layer): CUDA has no batched SVD for 128 x 128 matrices (cuSOLVER loops over them, ~5 ms
-    each; measured 53 s for one context of a 14-layer model on an H100), while LAPACK takes ~1 ms per
-    matrix and releases the GIL, so the work spreads over the cores."""
-    # svd 'gram'/'auto' on CUDA states: singular values on the GPU by the gram path (metrics.
-    # singular_values; cuSOLVER took 33 s per context), one (sample, layer) after the other;
-    # otherwise LAPACK threads
-    on_gpu = settings["svd"] != "lapack" and next(iter(states.values())).is_cuda
-    states = {layer: s.float() if on_gpu else s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
+    """Rank and spectrum frames, one of each per sample.
+
+    CUDA states (settings.svd 'auto'; or 'gram' / 'bidiag' on any device): the singular values of every state of the context
+    (all samples, layers, heads, positions: 10,752 matrices in the gpu profile) in one batched call
+    of the GPU route (metrics.singular_values; cuSOLVER took 33 s per context), and the tables in
+    one call each, with the samples folded into the head axis (rank_table works per layer, so per
+    (sample, layer) calls cost ~50 small copies back to the host each). Otherwise LAPACK on the
+    CPU, one thread per (sample, layer): CUDA has no batched SVD for 128 x 128 matrices and LAPACK
+    releases the GIL, so the work spreads over the cores."""
+    # the batched path: CUDA states, or a GPU route asked for by name (then on the states' device)
+    batched = settings["svd"] in ("gram", "bidiag") or (settings["svd"] == "auto"
+                                                         and next(iter(states.values())).is_cuda)
+    states = {layer: s.float() if batched else s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
     n_samples = next(iter(states.values())).shape[0]
-    jobs = [(b, layer) for b in range(n_samples) for layer in states]
+    extra_eps = eps_list(settings)[1:]
+    keep = settings["spectrum_positions"]
+    if batched:
+        sv = _batched_singular_values(states, settings["svd"])
+        folded = {layer: s.permute(2, 0, 1, 3, 4).flatten(1, 2) for layer, s in states.items()}  # [P, B*HV, ...]
+        given = {layer: v.permute(2, 0, 1, 3).flatten(1, 2) for layer, v in sv.items()}
+        heads = {layer: s.shape[1] for layer, s in states.items()}
+        parts = [tuple(_unfold(t, heads) for t in (
+            rank_table(folded, positions, eps=settings["eps"], method=settings["svd"], extra_eps=extra_eps, sv=given),
+            spectrum_table(folded, positions, keep=keep, method=settings["svd"], sv=given)))]
+    else:
+        def one(job):
+            b, layer = job
+            per_layer = {layer: states[layer][b].transpose(0, 1)}  # [P, HV, dk, dv]
+            return (rank_table(per_layer, positions, eps=settings["eps"], method=settings["svd"],
+                               extra_eps=extra_eps).assign(sample=b),
+                    spectrum_table(per_layer, positions, keep=keep, method=settings["svd"]).assign(sample=b))
 
-    def one(job):
-        b, layer = job
-        per_layer = {layer: states[layer][b].transpose(0, 1)}  # [P, HV, dk, dv]
-        return (rank_table(per_layer, positions, eps=settings["eps"], method=settings["svd"],
-                           extra_eps=eps_list(settings)[1:]),
-                spectrum_table(per_layer, positions, keep=settings["spectrum_positions"], method=settings["svd"]))
-
-    with ThreadPoolExecutor(1 if on_gpu else max(1, min(len(jobs), torch.get_num_threads()))) as pool:
-        parts = list(pool.map(one, jobs))
+        jobs = [(b, layer) for b in range(n_samples) for layer in states]
+        with ThreadPoolExecutor(max(1, min(len(jobs), torch.get_num_threads()))) as pool:
+            parts = list(pool.map(one, jobs))
 
     def per_sample(kind: int, by: list[str]) -> list[pd.DataFrame]:
-        n = len(states)
-        return [pd.concat([p[kind] for p in parts[i * n:(i + 1) * n]], ignore_index=True)
+        table = pd.concat([p[kind] for p in parts], ignore_index=True)
+        return [table[table["sample"] == b].drop(columns="sample")
                 .sort_values(by, kind="stable", ignore_index=True).assign(context=context, sample=b)
-                for i, b in enumerate(range(n_samples))]
+                for b in range(n_samples)]
 
     return (per_sample(0, ["position", "layer", "head"]),
             per_sample(1, ["position", "layer", "head", "index"]))
+
+
+def _unfold(table: pd.DataFrame, heads: dict) -> pd.DataFrame:
+    """A table of states whose head axis held (sample, head) pairs sample-major -> sample and head
+    columns (heads: {layer: heads per sample})."""
+    per = table["layer"].map(heads).to_numpy()
+    folded = table["head"].to_numpy()
+    return table.assign(head=folded % per, sample=folded // per)
 
 
 def profile(model, tokenizer, settings: dict, device: torch.device, progress: bool = True) -> dict:

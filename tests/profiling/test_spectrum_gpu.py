@@ -1,4 +1,5 @@
-"""The gram path (lapr.profiling.spectrum_gpu) against float64 LAPACK.
+"""The two GPU routes of lapr.profiling.spectrum_gpu (gram: fp64 Gram + tridiagonalisation; bidiag:
+fp32 Householder bidiagonalisation), each ending in Sturm bisection, against float64 LAPACK.
 
 Bound (module doc): |sigma - sigma_lapack| <= 1e-4 * sigma_1 for every singular value; threshold
 ranks equal except on matrices with a reference sigma within 1e-4 * sigma_1 of eps * sigma_1
@@ -59,24 +60,26 @@ def check_bound(sv, ref, eps=EPS):
     assert not (differ & ~near).any()
 
 
+@pytest.mark.parametrize("route", sg.ROUTES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_gram_matches_lapack(case):
+def test_route_matches_lapack(case, route):
     states = CASES[case]()
     ref = torch.linalg.svdvals(states.double())
-    sv = sg.gram_singular_values(states, backend="torch")
+    sv = sg.fast_singular_values(states, route=route, backend="torch")
     assert sv.dtype == torch.float32
     check_bound(sv, ref)
     assert (sv[..., :-1] >= sv[..., 1:]).all()  # descending
     assert (sv >= 0).all()
     if case == "zero":
         assert (sv == 0).all()
-    if case == "decades":  # the bound is far from tight: fp64 Gram + 32 bisection steps give ~1e-7
-        assert float(((sv.double() - ref).abs() / ref[..., :1]).max()) < 1e-6
+    # the bound is far from tight: fp64 Gram or fp32 reflections + 32 bisection steps give ~1e-7
+    assert float(((sv.double() - ref).abs() / ref[..., :1].clamp_min(1e-300)).max()) < 1e-6
 
 
-def test_rank_of_exact_low_rank():
+@pytest.mark.parametrize("route", sg.ROUTES)
+def test_rank_of_exact_low_rank(route):
     states = with_spectrum([3.0, 2.0, 1.0, 0.5, 0.25], 96, 64, seed=7, batch=3)
-    sv = sg.gram_singular_values(states, backend="torch")
+    sv = sg.fast_singular_values(states, route=route, backend="torch")
     assert threshold_rank(sv, EPS).tolist() == [5, 5, 5]
     torch.testing.assert_close(sv[:, :5].double(), torch.tensor([3.0, 2.0, 1.0, 0.5, 0.25]).expand(3, 5).double(),
                                rtol=0, atol=1e-5)
@@ -87,6 +90,31 @@ def test_float64_in_float64_out_and_leading_dims():
     sv = sg.gram_singular_values(states, backend="torch")
     assert sv.dtype == torch.float64 and sv.shape == (2, 3, 9)
     torch.testing.assert_close(sv, torch.linalg.svdvals(states), rtol=0, atol=1e-7 * float(sv.max()))
+
+
+def test_bidiag_float64_and_leading_dims():
+    """float64 in, float64 out, at the route's fp32 working accuracy (~1e-7 sigma_1); m < n transposed."""
+    states = lowrank(12, 19, 4, 8, batch=6).double().reshape(2, 3, 12, 19)
+    sv = sg.bidiag_singular_values(states, backend="torch")
+    assert sv.dtype == torch.float64 and sv.shape == (2, 3, 12)
+    torch.testing.assert_close(sv, torch.linalg.svdvals(states), rtol=0, atol=1e-6 * float(sv.max()))
+
+
+def test_bidiagonalize_is_a_bidiagonal_of_the_same_matrix():
+    """B = U^T S V: the upper bidiagonal (d, f) has S's singular values (fp64 input: to ~1e-13)."""
+    s = lowrank(10, 7, 7, 11, batch=3).double()
+    d, f = sg.bidiagonalize(s)
+    assert (f[:, -1] == 0).all()
+    b = torch.diag_embed(d) + torch.diag_embed(f[:, :-1], offset=1)
+    torch.testing.assert_close(torch.linalg.svdvals(b), torch.linalg.svdvals(s), rtol=0, atol=1e-12)
+    dd, e2 = sg.bidiagonal_gram(d, f)           # B^T B as (diagonal, squared off-diagonal)
+    btb = b.transpose(-1, -2) @ b
+    torch.testing.assert_close(dd, torch.diagonal(btb, dim1=-2, dim2=-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(e2[:, 1:], torch.diagonal(btb, offset=1, dim1=-2, dim2=-1).square(),
+                               rtol=1e-12, atol=1e-12)
+    assert (e2[:, 0] == 0).all()
+    with pytest.raises(ValueError, match="m >= n"):
+        sg.bidiagonalize(s.transpose(-1, -2))
 
 
 def test_bisection_steps_bound():
@@ -119,6 +147,11 @@ def test_bad_input():
         sg.gram_singular_values(torch.zeros(3))
     with pytest.raises(ValueError, match="method"):
         singular_values(torch.zeros(2, 3, 3), method="jacobi")
+    with pytest.raises(ValueError, match="route"):
+        sg.fast_singular_values(torch.zeros(2, 3, 3), route="jacobi")
+    with pytest.raises(ValueError, match="steps"):
+        sg.bidiag_singular_values(torch.zeros(2, 3, 3), steps=0)
+    assert sg.bidiag_singular_values(torch.zeros(0, 4, 5)).shape == (0, 4)
     assert sg.gram_singular_values(torch.zeros(0, 4, 5)).shape == (0, 4)
 
 
@@ -129,6 +162,7 @@ def test_singular_values_methods():
     gram = singular_values(states.half(), "gram")
     assert gram.dtype == torch.float32
     check_bound(singular_values(states, "gram"), torch.linalg.svdvals(states.double()))
+    check_bound(singular_values(states, "bidiag"), torch.linalg.svdvals(states.double()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,6 +224,34 @@ def test_rank_table_gram_equals_lapack_on_trained_states(captured):
     assert ((spec_gram["sigma"] - spec_lap["sigma"]).abs() <= TOL * top).all()
 
 
+@pytest.mark.parametrize("route", sg.ROUTES)
+def test_profile_stage_batched_tables_equal_lapack_ones(captured, route):
+    """The profile stage's batched path (every state of a context in one singular-value call, samples
+    folded into the head axis; what CUDA states take) gives the per-(sample, layer) LAPACK tables:
+    same rows in the same order, ranks equal away from the threshold, sigma within the bound."""
+    from lapr.profiling.stage import _metrics
+
+    states, positions = captured                                        # {layer: [B, H, P, dk, dv]}
+    base = {"eps": EPS, "eps_sensitivity": [1e-3, 1e-2], "spectrum_positions": 3}
+    ranks_lap, spec_lap = _metrics(states, positions, {**base, "svd": "lapack"}, "ctx")
+    ranks_bat, spec_bat = _metrics(states, positions, {**base, "svd": route}, "ctx")
+    assert len(ranks_bat) == len(ranks_lap) == next(iter(states.values())).shape[0]
+    ref = {layer: torch.linalg.svdvals(s.double()) for layer, s in states.items()}   # [B, H, P, r]
+    for b, (lap, bat) in enumerate(zip(ranks_lap, ranks_bat)):
+        assert list(bat.columns) == list(lap.columns)
+        keys = ["position", "layer", "head", "bound", "context", "sample"]
+        pd.testing.assert_frame_equal(bat[keys], lap[keys])
+        near = np.array([bool(sg.near_threshold(ref[r.layer][b, r.head, positions.index(r.position)], EPS))
+                         for r in lap.itertuples()])
+        assert ((bat["threshold_rank"] == lap["threshold_rank"]) | near).all()
+        np.testing.assert_allclose(bat["stable_rank"], lap["stable_rank"], rtol=5e-4)
+    for lap, bat in zip(spec_lap, spec_bat):
+        keys = ["position", "layer", "head", "index", "context", "sample"]
+        pd.testing.assert_frame_equal(bat[keys], lap[keys])
+        top = lap.groupby(["position", "layer", "head"])["sigma"].transform("max")
+        assert ((bat["sigma"] - lap["sigma"]).abs() <= TOL * top).all()
+
+
 # ------------------------------------------------------------------------------------------------
 # the Triton kernels
 
@@ -218,10 +280,22 @@ INTERPRET_SCRIPT = textwrap.dedent("""
         sv_t = sg.gram_singular_values(s, backend="torch")
         sturm_k = sg.sturm_bisection_triton(d_t, e_t)
         sturm_t = sg.sturm_bisection(d_t, e_t)
+        tall = s if m >= n else s.transpose(-1, -2)
+        bd_t, bf_t = sg.bidiagonalize(tall.float())
+        bd_k, bf_k = sg.bidiagonalize_triton(tall)
+        bi_k = sg.bidiag_singular_values(s, backend="triton")
+        bi_t = sg.bidiag_singular_values(s, backend="torch")
+        top = ref[:, :1].clamp_min(1e-300)
         out[name] = {"tridiag": float(max((d_t - d_k).abs().max(), (e_t - e_k).abs().max())),
                      "sturm": float((sturm_k - sturm_t).abs().max()),
                      "vs_lapack": float(((sv_k.double() - ref).abs() / ref[:, :1].clamp_min(1e-300)).max()),
-                     "zero": float(sv_k[1].abs().max())}
+                     "zero": float(sv_k[1].abs().max()),
+                     # full rank only: in a rank-deficient tail the reflections act on rounding noise
+                     "bidiag": float(max((bd_t - bd_k).abs().max(), (bf_t - bf_k).abs().max()) / tall.abs().max())
+                     if r == min(m, n) else 0.0,
+                     "bidiag_vs_torch": float(((bi_k.double() - bi_t.double()).abs() / top).max()),
+                     "bidiag_vs_lapack": float(((bi_k.double() - ref).abs() / top).max()),
+                     "bidiag_zero": float(bi_k[1].abs().max())}
     print("RESULT" + json.dumps(out))
 """)
 
@@ -240,6 +314,10 @@ def test_triton_kernels_interpreted():
         assert r["sturm"] == 0.0, (name, r)      # same operations in the same order, fp64
         assert r["vs_lapack"] <= TOL, (name, r)
         assert r["zero"] == 0.0, (name, r)
+        assert r["bidiag"] < 1e-5, (name, r)            # same reflections in fp32, another summation order
+        assert r["bidiag_vs_torch"] < 1e-6, (name, r)
+        assert r["bidiag_vs_lapack"] <= TOL, (name, r)
+        assert r["bidiag_zero"] == 0.0, (name, r)
 
 
 @pytest.mark.gpu
@@ -252,7 +330,21 @@ def test_gram_on_cuda_matches_lapack():
     check_bound(sv.cpu(), ref)
     torch_tridiag = sg.gram_singular_values(states[:64], backend="triton", tridiag="torch")
     check_bound(torch_tridiag.cpu(), ref[:64])
-    assert torch.equal(singular_values(states, "auto").cpu(), sv.cpu())  # auto = gram on CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bidiag_on_cuda_matches_lapack():
+    """The Triton bidiagonaliser at the gpu profile's shapes: 128 x 128 and a pruned 64 x 128."""
+    for d_k in (128, 64):
+        states = sg.synthetic_states(600, 128, seed=2)[:, :d_k].contiguous().cuda()
+        ref = torch.linalg.svdvals(states.cpu().double())
+        sv = sg.bidiag_singular_values(states, backend="triton")
+        assert sv.is_cuda and sv.shape == (600, d_k)
+        check_bound(sv.cpu(), ref)
+        assert float(((sv.cpu().double() - ref).abs() / ref[:, :1]).max()) < 1e-5  # ~1e-7 expected
+    auto = singular_values(states, "auto")
+    assert torch.equal(auto.cpu(), sg.fast_singular_values(states, route=sg.DEFAULT_ROUTE).cpu())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +354,8 @@ def test_benchmark_driver_small_on_cpu(tmp_path):
     sg.main(["--out", str(tmp_path), "--device", "cpu", "--shape", "small", "--repeats", "1",
              "--lapack-subset", "10", "--model", "run"])
     table = pd.read_csv(tmp_path / "spectrum_timing.csv")
-    assert {"lapack_fp64_cpu", "lapack_fp32_cpu", "gram_torch", "gram_torch+metrics"} <= set(table["method"])
+    assert {"lapack_fp64_cpu", "lapack_fp32_cpu", "gram_torch", "gram_torch+metrics", "bidiag_torch"} <= set(table["method"])
+    assert table.set_index("method").loc["bidiag_torch", "max_rel_error"] <= TOL
     gram = table.set_index("method").loc["gram_torch"]
     assert gram["max_rel_error"] <= TOL and gram["rank_mismatch_far"] == 0 and gram["n_matrices"] == 10
     lapack = table.set_index("method").loc["lapack_fp64_cpu"]
@@ -271,3 +364,4 @@ def test_benchmark_driver_small_on_cpu(tmp_path):
     assert prov["stage"] == "spectrum_gpu_benchmark" and prov["settings"]["shape"] == "small"
     assert prov["model"].get("error") is None, prov["model"]
     assert prov["model"]["n_states"] == 2 * 2 * 2 * 8  # layers x batch x heads x positions
+    assert prov["model"]["stage_metrics_s"] > 0 and prov["model"]["profile_over_forward_bidiag"] > 0
