@@ -200,7 +200,18 @@ CASES = [
     ("missing-arguments", ["prune", "--model", f"{R}/model"], 2,
      "the following arguments are required: --method, --ratio, --out (see lapr prune --help)"),
     ("unknown-setting", [*PRUNE, "--method", "l1", "--settings", '{"multipel": 4}'], 2,
-     "unknown prune setting(s) ['multipel']; known: ['device', 'multiple', 'recovery', 'seed']"),
+     "prune.multipel: unknown key; allowed: device, multiple, recovery, seed"),
+    # the same settings model as the workflow's config and library callers: the key by its config path
+    ("profile-settings-typo", ["profile", "--model", f"{R}/model", "--out", f"{R}/p", "--device", "cpu",
+                               "--settings", '{"n_postions": 64}'], 2,
+     "profiling.n_postions: unknown key; allowed: T, batch, calib, capture, class_fraction, class_rule, contexts, "
+     "eps, eps_sensitivity, n_positions, seed, spectrum_positions, svd, tokenizer, warmup"),
+    ("evaluate-settings-bad-value", ["evaluate", "--model", f"{R}/model", "--out", f"{R}/e.csv", "--settings",
+                                     '{"perplexity": {"seq_len": 1}}'], 2,
+     "evaluate.perplexity.seq_len: expected an integer >= 2, got 1"),
+    ("mqar-train-settings-typo", ["mqar-train", "--out", f"{R}/mq", "--settings", '{"train": {"stepz": 5}}'], 2,
+     "mqar.train.train.stepz: unknown key; allowed: batch_size, eval_every, eval_n, grad_clip, lr, steps, "
+     "target_recall, threads, time_limit_s, warmup, weight_decay"),
     ("missing-model", ["evaluate", "--model", f"{R}/missing", "--out", f"{R}/e.csv", "--settings", EVAL], 2,
      f"--model {R}/missing: directory not found"),
 ]
@@ -283,6 +294,23 @@ def test_debug_environment_variable_or_stage_flag(root, capfd, monkeypatch, how)
     err = capfd.readouterr().err
     assert exit_.value.code == 2 and err.startswith("Traceback (most recent call last):")
     assert err.splitlines()[-1] == "lapr.settings.UsageError: --settings must be a JSON object, got list"
+
+
+@pytest.mark.parametrize("name", ["unknown-setting", "profile-settings-typo", "evaluate-settings-bad-value",
+                                  "mqar-train-settings-typo"])
+def test_library_callers_get_the_command_lines_message(name):
+    """A stage's library entry point refuses the same settings with the same line as its CLI."""
+    from lapr.eval.stage import resolve_settings
+    from lapr.probes.mqar_stage import resolve_train_settings
+    from lapr.profiling.stage import parse_settings as profile_settings
+    from lapr.pruning.stage import parse_settings as prune_settings
+
+    argv, msg = next((c[1], c[3]) for c in CASES if c[0] == name)
+    parse = {"prune": prune_settings, "profile": lambda s: profile_settings(s, torch.device("cpu")),
+             "evaluate": resolve_settings, "mqar-train": resolve_train_settings}[argv[0]]
+    with pytest.raises(ValueError) as err:
+        parse(argv[argv.index("--settings") + 1])
+    assert str(err.value) == msg
 
 
 def test_unknown_stage(capfd):

@@ -8,16 +8,9 @@ The device label ('cpu' | 'cuda') is a column of every row and must appear in th
 Provenance (git commit, torch/triton/fla versions, GPU name, driver, settings) goes to
 `<out stem>.provenance.json` beside the CSV.
 
-Settings (defaults in code; grids take an int or a list):
-  common: mode ('ops' | 'model'), device ('auto' | 'cpu' | 'cuda'), dtype ('auto' | 'bfloat16' |
-          'float16' | 'float32'), repeats, warmup (null = until stable), min_warmup, max_warmup,
-          n_inputs (input sets rotated; null = enough to exceed 2x L2 on GPU, 3 on CPU),
-          threads (CPU intra-op threads during the run; null = torch's default),
-          decode_modes (list of 'graph' | 'eager': decode rows per mode; default both on cuda, eager
-          on cpu; 'graph' = CUDA-graph replay of the step, needs CUDA; see lapr.bench.graph_decode)
-  ops:    families, phases, impls ('fla' on cuda, 'torch' on cpu by default), d_k, extra_d_k,
-          B, T, H, d_v, budget_s (shapes not started within it are recorded as skipped)
-  model:  prefill_batch, prefill_len, decode_batch, prompt_len, labels (dict added to every row)
+Settings: `mode` ('ops' | 'model') picks the model, Ops or ModelBench below (their defaults and
+checks; grids take an int or a list; null: the device's default, ops.GRID_DEFAULTS /
+models.MODEL_DEFAULTS, filled in by `resolve`).
 """
 from __future__ import annotations
 
@@ -25,6 +18,7 @@ import argparse
 import functools
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,13 +26,68 @@ import torch
 from lapr import paths, provenance
 from lapr.bench import models, ops, timing
 from lapr.bench.tables import write_rows
-from lapr.settings import settings_object
+from lapr.settings import Settings, SettingsError, setting, settings_object
 
-COMMON_KEYS = {"mode", "device", "dtype", "repeats", "warmup", "min_warmup", "max_warmup", "n_inputs", "threads",
-               "decode_modes"}
-OPS_KEYS = COMMON_KEYS | {"families", "phases", "impls", "d_k", "extra_d_k", "B", "T", "H", "d_v", "budget_s"}
-MODEL_KEYS = COMMON_KEYS | {"prefill_batch", "prefill_len", "decode_batch", "prompt_len", "labels"}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+GRID = dict(low=1, min_items=1, items=dict(low=1))  # a grid axis: an integer or a non-empty list of them
+Grid = int | list[int]
+Names = str | list[str]  # a name or a non-empty list of distinct ones
+
+
+def names(choices) -> dict:
+    """The checks of a Names setting whose names are among `choices`."""
+    return dict(choices=tuple(choices), min_items=1, unique=True, items=dict(choices=tuple(choices)))
+
+
+@dataclass
+class Timing(Settings):
+    """What both bench modes share: device, dtype and the timer (lapr.bench.timing)."""
+
+    device: str = setting("auto", "auto: cuda when available", choices=("auto", "cpu", "cuda"))
+    dtype: str = setting("auto", "auto: bfloat16 on cuda, float32 on cpu", choices=("auto", *DTYPES))
+    repeats: int | None = setting(None, "timed calls per shape (null: ops.TIMING_DEFAULTS; mode model: "
+                                  "models.MODEL_DEFAULTS of the device)", low=1)
+    warmup: int | None = setting(None, "untimed calls first (null: until the time is stable)", low=0)
+    min_warmup: int = setting(ops.TIMING_DEFAULTS["min_warmup"], low=0)
+    max_warmup: int = setting(ops.TIMING_DEFAULTS["max_warmup"], low=0)
+    n_inputs: int | None = setting(None, "input sets rotated (null: enough to exceed 2x L2 on GPU, 3 on CPU)",
+                                   low=1)
+    threads: int | None = setting(None, "CPU intra-op threads during the run (null: torch's default)", low=1)
+    decode_modes: Names | None = setting(None, "decode timed as CUDA-graph replays and/or eager calls "
+                                         "(null: both on cuda, eager on cpu; graph needs cuda)", **names(ops.DECODE_MODES))
+
+
+@dataclass
+class Ops(Timing):
+    """Settings of `lapr bench` in mode 'ops', the kernel grid (the config's `bench.ops`)."""
+
+    SECTION = "bench.ops"
+    families: Names = setting(list(ops.FAMILIES), "families with a lapr adapter", **names(ops.FAMILIES))
+    phases: Names = setting(list(ops.PHASES), **names(ops.PHASES))
+    impls: Names | None = setting(None, "kernels (null: fla on cuda, torch on cpu; fla needs cuda)",
+                                  **names(ops.IMPLS))
+    d_k: Grid = setting(list(ops.DEFAULT_D_K), "key dims benched", **GRID)
+    extra_d_k: Grid | None = setting(None, "more key dims (the workflow: every d_k the pruning grid makes)", **GRID)
+    B: Grid | None = setting(None, "batch sizes (null: ops.GRID_DEFAULTS of the device)", **GRID)
+    T: Grid | None = setting(None, "sequence lengths (null: ops.GRID_DEFAULTS)", **GRID)
+    H: Grid | None = setting(None, "heads (null: ops.GRID_DEFAULTS)", **GRID)
+    d_v: Grid | None = setting(None, "value dims (null: ops.GRID_DEFAULTS)", **GRID)
+    budget_s: float | None = setting(None, "shapes not started within it are recorded as skipped", above=0)
+
+
+@dataclass
+class ModelBench(Timing):
+    """Settings of `lapr bench` in mode 'model', one checkpoint (the config's `bench.model`)."""
+
+    SECTION = "bench.model"
+    prefill_batch: Grid | None = setting(None, "null: models.MODEL_DEFAULTS of the device", **GRID)
+    prefill_len: Grid | None = setting(None, "null: models.MODEL_DEFAULTS", **GRID)
+    decode_batch: Grid | None = setting(None, "null: models.MODEL_DEFAULTS", **GRID)
+    prompt_len: Grid | None = setting(None, "the first value is used (null: models.MODEL_DEFAULTS)", **GRID)
+    labels: dict[str, str | float | bool] = setting({}, "columns added to every row")
+
+
+MODES = {"ops": Ops, "model": ModelBench}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,15 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(text_or_dict) -> dict:
+    """The bench settings (a dict or JSON string; `mode` 'ops' by default) checked by the mode's
+    model (Ops or ModelBench), every key filled in (null where the device decides: `resolve`)."""
     settings = dict(settings_object(text_or_dict or {}))
-    mode = settings.setdefault("mode", "ops")
-    known = {"ops": OPS_KEYS, "model": MODEL_KEYS}.get(mode)
-    if known is None:
-        raise ValueError(f"bench settings: 'mode' must be 'ops' or 'model', got {mode!r}")
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"bench settings (mode {mode!r}): unknown key(s) {unknown}; known: {sorted(known)}")
-    return settings
+    mode = settings.pop("mode", "ops")
+    if mode not in MODES:
+        raise SettingsError("bench.mode", f"expected one of 'ops', 'model', got {mode!r}")
+    return {"mode": mode, **MODES[mode].parse(settings).as_dict()}
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -73,11 +120,8 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def resolve_dtype(name: str | None, device) -> torch.dtype:
-    if name in (None, "auto"):
-        return ops.default_dtype(device)
-    if name not in DTYPES:
-        raise ValueError(f"bench settings: 'dtype' must be 'auto' or one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
+    """A dtype name the models accept ('auto' or a key of DTYPES) as the torch dtype for `device`."""
+    return ops.default_dtype(device) if name in (None, "auto") else DTYPES[name]
 
 
 def out_path(out, device) -> Path:
@@ -92,35 +136,42 @@ def out_path(out, device) -> Path:
 
 
 def timing_kwargs(settings: dict) -> dict:
+    """The timer's keys given in `settings` (lapr.bench.gpu_run's fixed grids)."""
     return {k: settings[k] for k in ("repeats", "warmup", "min_warmup", "max_warmup") if k in settings}
 
 
+def _grid(value) -> list:
+    """A grid axis or Names setting as a list."""
+    return [value] if isinstance(value, int | str) else list(value)
+
+
 def resolve(settings: dict, device) -> dict:
-    """The full plan of a run: every setting with its default filled in and validated (recorded in
-    the provenance as 'resolved')."""
+    """The full plan of a run (parse_settings' settings with the device's defaults filled in;
+    recorded in the provenance as 'resolved')."""
     label = timing.device_label(device)
     plan = {"mode": settings["mode"], "device": label,
-            "dtype": str(resolve_dtype(settings.get("dtype"), device)).removeprefix("torch."),
-            "n_inputs": settings.get("n_inputs"), "threads": settings.get("threads"),
-            "decode_modes": ops.decode_modes_for(device, settings.get("decode_modes"))}
+            "dtype": str(resolve_dtype(settings["dtype"], device)).removeprefix("torch."),
+            "n_inputs": settings["n_inputs"], "threads": settings["threads"],
+            "decode_modes": ops.decode_modes_for(device, settings["decode_modes"] and _grid(settings["decode_modes"]))}
+    timed = {k: settings[k] for k in ("repeats", "warmup", "min_warmup", "max_warmup")}
     if settings["mode"] == "ops":
-        plan["impls"] = ops.str_list(settings, "impls", ops.default_impls(device), ops.IMPLS)
+        plan["impls"] = _grid(settings["impls"] or ops.default_impls(device))
         if "fla" in plan["impls"] and label != "cuda":
-            raise ValueError("bench settings: impl 'fla' needs CUDA (fla's kernels are Triton); use 'torch' on CPU")
-        plan["families"] = ops.str_list(settings, "families", ops.FAMILIES, ops.FAMILIES)
-        plan["phases"] = ops.str_list(settings, "phases", ops.PHASES, ops.PHASES)
-        plan["d_k"] = ops.d_k_values(settings)
-        plan.update({k: ops.int_list(settings, k, ops.GRID_DEFAULTS[label][k]) for k in ("B", "T", "H", "d_v")})
-        plan["budget_s"] = settings.get("budget_s")
-        plan["timing"] = {**ops.TIMING_DEFAULTS, **timing_kwargs(settings)}
+            raise SettingsError("bench.ops.impls", "impl 'fla' needs CUDA (fla's kernels are Triton); use 'torch' "
+                                "on CPU")
+        plan["families"], plan["phases"] = _grid(settings["families"]), _grid(settings["phases"])
+        plan["d_k"] = sorted(set(_grid(settings["d_k"])) | set(_grid(settings["extra_d_k"] or [])), reverse=True)
+        plan.update({k: _grid(settings[k] or ops.GRID_DEFAULTS[label][k]) for k in ("B", "T", "H", "d_v")})
+        plan["budget_s"] = settings["budget_s"]
+        plan["timing"] = {**timed, "repeats": timed["repeats"] or ops.TIMING_DEFAULTS["repeats"]}
     else:
         defaults = models.MODEL_DEFAULTS[label]
         for key in ("prefill_batch", "prefill_len", "decode_batch"):
-            plan[key] = ops.int_list(settings, key, defaults[key])
-        plan["prompt_len"] = ops.int_list(settings, "prompt_len", defaults["prompt_len"])[0]
+            plan[key] = _grid(settings[key] or defaults[key])
+        plan["prompt_len"] = _grid(settings["prompt_len"] or defaults["prompt_len"])[0]
         plan["n_inputs"] = plan["n_inputs"] or 3
-        plan["labels"] = settings.get("labels") or {}
-        plan["timing"] = {**ops.TIMING_DEFAULTS, "repeats": defaults["repeats"], **timing_kwargs(settings)}
+        plan["labels"] = settings["labels"]
+        plan["timing"] = {**timed, "repeats": timed["repeats"] or defaults["repeats"]}
     return plan
 
 
@@ -173,8 +224,9 @@ def run_model(plan: dict, device, model_dir, seed: int = 0, log=print) -> list[d
 
 
 def run(args: argparse.Namespace) -> None:
-    settings = parse_settings(args.settings)
-    device = resolve_device(settings.get("device"))
+    given = dict(settings_object(args.settings or {}))
+    settings = parse_settings(given)
+    device = resolve_device(settings["device"])
     out = out_path(args.out, device)
     plan = resolve(settings, device)
     seed = getattr(args, "seed", 0) or 0
@@ -191,6 +243,6 @@ def run(args: argparse.Namespace) -> None:
         else:
             rows, columns = run_model(plan, device, model_dir, seed, log), models.MODEL_COLUMNS
         write_rows(out, rows, columns)
-        write_provenance(out, settings, seed, device, rows, resolved=plan,
+        write_provenance(out, {**given, "mode": settings["mode"]}, seed, device, rows, resolved=plan,
                          **({"model_dir": str(model_dir)} if model_dir else {}))
     log(f"bench: wrote {len(rows)} rows to {out}")

@@ -41,15 +41,15 @@ each or one per checkpoint; or call `evaluate_checkpoint` in a loop.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from lapr import columns
-from lapr.settings import settings_object
+from lapr.settings import Settings, SettingsError, setting
 
 COLUMNS = columns.EVAL  # shared with the report (lapr/columns.py)
 
@@ -59,132 +59,105 @@ ALIASES = {"gutenberg-valid": "gutenberg_valid", "gutenberg-train": "gutenberg_t
            "wikitext-2-raw": "wikitext2_test_raw", "wikitext2": "wikitext2_test_raw",
            "wikitext-2": "wikitext2_test_raw", "wikitext2-raw": "wikitext2_test_raw"}
 
-DEFAULTS: dict = {
-    "tasks": "paper_a",          # list of task names, comma string, or "paper_a"; [] = no lm-eval
-    "limit": None,               # documents per lm-eval task: null (all), int >= 1, fraction in (0, 1),
-                                 # or {"default": ..., "<task>": ...} per task
-    "batch_size": 16,            # lm-eval batch size
-    "max_length": None,          # lm-eval context window; None = the model config's
-    "device": None,              # None = cuda if available, else cpu
-    "dtype": None,               # None = bfloat16 on cuda, float32 on cpu; or "float32" | "bfloat16" | "float16"
-    "bootstrap_iters": 1000,     # lm-eval bootstrap draws (LAMBADA perplexity stderr); 0 = no stderrs
-    "float_logits": True,        # log-probabilities from float32 logits (matters for bf16 models only)
-    "tokenizer": None,           # None = the one saved in the checkpoint dir; else a lapr.data.load_tokenizer name/dir
-    "threads": None,             # torch intra-op threads; None = torch's default (OMP_NUM_THREADS)
-    "perplexity": {
-        "datasets": ["gutenberg_valid", "wikitext2_test_raw"],   # [] = no ppl rows
-        "max_tokens": 32768,     # first tokens of each corpus; None = whole corpus
-        "seq_len": 512,          # window length
-        "batch_size": 8,
-    },
-    "unigram": "auto",           # unigram floors: true | false | "auto" (only for the unpruned: method none / ratio 0)
-    "unigram_corpus": "gutenberg_train",
-    "unigram_chars": 2_000_000,  # characters of unigram_corpus to count; None = all of it
-}
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
+CORPUS_NAMES = CORPORA + tuple(ALIASES)  # what a setting may name; canonical_corpus maps the aliases
+DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
+
+
+@dataclass
+class Perplexity(Settings):
+    """Direct perplexity rows of `lapr evaluate` (the config's `evaluate.perplexity`)."""
+
+    SECTION = "evaluate.perplexity"
+    datasets: str | list[str] | None = setting(["gutenberg_valid", "wikitext2_test_raw"],
+                                                "corpora ([] or null: no ppl rows)", choices=CORPUS_NAMES,
+                                                items=dict(choices=CORPUS_NAMES))
+    max_tokens: int | None = setting(32768, "first tokens of each corpus (null: the whole corpus)", low=1)
+    seq_len: int = setting(512, "window length", low=2)
+    batch_size: int = setting(8, low=1)
+
+
+@dataclass
+class Evaluate(Settings):
+    """Settings of `lapr evaluate` (the config's `evaluate` section); resolve_settings fills in what
+    depends on the tasks (names, per-task limits) and maps aliases to canonical names."""
+
+    SECTION = "evaluate"
+    tasks: str | list[str] | None = setting("paper_a", "lm-eval task names, a list or a comma-separated string "
+                                            "('paper_a' = the paper's set; [] or null: no lm-eval)")
+    limit: float | dict[str, float | None] | None = setting(
+        None, "documents per task: null (all), an integer >= 1, a fraction in (0, 1), or {task: limit} with an "
+        "optional 'default'", above=0, items=dict(above=0))
+    batch_size: int = setting(16, "lm-eval batch size", low=1)
+    max_length: int | None = setting(None, "lm-eval context window (null: the model config's)", low=1)
+    device: str | None = setting(None, "null: cuda if available, else cpu", choices=DEVICES)
+    dtype: str | None = setting(None, "null: bfloat16 on cuda, float32 on cpu", choices=tuple(DTYPES))
+    bootstrap_iters: int = setting(1000, "lm-eval bootstrap draws (LAMBADA perplexity stderr); 0: no stderrs",
+                                   low=0)
+    float_logits: bool = setting(True, "log-probabilities from float32 logits (matters for bf16 models only)")
+    tokenizer: str | None = setting(None, "null: the checkpoint's own; else a lapr.data.load_tokenizer name/dir")
+    threads: int | None = setting(None, "torch intra-op threads (null: torch's default, OMP_NUM_THREADS)", low=1)
+    perplexity: Perplexity | None = setting(Perplexity(), "null: no ppl rows")
+    unigram: bool | str = setting("auto", "unigram floors: true | false | 'auto' (only for the unpruned: method "
+                                  "none / ratio 0)", choices=(True, False, "auto"))
+    unigram_corpus: str = setting("gutenberg_train", choices=CORPUS_NAMES)
+    unigram_chars: int | None = setting(2_000_000, "characters of unigram_corpus counted (null: all)", low=1)
 
 
 # ----------------------------------------------------------------------------- settings
 
-def _corpus(name, key: str) -> str:
-    name = ALIASES.get(name, name)
-    if name not in CORPORA:
-        raise ValueError(f"settings.{key}: unknown corpus {name!r}; use one of {list(CORPORA)} "
-                         f"(aliases {sorted(ALIASES)})")
-    return name
+def canonical_corpus(name: str) -> str:
+    """A corpus name a setting accepts (Perplexity.datasets, ...) with its alias resolved."""
+    return ALIASES.get(name, name)
 
 
-def _positive_int(value, key: str, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise ValueError(f"settings.{key} must be a positive integer{' or null' if allow_none else ''}, "
-                         f"got {value!r}")
+def _limit(value, where: str):
+    """A limit the model accepted (null or > 0): an integer >= 1 (documents) or a fraction < 1."""
+    if value is None or value < 1:
+        return value if value is None else float(value)
+    if value != int(value):
+        raise SettingsError(where, f"expected null, an integer >= 1 or a fraction in (0, 1), got {value!r}")
     return int(value)
 
 
-def _limit(value, key: str):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"settings.{key} must be null, an integer >= 1 or a fraction in (0, 1), got {value!r}")
-    return _positive_int(value, key) if value >= 1 else float(value)
-
-
-def _limits(limit, tasks: list[str]) -> dict:
+def _limits(limit, tasks: list[str], where: str) -> dict:
     """settings.limit -> {task: limit} for every task; a mapping may name tasks and a "default"."""
     if not isinstance(limit, dict):
-        value = _limit(limit, "limit")
+        value = _limit(limit, f"{where}.limit")
         return {t: value for t in tasks}
     unknown = set(limit) - set(tasks) - {"default"}
     if unknown:
-        raise ValueError(f"settings.limit: key(s) {sorted(unknown)} are neither 'default' nor in settings.tasks "
-                         f"{tasks}")
-    default = _limit(limit.get("default"), "limit.default")
-    return {t: _limit(limit[t], f"limit.{t}") if t in limit else default for t in tasks}
+        raise SettingsError(f"{where}.limit", f"key(s) {sorted(unknown)} are neither 'default' nor in the tasks "
+                            f"{tasks}")
+    default = _limit(limit.get("default"), f"{where}.limit.default")
+    return {t: _limit(limit[t], f"{where}.limit.{t}") if t in limit else default for t in tasks}
 
 
-def resolve_settings(settings: dict | str | None) -> dict:
-    """User settings (dict or JSON string) merged over DEFAULTS and validated; raises ValueError naming the key."""
-    settings = settings_object(settings or {})
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out = copy.deepcopy(DEFAULTS)
-    ppl = settings.get("perplexity", out["perplexity"])
-    out.update({k: v for k, v in settings.items() if k != "perplexity"})
+def resolve_settings(settings: dict | str | None, where: str = "evaluate") -> dict:
+    """User settings (dict or JSON string) checked by Evaluate, with the task names, per-task limits
+    and canonical corpus / dtype names filled in; SettingsError names the key (under `where`)."""
+    out = Evaluate.parse(settings or {}, where).as_dict()
 
     from lapr.eval.harness import local_tasks, task_names
     tasks = out["tasks"]
     if tasks is None or (not isinstance(tasks, str) and len(tasks) == 0):
         out["tasks"] = []
     else:
-        if not isinstance(tasks, (str, list, tuple)) or not all(isinstance(t, str) for t in
-                                                               ([tasks] if isinstance(tasks, str) else tasks)):
-            raise ValueError(f"settings.tasks must be a list of task names or a string, got {tasks!r}")
         out["tasks"] = task_names(tasks)
         local = local_tasks()
         bad = [t for t in out["tasks"] if t.startswith("lapr_") and t not in local]
         if bad:
-            raise ValueError(f"settings.tasks: unknown local task(s) {bad}; known: {sorted(local)} "
-                             "(or 'paper_a'; other names are stock lm-eval tasks that need the hub)")
-
-    out["limit"] = _limits(out["limit"], out["tasks"])
-    out["batch_size"] = _positive_int(out["batch_size"], "batch_size")
-    out["max_length"] = _positive_int(out["max_length"], "max_length", allow_none=True)
-    out["threads"] = _positive_int(out["threads"], "threads", allow_none=True)
-    if not isinstance(out["float_logits"], bool):
-        raise ValueError(f"settings.float_logits must be true or false, got {out['float_logits']!r}")
-    if not isinstance(out["bootstrap_iters"], int) or out["bootstrap_iters"] < 0:
-        raise ValueError(f"settings.bootstrap_iters must be an integer >= 0, got {out['bootstrap_iters']!r}")
+            raise SettingsError(f"{where}.tasks", f"unknown local task(s) {bad}; known: {sorted(local)} "
+                                "(or 'paper_a'; other names are stock lm-eval tasks that need the hub)")
+    out["limit"] = _limits(out["limit"], out["tasks"], where)
     if out["dtype"] is not None:
-        if out["dtype"] not in DTYPES:
-            raise ValueError(f"settings.dtype must be null or one of {sorted(DTYPES)}, got {out['dtype']!r}")
         out["dtype"] = DTYPES[out["dtype"]]
-    if out["unigram"] not in (True, False, "auto"):
-        raise ValueError(f"settings.unigram must be true, false or \"auto\", got {out['unigram']!r}")
-    out["unigram_corpus"] = _corpus(out["unigram_corpus"], "unigram_corpus")
-    out["unigram_chars"] = _positive_int(out["unigram_chars"], "unigram_chars", allow_none=True)
-
-    if ppl is None:
-        ppl = {"datasets": []}
-    if not isinstance(ppl, dict):
-        raise ValueError(f"settings.perplexity must be an object or null, got {ppl!r}")
-    unknown = set(ppl) - set(DEFAULTS["perplexity"])
-    if unknown:
-        raise ValueError(f"settings.perplexity: unknown key(s) {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS['perplexity'])}")
-    ppl = {**DEFAULTS["perplexity"], **ppl}
+    out["unigram_corpus"] = canonical_corpus(out["unigram_corpus"])
+    ppl = out["perplexity"] or {**Perplexity.defaults(), "datasets": []}
     datasets = ppl["datasets"] or []
-    if isinstance(datasets, str):
-        datasets = [datasets]
-    ppl["datasets"] = list(dict.fromkeys(_corpus(d, "perplexity.datasets") for d in datasets))
-    ppl["max_tokens"] = _positive_int(ppl["max_tokens"], "perplexity.max_tokens", allow_none=True)
-    ppl["seq_len"] = _positive_int(ppl["seq_len"], "perplexity.seq_len")
-    if ppl["seq_len"] < 2:
-        raise ValueError(f"settings.perplexity.seq_len must be >= 2, got {ppl['seq_len']}")
-    ppl["batch_size"] = _positive_int(ppl["batch_size"], "perplexity.batch_size")
+    ppl["datasets"] = list(dict.fromkeys(canonical_corpus(d) for d in ([datasets] if isinstance(datasets, str)
+                                                                        else datasets)))
     out["perplexity"] = ppl
     return out
 
@@ -337,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="value of the `method` column ('none' = unpruned)")
     parser.add_argument("--ratio", type=float, default=[0.0], nargs="+",
                         help="value of the `ratio` column (0 = unpruned)")
-    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(Evaluate.keys()))
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -46,23 +46,8 @@ state_bytes are bytes per sequence of the recurrent states after removal (lapr.h
 Beside each CSV: `<stem>.provenance.json` (settings, the head plan with every head's scores, the
 state accounting, timings, the budgets of the batch) and `<stem>.niah.csv` (one row per NIAH sample, with the continuation).
 
-Settings (--settings JSON, defaults in DEFAULTS):
-  alpha (0.5)            weight of the normalised rank in joint_rank_norm (eq. 14); the claims' alpha
-  alphas ([0, .25, .5, .75, 1])  alphas swept by joint_rank_norm at b3_budget (alpha is unpublished)
-  b3_budget (0.389)      budget of the alpha sweep and of the lm-eval tasks
-  norm ('frobenius')     nbar of eq. 14: 'frobenius' (heads.csv state_norm) | 'nuclear' (state_nuclear)
-  lm_eval (null)         {tasks, limit, batch_size, max_length} as the evaluate stage's settings: run at
-                         b3_budget and alpha by joint_rank_norm (null: none)
-  arms                   {group_low 0.25, group_high 0.75, draws 3, niah_n 8, ppl [gutenberg_valid]}
-                         or null: the disjoint arms of --arms-out
-  scope ('global')       'global' | 'layer' budget
-  seed (0)               tie-break / random-method seed, and NIAH sample seed
-  min_keep (0)           heads that must stay in every layer
-  application ('auto')   'auto' (structural when fla allows, else masked) | 'masked' | 'structural'
-  state_dtype ('float32') dtype of the accounted states (fla keeps them in float32)
-  device, dtype, tokenizer  as in the evaluate stage (null = defaults / the checkpoint's tokenizer)
-  eval: {ppl: [corpora], max_tokens, seq_len, batch_size}        ppl: [] for none
-  niah: {lengths, depths, n, digits, corpus, max_chars, batch_size} or null for none
+Settings (--settings JSON): the Heads model below, its defaults and checks (eval, niah, arms and
+lm_eval are nested models; null turns niah, arms and lm_eval off and eval's perplexity).
 """
 from __future__ import annotations
 
@@ -71,96 +56,113 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from lapr import columns
-from lapr.settings import settings_object
+from lapr.eval.stage import CORPUS_NAMES, DEVICES, DTYPES, Evaluate, canonical_corpus
+from lapr.eval.stage import resolve_settings as eval_settings
+from lapr.heads.apply import APPLICATIONS
+from lapr.heads.methods import NORM_COLUMNS, SCOPES
+from lapr.probes.niah import Niah
+from lapr.settings import Settings, SettingsError, setting, subset
 
 COLUMNS = columns.HEAD_PRUNING  # shared with the report (lapr/columns.py)
-
-ARMS_DEFAULTS = {"group_low": 0.25, "group_high": 0.75, "draws": 3, "niah_n": 8, "ppl": ["gutenberg_valid"]}
 LM_EVAL_KEYS = ("tasks", "limit", "batch_size", "max_length")
-DEFAULTS: dict = {
-    "alpha": 0.5, "alphas": [0.0, 0.25, 0.5, 0.75, 1.0], "b3_budget": 0.389, "norm": "frobenius",
-    "lm_eval": None, "arms": ARMS_DEFAULTS, "scope": "global", "seed": 0, "min_keep": 0, "application": "auto",
-    "state_dtype": "float32", "device": None, "dtype": None, "tokenizer": None,
-    "eval": {"ppl": ["gutenberg_valid", "wikitext2_test_raw"], "max_tokens": 16384, "seq_len": 256,
-             "batch_size": 8},
-    "niah": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0], "n": 8, "digits": 5,
-             "corpus": "gutenberg_valid", "max_chars": 400_000, "batch_size": 8},
-}
+CORPORA = dict(choices=CORPUS_NAMES, items=dict(choices=CORPUS_NAMES))  # a corpus or a list of them
 
 
-def _merge(section: str, value, defaults: dict) -> dict | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ValueError(f"settings.{section} must be an object or null, got {value!r}")
-    unknown = set(value) - set(defaults)
-    if unknown:
-        raise ValueError(f"settings.{section}: unknown key(s) {sorted(unknown)}; known: {sorted(defaults)}")
-    return {**defaults, **value}
+@dataclass
+class Arms(Settings):
+    """Paper B's disjoint low / high / random arms (the config's `heads.arms`), written by the
+    unpruned job to --arms-out."""
+
+    SECTION = "heads.arms"
+    group_low: float = setting(0.25, "heads with final rank / bound <= group_low are the low class", above=0, high=1)
+    group_high: float = setting(0.75, "heads with final rank / bound >= group_high are the high class", above=0,
+                                high=1)
+    draws: int = setting(3, "random arms drawn", low=1)
+    niah_n: int = setting(8, "NIAH samples per cell of each arm", low=1)
+    ppl: str | list[str] | None = setting(["gutenberg_valid"], "perplexity corpora of each arm", **CORPORA)
+
+    def check(self, where: str) -> None:
+        if self.group_low > self.group_high:  # the classes would overlap, and the arms with them
+            raise SettingsError(f"{where}.group_low", f"{self.group_low} must be <= group_high ({self.group_high})")
+
+
+@dataclass
+class HeadsEval(Settings):
+    """Perplexity of every head-pruned model (the config's `heads.eval`)."""
+
+    SECTION = "heads.eval"
+    ppl: str | list[str] | None = setting(["gutenberg_valid", "wikitext2_test_raw"], "corpora ([]: none)", **CORPORA)
+    max_tokens: int | None = setting(16384, "first tokens of each corpus (>= seq_len; null: all)", low=1)
+    seq_len: int = setting(256, "window length", low=2)
+    batch_size: int = setting(8, low=1)
+
+    def check(self, where: str) -> None:
+        if self.max_tokens is not None and self.max_tokens < self.seq_len:
+            raise SettingsError(f"{where}.max_tokens", f"{self.max_tokens} is below seq_len ({self.seq_len})")
+
+
+LmEval = subset(Evaluate, LM_EVAL_KEYS, "LmEval", "heads.lm_eval",
+                "The evaluate stage's lm-eval settings run at b3_budget by joint_rank_norm (the config's "
+                "`heads.lm_eval`; the workflow fills in `evaluate`'s).")
+
+
+@dataclass
+class Heads(Settings):
+    """Settings of `lapr heads` (the config's `heads` section, less the workflow's grid: `methods`,
+    `budgets`)."""
+
+    SECTION = "heads"
+    alpha: float = setting(0.5, "weight of the normalised rank in joint_rank_norm (eq. 14); the claims' alpha",
+                           low=0, high=1)
+    alphas: list[float] = setting([0.0, 0.25, 0.5, 0.75, 1.0], "alphas joint_rank_norm sweeps at b3_budget "
+                                  "(alpha is unpublished; alpha is always among them)", min_items=1,
+                                  items=dict(low=0, high=1))
+    b3_budget: float = setting(0.389, "budget of the alpha sweep and of the lm-eval tasks (paper B's 38.9%)",
+                               above=0, below=1)
+    norm: str = setting("frobenius", "nbar of eq. 14: heads.csv state_norm (frobenius) or state_nuclear",
+                        choices=tuple(NORM_COLUMNS))
+    lm_eval: LmEval | None = setting(None, "lm-eval tasks at b3_budget and alpha (null: none)")
+    arms: Arms | None = setting(Arms(), "null: no arms")
+    scope: str = setting("global", "budget over all heads or per layer", choices=SCOPES)
+    seed: int = setting(0, "tie-break / random-method seed, and NIAH sample seed; --seed overrides it", low=0)
+    min_keep: int = setting(0, "heads that must stay in every layer", low=0)
+    application: str = setting("auto", "auto (structural when fla allows, else masked) | masked | structural",
+                               choices=APPLICATIONS)
+    state_dtype: str = setting("float32", "dtype of the accounted states (fla keeps them in float32)",
+                               choices=("float32", "float64", "bfloat16", "float16"))
+    device: str | None = setting(None, "as in the evaluate stage", choices=DEVICES)
+    dtype: str | None = setting(None, "as in the evaluate stage", choices=tuple(DTYPES))
+    tokenizer: str | None = setting(None, "null: the checkpoint's own")
+    eval: HeadsEval | None = setting(HeadsEval(), "null: no perplexity")
+    niah: Niah | None = setting(Niah(), "null: no NIAH")
+
+
+def _corpora(value) -> list[str]:
+    """A corpus or a list of them (or null) as a list of canonical names."""
+    return [canonical_corpus(c) for c in ([value] if isinstance(value, str) else value or [])]
 
 
 def resolve_settings(raw) -> dict:
-    """--settings (JSON string or dict) merged over DEFAULTS and validated (ValueError names the key)."""
-    from lapr.eval.stage import _corpus
-    from lapr.heads import apply, methods
-    from lapr.probes import niah
-
-    raw = settings_object(raw or {})
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"settings: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    s = copy.deepcopy(DEFAULTS)
-    s.update({k: v for k, v in raw.items() if k not in ("eval", "niah", "arms")})
-    s["arms"] = _merge("arms", raw.get("arms", ARMS_DEFAULTS), ARMS_DEFAULTS)
-    s["eval"] = _merge("eval", raw.get("eval", DEFAULTS["eval"]), DEFAULTS["eval"]) or \
-        {**DEFAULTS["eval"], "ppl": []}
-    s["niah"] = _merge("niah", raw.get("niah", DEFAULTS["niah"]), DEFAULTS["niah"])
-    s["alpha"] = methods.check_alpha(s["alpha"])
-    if not isinstance(s["alphas"], list) or not s["alphas"]:
-        raise ValueError(f"settings.alphas must be a non-empty list of numbers in [0, 1], got {s['alphas']!r}")
-    s["alphas"] = sorted({methods.check_alpha(a) for a in s["alphas"]} | {s["alpha"]})
-    s["b3_budget"] = methods.check_budget(s["b3_budget"])
-    s["norm"] = methods.check_norm(s["norm"])
+    """--settings (JSON string or dict) checked by Heads, with the alphas swept, lm_eval resolved as
+    the evaluate stage does and corpus aliases mapped (SettingsError names the key)."""
+    s = Heads.parse(raw or {}).as_dict()
+    s["alpha"], s["b3_budget"] = float(s["alpha"]), float(s["b3_budget"])
+    s["alphas"] = sorted({float(a) for a in s["alphas"]} | {s["alpha"]})
     if s["lm_eval"] is not None:
-        from lapr.eval.stage import resolve_settings as eval_settings
-        if not isinstance(s["lm_eval"], dict) or set(s["lm_eval"]) - set(LM_EVAL_KEYS):
-            raise ValueError(f"settings.lm_eval must be null or an object with keys among {list(LM_EVAL_KEYS)}, "
-                             f"got {s['lm_eval']!r}")
-        s["lm_eval"] = {k: v for k, v in eval_settings(s["lm_eval"]).items() if k in LM_EVAL_KEYS}
+        resolved = eval_settings(s["lm_eval"], where="heads.lm_eval")
+        s["lm_eval"] = {k: resolved[k] for k in LM_EVAL_KEYS}
     if s["arms"] is not None:
-        a = s["arms"]
-        a["group_low"], a["group_high"] = methods.check_groups(a["group_low"], a["group_high"])
-        for key in ("draws", "niah_n"):
-            if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 1:
-                raise ValueError(f"settings.arms.{key} must be an integer >= 1, got {a[key]!r}")
-        ppl = a["ppl"] or []
-        a["ppl"] = [_corpus(c, "arms.ppl") for c in ([ppl] if isinstance(ppl, str) else ppl)]
-    s["scope"] = methods.check_scope(s["scope"])
-    if s["application"] not in apply.APPLICATIONS:
-        raise ValueError(f"settings.application must be one of {apply.APPLICATIONS}, got {s['application']!r}")
-    for key in ("seed", "min_keep"):
-        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 0:
-            raise ValueError(f"settings.{key} must be an integer >= 0, got {s[key]!r}")
-    if not isinstance(getattr(torch, str(s["state_dtype"]), None), torch.dtype):
-        raise ValueError(f"settings.state_dtype must be a torch dtype name, got {s['state_dtype']!r}")
-    ev = s["eval"]
-    ppl = ev["ppl"] or []
-    ev["ppl"] = [_corpus(c, "eval.ppl") for c in ([ppl] if isinstance(ppl, str) else ppl)]
-    for key, low in (("seq_len", 2), ("batch_size", 1)):
-        if isinstance(ev[key], bool) or not isinstance(ev[key], int) or ev[key] < low:
-            raise ValueError(f"settings.eval.{key} must be an integer >= {low}, got {ev[key]!r}")
-    if ev["max_tokens"] is not None and (not isinstance(ev["max_tokens"], int) or ev["max_tokens"] < ev["seq_len"]):
-        raise ValueError(f"settings.eval.max_tokens must be null or an integer >= seq_len, got {ev['max_tokens']!r}")
-    if s["niah"] is not None:
-        nh = s["niah"]
-        nh["lengths"], nh["depths"], nh["n"] = niah.check_grid(nh["lengths"], nh["depths"], nh["n"])
-        _corpus(nh["corpus"], "niah.corpus")
+        s["arms"]["group_low"], s["arms"]["group_high"] = float(s["arms"]["group_low"]), float(s["arms"]["group_high"])
+        s["arms"]["ppl"] = _corpora(s["arms"]["ppl"])
+    s["eval"] = s["eval"] or {**HeadsEval.defaults(), "ppl": []}
+    s["eval"]["ppl"] = _corpora(s["eval"]["ppl"])
     return s
 
 
@@ -454,7 +456,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction(s) of heads removed (0 with none); one per --out")
     parser.add_argument("--out", nargs="+", required=True, help="tidy CSV(s) to write, one per --budget, in order")
     parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
-    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(Heads.keys()))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
     parser.add_argument("--arms-out", default=None, help="with --method none: also evaluate the disjoint "
                         "low / high / random arms (settings.arms) into this CSV")
@@ -570,6 +572,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"[heads] wrote {len(df)} arm rows to {args.arms_out} in {info['seconds']['total']:.1f} s", flush=True)
 
 
-__all__ = ["COLUMNS", "DEFAULTS", "add_arguments", "check_budgets_outs", "check_method_budget", "evaluate",
+__all__ = ["COLUMNS", "Heads", "add_arguments", "check_budgets_outs", "check_method_budget", "evaluate",
            "evaluate_plan", "model_heads", "plan_budget", "prune_and_evaluate", "resolve_settings", "run",
            "sidecars"]

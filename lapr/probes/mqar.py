@@ -36,9 +36,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lapr.settings import Settings, SettingsError, setting
+
 IGNORE = -100
 
-DEFAULTS = {"vocab_size": 64, "seq_len": 64, "num_kv_pairs": 8, "num_queries": None}
+
+@dataclass
+class Task(Settings):
+    """An MQAR task shape (the config's `mqar.train.task`)."""
+
+    SECTION = "mqar.train.task"
+    vocab_size: int = setting(64, "tokens: pad, keys 1..vocab_size/2 - 1, values above", low=4)
+    seq_len: int = setting(64, low=4)
+    num_kv_pairs: int = setting(8, "key-value pairs per sequence", low=1)
+    num_queries: int | None = setting(None, "queries per sequence (null: num_kv_pairs)", low=1)
+
+    def check(self, where: str) -> None:
+        try:  # the shape's own rules (distinct keys, room for the queries), as make_batch checks them
+            check_config(self.vocab_size, self.seq_len, self.num_kv_pairs, self.num_queries)
+        except ValueError as e:
+            raise SettingsError(where, str(e)) from None
 
 
 @dataclass
@@ -199,9 +216,23 @@ def chance(vocab_size: int) -> float:
     return 1.0 / (vocab_size - vocab_size // 2)
 
 
-TRAIN_DEFAULTS = {"steps": 500, "batch_size": 128, "lr": 3e-3, "warmup": 30, "weight_decay": 0.1,
-                  "grad_clip": 1.0, "eval_every": 50, "eval_n": 512, "target_recall": 0.99,
-                  "time_limit_s": None, "threads": 1}
+@dataclass
+class Training(Settings):
+    """How an MQAR model is trained (the config's `mqar.train.train`)."""
+
+    SECTION = "mqar.train.train"
+    steps: int = setting(500, low=1)
+    batch_size: int = setting(128, low=1)
+    lr: float = setting(3e-3, "peak learning rate (warm-up, then cosine)", above=0, below=1)
+    warmup: int = setting(30, low=0)
+    weight_decay: float = setting(0.1, low=0)
+    grad_clip: float = setting(1.0, above=0)
+    eval_every: int = setting(50, "steps between held-out recalls", low=1)
+    eval_n: int = setting(512, "held-out sequences", low=1)
+    target_recall: float | None = setting(0.99, "stop once the held-out recall reaches it (null: never)",
+                                          low=0, high=1)
+    time_limit_s: float | None = setting(None, "stop after this many training seconds (null: never)", above=0)
+    threads: int | None = setting(1, "torch CPU threads (null: torch's default)", low=1)
 
 
 def train(model, settings: dict, shape: dict, seed: int = 0, progress: bool = True, log=print) -> dict:
@@ -214,7 +245,7 @@ def train(model, settings: dict, shape: dict, seed: int = 0, progress: bool = Tr
     from lapr import backends
     from lapr.train.pretrain import lr_at
 
-    s = {**TRAIN_DEFAULTS, **settings}
+    s = Training.parse(settings).as_dict()
     device = next(model.parameters()).device
     backend = backends.for_training(model)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -255,5 +286,5 @@ def train(model, settings: dict, shape: dict, seed: int = 0, progress: bool = Tr
             "valid": final, "curve": curve}
 
 
-__all__ = ["IGNORE", "DEFAULTS", "TRAIN_DEFAULTS", "MQARBatch", "batches", "chance", "check_config",
+__all__ = ["IGNORE", "Task", "Training", "MQARBatch", "batches", "chance", "check_config",
            "make_batch", "mqar_loss", "query_noise", "recall", "solve", "train"]

@@ -32,50 +32,104 @@ d_k, heads_removed, removed_low, removed_high, noise, metric ('recall' | 'loss')
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from lapr import columns
+from lapr.config import channel_methods
+from lapr.eval.stage import DEVICES
 from lapr.families import names
+from lapr.heads.apply import APPLICATIONS
+from lapr.heads.methods import METHODS as HEAD_METHODS, SCOPES
 from lapr.probes import mqar
-from lapr.settings import settings_object
+from lapr.settings import Settings, setting
 
-# family: the first family lapr adapts, in sorted order (DeltaNet)
-MODEL_DEFAULTS = {"family": names()[0], "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_k_dim": 32,
-                  "head_v_dim": 32, "mlp_ratio": 2}
-TASK_DEFAULTS = {"vocab_size": 64, "seq_len": 64, "num_kv_pairs": 8, "num_queries": None}
-TRAIN_SETTINGS = {"model": MODEL_DEFAULTS, "task": TASK_DEFAULTS, "train": mqar.TRAIN_DEFAULTS, "seed": 0,
-                  "device": None}
-EVAL_SETTINGS = {
-    "eval_n": 512, "seed": 0, "device": None, "batch_size": 256,
-    "noise": [0.0, 0.25, 0.5, 1.0],
-    "channel": {"methods": "all", "ratios": [0.25, 0.5, 0.75], "multiple": 1},
-    "heads": {"methods": "all", "budgets": [0.25, 0.5, 0.75], "scope": "global", "alpha": 0.5,
-              "application": "auto", "min_keep": 0, "profile_n": 256},
-    "calib": {"n_batches": 4, "batch_size": 32, "rows": 1024},
-}
+CHANNEL_METHODS = channel_methods()  # registered in lapr/pruning/channels (read without importing torch code)
 COLUMNS = columns.MQAR  # shared with the report (lapr/columns.py)
 
 
-def _merged(raw: dict, defaults: dict, where: str = "settings") -> dict:
-    unknown = set(raw) - set(defaults)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(defaults)}")
-    out = copy.deepcopy(defaults)
-    for k, v in raw.items():
-        if isinstance(defaults[k], dict):
-            if not isinstance(v, dict):
-                raise ValueError(f"{where}.{k} must be an object, got {v!r}")
-            out[k] = _merged(v, defaults[k], f"{where}.{k}")
-        else:
-            out[k] = v
-    return out
+@dataclass
+class Model(Settings):
+    """The MQAR probe model's spec (the config's `mqar.train.model`)."""
+
+    SECTION = "mqar.train.model"
+    family: str = setting(names()[0], "a family lapr adapts (default: the first in sorted order, DeltaNet); "
+                          "--family overrides it", choices=tuple(names()))
+    hidden_size: int = setting(64, low=8)
+    num_layers: int = setting(2, low=1)
+    num_heads: int = setting(2, low=1)
+    head_k_dim: int = setting(32, low=2)
+    head_v_dim: int = setting(32, low=1)
+    mlp_ratio: float = setting(2, above=0)
+
+
+@dataclass
+class Train(Settings):
+    """Settings of `lapr mqar-train` (the config's `mqar.train`)."""
+
+    SECTION = "mqar.train"
+    model: Model = setting(Model())
+    task: mqar.Task = setting(mqar.Task())
+    train: mqar.Training = setting(mqar.Training())
+    seed: int = setting(0, "--seed overrides it", low=0)
+    device: str | None = setting(None, "null: cuda when available", choices=DEVICES)
+
+
+@dataclass
+class Channel(Settings):
+    """Channel pruning of the MQAR models (the config's `mqar.eval.channel`)."""
+
+    SECTION = "mqar.eval.channel"
+    methods: str | list[str] | None = setting("all", "'all', 'none' / null / [] or a list of registered methods",
+                                              choices=("all", "none"), items=dict(choices=CHANNEL_METHODS))
+    ratios: list[float] = setting([0.25, 0.5, 0.75], min_items=1, unique=True, items=dict(above=0, below=1))
+    multiple: int = setting(1, "kept d_k rounded down to a multiple of it", low=1)
+
+
+@dataclass
+class HeadPruning(Settings):
+    """Head pruning of the MQAR models (the config's `mqar.eval.heads`)."""
+
+    SECTION = "mqar.eval.heads"
+    methods: str | list[str] | None = setting("all", "'all', 'none' / null / [] or a list of head methods",
+                                              choices=("all", "none"), items=dict(choices=tuple(HEAD_METHODS)))
+    budgets: list[float] = setting([0.25, 0.5, 0.75], min_items=1, unique=True, items=dict(above=0, below=1))
+    scope: str = setting("global", choices=SCOPES)
+    alpha: float = setting(0.5, "joint_rank_norm's weight of the normalised rank", low=0, high=1)
+    application: str = setting("auto", choices=APPLICATIONS)
+    min_keep: int = setting(0, "heads that must stay in every layer", low=0)
+    profile_n: int = setting(256, "MQAR sequences of the head profile", low=1)
+
+
+@dataclass
+class EvalCalib(Settings):
+    """Calibration statistics from MQAR sequences (the config's `mqar.eval.calib`)."""
+
+    SECTION = "mqar.eval.calib"
+    n_batches: int = setting(4, low=1)
+    batch_size: int = setting(32, low=1)
+    rows: int = setting(1024, low=1)
+
+
+@dataclass
+class Eval(Settings):
+    """Settings of `lapr mqar-eval` (the config's `mqar.eval`)."""
+
+    SECTION = "mqar.eval"
+    eval_n: int = setting(512, "held-out sequences", low=1)
+    seed: int = setting(0, "--seed overrides it", low=0)
+    device: str | None = setting(None, "null: cuda when available", choices=DEVICES)
+    batch_size: int = setting(256, low=1)
+    noise: list[float] = setting([0.0, 0.25, 0.5, 1.0], "query-noise levels (paper A's probe)", min_items=1,
+                                 items=dict(low=0))
+    channel: Channel = setting(Channel())
+    heads: HeadPruning = setting(HeadPruning())
+    calib: EvalCalib = setting(EvalCalib())
 
 
 def _device(name):
@@ -87,24 +141,14 @@ def _device(name):
 # ------------------------------------------------------------------------------------------ train
 
 def resolve_train_settings(raw) -> dict:
-    s = _merged(settings_object(raw or {}), TRAIN_SETTINGS)
-    t = s["task"]
-    mqar.check_config(t["vocab_size"], t["seq_len"], t["num_kv_pairs"], t["num_queries"])
-    from lapr.models import family
-    family(s["model"]["family"])
-    for key in ("steps", "batch_size", "eval_every", "eval_n"):
-        v = s["train"][key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"settings.train.{key} must be a positive integer, got {v!r}")
-    if not 0 < float(s["train"]["lr"]) < 1:
-        raise ValueError(f"settings.train.lr must be in (0, 1), got {s['train']['lr']!r}")
-    return s
+    """The mqar-train settings (a dict or JSON string) with every key filled in (Train)."""
+    return Train.parse(raw or {}).as_dict()
 
 
 def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--family", default=None, help="overrides settings.model.family (" + " | ".join(names()) + ")")
-    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(TRAIN_SETTINGS))
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(Train.keys()))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
 
 
@@ -156,35 +200,25 @@ def train_run(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------ eval
 
-def resolve_eval_settings(raw) -> dict:
-    from lapr.heads import apply, methods
+def _methods(value, every) -> list[str]:
+    """'all' -> every method, 'none' / null / [] -> none, else the list."""
+    return list(every) if value == "all" else [] if value in (None, "none") else list(value)
 
-    s = _merged(settings_object(raw or {}), EVAL_SETTINGS)
-    noise = s["noise"]
-    if not isinstance(noise, list) or not noise or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 and math.isfinite(x) for x in noise):
-        raise ValueError(f"settings.noise must be a non-empty list of numbers >= 0, got {noise!r}")
+
+def resolve_eval_settings(raw) -> dict:
+    """The mqar-eval settings (a dict or JSON string) checked by Eval, with 'all' / 'none' method
+    lists spelt out."""
+    from lapr.heads import methods
+    from lapr.pruning.channels import ALL_METHODS
+
+    s = Eval.parse(raw or {}).as_dict()
     ch, hd = s["channel"], s["heads"]
-    if ch["methods"] in (None, [], "none"):
-        ch["methods"] = []
-    else:
-        from lapr.pruning.channels import ALL_METHODS
-        from lapr.pruning.ratio import check_method, check_ratio
-        ch["methods"] = list(ALL_METHODS) if ch["methods"] == "all" else [check_method(m) for m in ch["methods"]]
-        ch["ratios"] = [check_ratio(r) for r in ch["ratios"]]
-    if hd["methods"] in (None, [], "none"):
-        hd["methods"] = []
-    else:
-        hd["methods"] = list(methods.METHODS) if hd["methods"] == "all" else [methods.check_method(m)
-                                                                             for m in hd["methods"]]
-        hd["budgets"] = [methods.check_budget(b) for b in hd["budgets"]]
-    methods.check_scope(hd["scope"])
-    methods.check_alpha(hd["alpha"])
-    if hd["application"] not in apply.APPLICATIONS:
-        raise ValueError(f"settings.heads.application must be one of {apply.APPLICATIONS}")
-    for key in ("eval_n", "batch_size"):
-        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
-            raise ValueError(f"settings.{key} must be a positive integer, got {s[key]!r}")
+    ch["methods"] = _methods(ch["methods"], ALL_METHODS)
+    if ch["methods"]:
+        ch["ratios"] = [float(r) for r in ch["ratios"]]
+    hd["methods"] = _methods(hd["methods"], methods.METHODS)
+    if hd["methods"]:
+        hd["budgets"] = [float(b) for b in hd["budgets"]]
     return s
 
 
@@ -325,7 +359,7 @@ def eval_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="MQAR checkpoint directory (mqar-train output)")
     parser.add_argument("--out", required=True, help="tidy CSV to write")
     parser.add_argument("--model-name", default=None, help="value of the `model` column (default: --model's name)")
-    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(EVAL_SETTINGS))
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(Eval.keys()))
     parser.add_argument("--seed", type=int, default=None, help="overrides settings.seed")
 
 
@@ -378,6 +412,6 @@ def eval_run(args: argparse.Namespace) -> None:
     print(f"[mqar-eval] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s", flush=True)
 
 
-__all__ = ["COLUMNS", "EVAL_SETTINGS", "TRAIN_SETTINGS", "eval_add_arguments", "eval_run", "evaluate_checkpoint",
+__all__ = ["COLUMNS", "Eval", "Train", "eval_add_arguments", "eval_run", "evaluate_checkpoint",
            "load_mqar", "mqar_calibration", "mqar_grads", "resolve_eval_settings", "resolve_train_settings",
            "train_add_arguments", "train_model", "train_run"]

@@ -30,10 +30,29 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lapr.eval.stage import CORPUS_NAMES
+from lapr.settings import Settings, setting
+
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = " What is the pass key? The pass key is"
-DEFAULTS = {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0], "n": 8, "digits": 5,
-            "corpus": "gutenberg_valid", "max_chars": 400_000, "batch_size": 8}
+
+
+@dataclass
+class Niah(Settings):
+    """The NIAH grid of `lapr heads` (the config's `heads.niah`)."""
+
+    SECTION = "heads.niah"
+    lengths: list[int] = setting([256, 512], "context lengths in tokens", min_items=1, items=dict(low=8))
+    depths: list[float] = setting([0.0, 0.5, 1.0], "needle depths (0: start, 1: end)", min_items=1,
+                                  items=dict(low=0, high=1))
+    n: int = setting(8, "samples per (length, depth) cell", low=1)
+    digits: int = setting(5, "digits of the pass key", low=1, high=12)
+    corpus: str = setting("gutenberg_valid", "the haystack's shipped corpus", choices=CORPUS_NAMES)
+    max_chars: int | None = setting(400_000, "characters of the corpus tokenised (null: all)", low=1)
+    batch_size: int = setting(8, low=1)
+
+    def check(self, where: str) -> None:
+        self.depths = [float(d) for d in self.depths]
 
 
 @dataclass
@@ -174,5 +193,5 @@ def cell_table(per_sample: pd.DataFrame) -> pd.DataFrame:
                  answer_logprob=("answer_logprob", "mean"), n=("correct", "size")).reset_index()
 
 
-__all__ = ["DEFAULTS", "NEEDLE", "QUESTION", "NIAHSample", "cell_table", "check_grid", "evaluate",
+__all__ = ["Niah", "NEEDLE", "QUESTION", "NIAHSample", "cell_table", "check_grid", "evaluate",
            "filler_tokens", "greedy", "is_correct", "make_samples", "teacher_forced"]

@@ -30,6 +30,7 @@ All returned tensors are float32 on the CPU (format: LAYOUT.md, calib.pt).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,9 +38,20 @@ from tqdm.auto import tqdm
 
 from lapr import backends
 from lapr.models import family
+from lapr.settings import Settings, setting
 
-CALIB_DEFAULTS = {"n_batches": 8, "seq_len": 512, "batch_size": 4, "rows": 2048,
-                  "source": "gutenberg_train"}
+
+@dataclass
+class Calib(Settings):
+    """The calibration pass of `lapr profile` (the config's `profiling.calib`)."""
+
+    SECTION = "profiling.calib"
+    n_batches: int = setting(8, "calibration batches", low=1)
+    seq_len: int = setting(512, "tokens per calibration sequence", low=2)
+    batch_size: int = setting(4, "sequences per batch", low=1)
+    rows: int = setting(2048, "token rows of q_act / k_act kept (calibration_rows)", low=1)
+    source: str = setting("gutenberg_train", "the shipped corpus the windows are cut from",
+                          choices=("gutenberg_train", "gutenberg_valid", "wikitext2_test_raw"))
 
 
 def calibration_batches(tokenizer, n_batches: int, seq_len: int, batch_size: int, seed: int = 0,
@@ -215,4 +227,4 @@ def calibrate(model, batches, rows: int = 2048, seed: int = 0, model_name: str =
             "layers": layers}
 
 
-__all__ = ["CALIB_DEFAULTS", "calibrate", "calibration_batches", "calibration_rows"]
+__all__ = ["Calib", "calibrate", "calibration_batches", "calibration_rows"]

@@ -620,7 +620,7 @@ def model_comparison(device, shape: str, steps: int, eps: float, repeats: int) -
     rank and spectrum tables on the host), which is what `lapr profile` times as metrics_s."""
     from lapr.models import build_model, default_dtype
     from lapr.profiling.capture import capture_states, log_positions, plain_forward
-    from lapr.profiling.stage import DEFAULTS, _metrics
+    from lapr.profiling.stage import Profiling, _metrics
 
     cfg = MODEL_SPECS[shape]
     model = build_model(cfg["spec"], seed=0).to(device=device, dtype=default_dtype(device)).eval()
@@ -640,7 +640,7 @@ def model_comparison(device, shape: str, steps: int, eps: float, repeats: int) -
                             device, repeats)
         out[f"metrics_s_{route}"] = t_met
         out[f"profile_over_forward_{route}"] = (t_cap + t_met) / t_fwd
-    settings = {**DEFAULTS, "eps": eps, "svd": "auto" if device.type == "cuda" else DEFAULT_ROUTE}
+    settings = Profiling.parse({"eps": eps, "svd": "auto" if device.type == "cuda" else DEFAULT_ROUTE}).as_dict()
     _, t_stage, _ = timed(lambda: _metrics(states, positions, settings, "timing"), device, repeats)
     out.update(metrics_s=out[f"metrics_s_{DEFAULT_ROUTE}"], stage_metrics_s=t_stage, default_route=DEFAULT_ROUTE,
                profile_over_forward=(t_cap + out[f"metrics_s_{DEFAULT_ROUTE}"]) / t_fwd,

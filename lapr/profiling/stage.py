@@ -54,16 +54,8 @@ appears at once), into --out:
   provenance.json   lapr.provenance.record(...) + positions + the consistency summary + the model's
                     weights_fingerprint (what heads checks heads.csv against)
 
-Settings (--settings JSON object; every key optional):
-  T (2048 on CUDA, 512 on CPU), eps_sensitivity ([1e-3, 1e-2]: extra thresholds; paper B's eps
-  1e-4 lies below bf16's resolution of a state entry, ~4e-3 relative), capture ("single_pass" | "segments", see capture.py), n_positions (32), eps (1e-4), batch (samples per context: 4),
-  contexts (["gutenberg", "wikitext", "attack", "needle"]), spectrum_positions (4),
-  class_rule ("fraction" | "gap"), class_fraction (0.5), tokenizer (null: the checkpoint's own if
-  it has one, else "gutenberg-bpe-8k"), warmup (true: one untimed forward + capture first, so
-  Triton compilation / first-call allocations are not timed), seed (0; --seed overrides),
-  calib {n_batches (8), seq_len (512), batch_size (4), rows (2048), source ("gutenberg_train")},
-  svd ("auto": singular values by metrics.singular_values' fastest GPU route on CUDA states, LAPACK on
-  CPU ones; "lapack" / "gram" / "bidiag" force one; lapr.profiling.spectrum_gpu).
+Settings (--settings JSON object, or a path to a .json file; every key optional): the Profiling
+model below, its defaults and checks (T and warmup null: filled in for the device by parse_settings).
 """
 from __future__ import annotations
 
@@ -72,6 +64,7 @@ import statistics
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,24 +74,55 @@ from tqdm.auto import tqdm
 
 from lapr import paths, provenance
 from lapr.profiling import stratify
-from lapr.profiling.calibrate import CALIB_DEFAULTS, calibrate, calibration_batches
+from lapr.profiling.calibrate import Calib, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
 from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, singular_values,
                                     spectrum_table, threshold_rank_column)
-from lapr.settings import settings_object
+from lapr.settings import Settings, SettingsError, setting
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
     "single_pass": "one backbone forward; states read out of its chunked state pass (reader: 'fla' = fla's "
                    "chunk_gated_delta_rule_fwd_h, 'lapr' = lapr's chunked delta rule)",
     "segments": "segment-wise prefill with fla's cache (one backbone forward per segment)",
 }
-DEFAULTS = {
-    "T": None, "capture": "single_pass", "n_positions": 32, "eps": DEFAULT_EPS, "batch": 4,
-    "contexts": ["gutenberg", "wikitext", "attack", "needle"], "spectrum_positions": 4,
-    "class_rule": "fraction", "class_fraction": 0.5, "tokenizer": None, "warmup": None, "seed": 0,
-    "calib": dict(CALIB_DEFAULTS), "svd": "auto", "eps_sensitivity": [1e-3, 1e-2],
-}
+
+
+@dataclass
+class Profiling(Settings):
+    """Settings of `lapr profile` (the config's `profiling` section)."""
+
+    SECTION = "profiling"
+    T: int | None = setting(None, "context length (null: 2048 on CUDA, 512 on CPU)", low=2)
+    capture: str = setting("single_pass", "how states are read (capture.py)", choices=tuple(CAPTURE_METHODS))
+    n_positions: int = setting(32, "log-spaced token counts at which states are captured (<= T)", low=2)
+    eps: float = setting(DEFAULT_EPS, "threshold of the threshold rank", above=0, below=1)
+    # paper B's eps 1e-4 lies below bf16's resolution of a state entry (~4e-3 relative)
+    eps_sensitivity: list[float] = setting([1e-3, 1e-2], "extra threshold-rank eps (ranks.parquet "
+                                           "threshold_rank_<e>, heads.csv final_rank_<e>; same singular values)",
+                                           items=dict(above=0, below=1))
+    batch: int = setting(4, "samples per context", low=1)
+    contexts: list[str] = setting(["gutenberg", "wikitext", "attack", "needle"], "input contexts",
+                                  min_items=1, unique=True, items=dict(choices=tuple(CONTEXTS)))
+    spectrum_positions: int = setting(4, "evenly spaced positions of spectrum.parquet", low=1)
+    class_rule: str = setting("fraction", "head classes (stratify.classify_heads)", choices=("fraction", "gap"))
+    class_fraction: float = setting(0.5, "rule 'fraction': high iff final_rank >= class_fraction * bound",
+                                    above=0, high=1)
+    tokenizer: str | None = setting(None, "null: the checkpoint's own if it has one, else gutenberg-bpe-8k")
+    warmup: bool | None = setting(None, "one untimed forward + capture first, so that Triton compilation and "
+                                  "first-call allocations are not timed (null: true)")
+    seed: int = setting(0, "--seed overrides it", low=0)
+    calib: Calib = setting(Calib())
+    svd: str = setting("auto", "singular values: LAPACK, one of the two GPU routes (gram, bidiag: "
+                       "spectrum_gpu.py) or auto (the fastest GPU route on CUDA states, LAPACK on CPU ones)",
+                       choices=SVD_METHODS)
+
+    def check(self, where: str) -> None:
+        # one column per eps label: 1e-3 and 0.001 would write threshold_rank_1e-3 twice
+        if len({eps_label(e) for e in self.eps_sensitivity}) != len(self.eps_sensitivity):
+            raise SettingsError(f"{where}.eps_sensitivity", f"{self.eps_sensitivity!r} has duplicates")
+        self.eps_sensitivity = [float(e) for e in self.eps_sensitivity]
+
 MIN_POSITIONS = 32  # the issue asks for >= 32 positions; fewer only warn (tiny smoke profiles)
 CLASS_NAMES = {stratify.LOW: "low", stratify.HIGH: "high"}
 RANK_ORDER = ["context", "sample", "layer", "head", "position", "threshold_rank", "stable_rank",
@@ -117,71 +141,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(raw, device: torch.device, seed: int | None = None) -> dict:
-    """Defaults + the user's settings, validated; ValueError names the bad key."""
+    """The Profiling settings (a dict, a JSON string or a .json file's path) with T and warmup
+    filled in for `device` and `seed` (--seed) over settings.seed."""
     if isinstance(raw, str) and raw.strip().endswith(".json") and Path(raw).is_file():
         raw = Path(raw).read_text()
-    raw = settings_object(raw)
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown profile settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **raw}
-    calib = raw.get("calib") or {}
-    if not isinstance(calib, dict):
-        raise ValueError("settings.calib must be a JSON object")
-    if unknown := set(calib) - set(CALIB_DEFAULTS):
-        raise ValueError(f"unknown calib settings {sorted(unknown)}; known: {sorted(CALIB_DEFAULTS)}")
-    s["calib"] = {**CALIB_DEFAULTS, **calib}
+    s = Profiling.parse(raw)
     if seed is not None:
-        s["seed"] = seed
-    if s["T"] is None:
-        s["T"] = 2048 if device.type == "cuda" else 512
-    if s["warmup"] is None:
-        s["warmup"] = True
-    if not isinstance(s["warmup"], bool):
-        raise ValueError(f"settings.warmup must be true or false, got {s['warmup']!r}")
-
-    def integer(key, value, low):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"settings.{key} must be an integer >= {low}, got {value!r}")
-        return int(value)
-
-    s["T"] = integer("T", s["T"], 2)
-    s["n_positions"] = integer("n_positions", s["n_positions"], 2)
-    if s["n_positions"] > s["T"]:
-        raise ValueError(f"settings.n_positions={s['n_positions']} exceeds T={s['T']} (distinct token counts)")
-    if s["n_positions"] < MIN_POSITIONS:
-        warnings.warn(f"settings.n_positions={s['n_positions']} < {MIN_POSITIONS} (issue 4 asks for >= 32)",
+        s.seed = seed
+    if s.T is None:
+        s.T = 2048 if device.type == "cuda" else 512
+    if s.warmup is None:
+        s.warmup = True
+    if s.n_positions > s.T:
+        raise SettingsError("profiling.n_positions", f"{s.n_positions} exceeds T={s.T} (distinct token counts)")
+    if s.n_positions < MIN_POSITIONS:
+        warnings.warn(f"profiling.n_positions={s.n_positions} < {MIN_POSITIONS} (issue 4 asks for >= 32)",
                       stacklevel=2)
-    s["batch"] = integer("batch", s["batch"], 1)
-    s["spectrum_positions"] = integer("spectrum_positions", s["spectrum_positions"], 1)
-    s["seed"] = integer("seed", s["seed"], 0)
-    if not isinstance(s["eps"], (int, float)) or isinstance(s["eps"], bool) or not 0 < s["eps"] < 1:
-        raise ValueError(f"settings.eps must be a number in (0, 1), got {s['eps']!r}")
-    sens = s["eps_sensitivity"]
-    if not isinstance(sens, list) or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1
-                                         for e in sens):
-        raise ValueError(f"settings.eps_sensitivity must be a list of numbers in (0, 1), got {sens!r}")
-    if len({eps_label(e) for e in sens}) != len(sens):
-        raise ValueError(f"settings.eps_sensitivity has duplicates: {sens}")
-    s["eps_sensitivity"] = [float(e) for e in sens]
-    ctx = s["contexts"]
-    if isinstance(ctx, str) or not isinstance(ctx, list) or not ctx:
-        raise ValueError(f"settings.contexts must be a non-empty list, got {ctx!r}")
-    if bad := [c for c in ctx if c not in CONTEXTS]:
-        raise ValueError(f"settings.contexts: unknown {bad}; known: {sorted(CONTEXTS)}")
-    if len(set(ctx)) != len(ctx):
-        raise ValueError(f"settings.contexts has duplicates: {ctx}")
-    if s["svd"] not in SVD_METHODS:
-        raise ValueError(f"settings.svd must be one of {list(SVD_METHODS)}, got {s['svd']!r}")
-    if s["capture"] not in CAPTURE_METHODS:
-        raise ValueError(f"settings.capture must be one of {sorted(CAPTURE_METHODS)}, got {s['capture']!r}")
-    if s["class_rule"] not in ("fraction", "gap"):
-        raise ValueError(f"settings.class_rule must be 'fraction' or 'gap', got {s['class_rule']!r}")
-    if not 0 < float(s["class_fraction"]) <= 1:
-        raise ValueError(f"settings.class_fraction must be in (0, 1], got {s['class_fraction']!r}")
-    for key in ("n_batches", "seq_len", "batch_size", "rows"):
-        s["calib"][key] = integer(f"calib.{key}", s["calib"][key], 2 if key == "seq_len" else 1)
-    return s
+    return s.as_dict()
 
 
 def _tokenizer(model_dir: Path, name):
@@ -522,6 +498,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"[profile] wrote {args.out}")
 
 
-__all__ = ["DEFAULTS", "add_arguments", "run", "parse_settings", "profile", "head_table",
+__all__ = ["Profiling", "add_arguments", "run", "parse_settings", "profile", "head_table",
            "consistency_table", "consistency_time_table", "stratification_table", "early_position",
            "profile_positions", "eps_list"]

@@ -45,92 +45,57 @@ float32 master weights; on CPU everything is float32 (lapr's CPU backend).
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lapr import backends
+from lapr.settings import Settings, setting
 
-DEFAULTS = {
-    "enabled": False,
-    "steps": 200,                # LAP: 2000 steps of 16 x 2048 x 100 tokens; profiles set this
-    "lr": 1e-4,
-    "betas": [0.9, 0.95],
-    "eps": 1e-15,
-    "weight_decay": 0.1,         # on every trainable parameter, as torchtitan's AdamW group
-    "schedule": "cosine",        # cosine | linear | constant (after the warm-up)
-    "warmup": 1,
-    "min_lr_ratio": 0.1,         # decay ends at min_lr_ratio x lr (torchtitan's lr_min)
-    "grad_clip": 1.0,
-    "lora_r": 32,
-    "lora_alpha": 64,
-    "lora_dropout": 0.0,
-    "targets": ["q_proj", "k_proj", "v_proj"],
-    "unfreeze": ["conv1d", "norm", "bias"],  # parameter-name substrings trained in full
-    "distill": True,
-    "distill_weight": 1.0,
-    "temperature": 2.0,
-    "seq_len": 256,
-    "batch_size": 8,
-    "data": "gutenberg_train",   # a shipped corpus name (lapr.data) or a .npy token file
-    "max_chars": 2_000_000,      # characters of `data` tokenised (shipped corpora only)
-}
 SCHEDULES = ("cosine", "linear", "constant")
-_POSITIVE_INT = ("steps", "lora_r", "seq_len", "batch_size")
-_NONNEG = ("lr", "warmup", "weight_decay", "grad_clip", "lora_dropout", "distill_weight")
+
+
+@dataclass
+class Recovery(Settings):
+    """LoRA recovery fine-tuning of a pruned checkpoint (the config's `prune.recovery`, less the
+    workflow's `methods` / `ratios`). The defaults are paper A's recipe (LAP
+    scripts/finetuning/run_lora.sh with its flame trainer) but for steps, batch and length, which
+    the profiles set."""
+
+    SECTION = "prune.recovery"
+    enabled: bool = setting(False, "recover the pruned checkpoint")
+    steps: int = setting(200, "optimizer steps (LAP: 2000 steps of 16 x 2048 x 100 tokens; profiles set this)",
+                         low=1)
+    lr: float = setting(1e-4, low=0)
+    betas: list[float] = setting([0.9, 0.95], "AdamW betas", min_items=2, max_items=2, items=dict(low=0, below=1))
+    eps: float = setting(1e-15, "AdamW eps", low=0)
+    weight_decay: float = setting(0.1, "on every trainable parameter (one AdamW group, as torchtitan's)", low=0)
+    schedule: str = setting("cosine", "lr after the warm-up (torchtitan's decay)", choices=SCHEDULES)
+    warmup: int = setting(1, "linear warm-up steps", low=0)
+    min_lr_ratio: float = setting(0.1, "the decay ends at min_lr_ratio x lr (torchtitan's lr_min)", low=0, high=1)
+    grad_clip: float = setting(1.0, "gradient norm clip (0: none)", low=0)
+    lora_r: int = setting(32, low=1)
+    lora_alpha: float = setting(64, above=0)
+    lora_dropout: float = setting(0.0, low=0)
+    targets: list[str] = setting(["q_proj", "k_proj", "v_proj"], "modules that get LoRA adapters", min_items=1)
+    unfreeze: list[str] = setting(["conv1d", "norm", "bias"], "parameter-name substrings trained in full next "
+                                  "to the adapters", items=dict(min_items=1))
+    distill: bool = setting(True, "distil from the unpruned model (KL at `temperature`)")
+    distill_weight: float = setting(1.0, low=0)
+    temperature: float = setting(2.0, above=0)
+    seq_len: int = setting(256, low=1)
+    batch_size: int = setting(8, low=1)
+    data: str = setting("gutenberg_train", "a shipped corpus name (lapr.data) or a .npy token file")
+    max_chars: int | None = setting(2_000_000, "characters of `data` tokenised (shipped corpora only)", low=1)
 
 
 def recovery_settings(raw: dict | None) -> dict:
-    """Defaults merged with `raw`; a ValueError naming any unknown key or bad value."""
-    raw = dict(raw or {})
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown recovery setting(s) {unknown}; known: {sorted(DEFAULTS)}")
-    out = {**copy.deepcopy(DEFAULTS), **raw}
-    for key in ("enabled", "distill"):
-        if not isinstance(out[key], bool):
-            raise ValueError(f"recovery.{key} must be true or false; got {out[key]!r}")
-    for key in _POSITIVE_INT:
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
-            raise ValueError(f"recovery.{key} must be a positive int; got {out[key]!r}")
-    for key in _NONNEG:
-        if isinstance(out[key], bool) or not isinstance(out[key], int | float) or out[key] < 0:
-            raise ValueError(f"recovery.{key} must be a number >= 0; got {out[key]!r}")
-    for key in ("lora_alpha", "temperature"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int | float) or out[key] <= 0:
-            raise ValueError(f"recovery.{key} must be a number > 0; got {out[key]!r}")
-    for key in ("eps", "min_lr_ratio"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int | float) or out[key] < 0:
-            raise ValueError(f"recovery.{key} must be a number >= 0; got {out[key]!r}")
-    if out["min_lr_ratio"] > 1:
-        raise ValueError(f"recovery.min_lr_ratio must be in [0, 1]; got {out['min_lr_ratio']!r}")
-    if isinstance(out["warmup"], bool) or not isinstance(out["warmup"], int):
-        raise ValueError(f"recovery.warmup must be an int >= 0 (steps); got {out['warmup']!r}")
-    betas = out["betas"]
-    if (not isinstance(betas, list | tuple) or len(betas) != 2
-            or not all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
-                       for b in betas)):
-        raise ValueError(f"recovery.betas must be two numbers in [0, 1); got {betas!r}")
-    out["betas"] = [float(b) for b in betas]
-    if out["schedule"] not in SCHEDULES:
-        raise ValueError(f"recovery.schedule must be one of {list(SCHEDULES)}; got "
-                         f"{out['schedule']!r}")
-    if not isinstance(out["unfreeze"], list) or not all(isinstance(t, str) and t
-                                                         for t in out["unfreeze"]):
-        raise ValueError(f"recovery.unfreeze must be a list of parameter-name substrings; got "
-                         f"{out['unfreeze']!r}")
-    if not out["targets"] or not all(isinstance(t, str) for t in out["targets"]):
-        raise ValueError(f"recovery.targets must be a non-empty list of module names; got "
-                         f"{out['targets']!r}")
-    if out["max_chars"] is not None and (not isinstance(out["max_chars"], int)
-                                         or out["max_chars"] < 1):
-        raise ValueError(f"recovery.max_chars must be a positive int or null; got "
-                         f"{out['max_chars']!r}")
-    return out
+    """Recovery settings (a dict, or None for the defaults) with every key filled in (Recovery)."""
+    return Recovery.parse(raw).as_dict()
 
 
 def add_lora(model, settings: dict):
@@ -300,5 +265,5 @@ def token_batches(model_dir, settings: dict, seed: int = 0) -> Iterator[torch.Te
     return train_batches(tokens, settings["batch_size"], settings["seq_len"], seed)
 
 
-__all__ = ["DEFAULTS", "SCHEDULES", "add_lora", "build_optimizer", "distill_loss", "lr_factor",
+__all__ = ["Recovery", "SCHEDULES", "add_lora", "build_optimizer", "distill_loss", "lr_factor",
            "merge", "recover", "recovery_settings", "token_batches", "unfreeze"]

@@ -24,14 +24,8 @@ the checkpoint (config.json + weights, in the source checkpoint's dtype), the to
 copied from --model, pruning.json (+ provenance.json), pca_basis.pt for PCA (pca, pca_qk), recovery_log.csv
 if recovery ran. A failure at a later ratio leaves the earlier ratios' directories written.
 
-Settings (JSON object; defaults in code):
-    multiple  int  1     kept d_k rounded down to a multiple of it (kernel-friendly sizes)
-    seed      int  0     selection seed (random) and recovery seed; --seed overrides it
-    recovery  dict       see lapr.pruning.recovery.DEFAULTS (enabled, steps, lr, warmup,
-                         lora_r, lora_alpha, lora_dropout, targets, distill, distill_weight,
-                         temperature, seq_len, batch_size, data, max_chars, ...)
-    device    str  auto  device for recovery fine-tuning (surgery always runs on CPU)
-    methods, ratios      the workflow's grid; accepted and ignored here
+Settings (JSON object): the Prune model below (multiple, seed, recovery: lapr.pruning.recovery.Recovery,
+device); `methods` and `ratios`, the workflow's grid, are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -41,18 +35,34 @@ import copy
 import itertools
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lapr import paths, provenance
 from lapr.pruning.channels import ROTATIONS
-from lapr.pruning.ratio import check_method, check_multiple, check_ratio, kept_dim
-from lapr.pruning.recovery import recovery_settings
-from lapr.settings import settings_object
+from lapr.pruning.ratio import check_method, check_ratio, kept_dim
+from lapr.pruning.recovery import Recovery
+from lapr.settings import Settings, setting, settings_object
 
-SETTINGS_DEFAULTS = {"multiple": 1, "seed": 0, "recovery": {}, "device": None}
-IGNORED_SETTINGS = ("methods", "ratios")
+GRID_KEYS = ("methods", "ratios")  # the workflow's grid (one job per method, --ratio): accepted, ignored
+
+
+@dataclass
+class Prune(Settings):
+    """Settings of `lapr prune` (the config's `prune` section, less its grid: `methods`, `ratios`)."""
+
+    SECTION = "prune"
+    multiple: int = setting(1, "kept d_k rounded down to a multiple of it (kernel-friendly sizes)", low=1)
+    seed: int = setting(0, "selection seed (random) and recovery seed; --seed overrides it", low=0)
+    recovery: Recovery = setting(Recovery())
+    device: str | None = setting(None, "device for recovery fine-tuning (null: auto; surgery always runs on CPU)")
+
+    @classmethod
+    def parse(cls, raw=None, where=None):
+        raw = settings_object({} if raw is None else raw)
+        return super().parse({k: v for k, v in raw.items() if k not in GRID_KEYS}, where)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
                    "tokenizer.model", "chat_template.jinja", "chat_template.json")
@@ -100,17 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_settings(text: str | dict | None) -> dict:
-    raw = dict(settings_object(text or {}))
-    unknown = sorted(set(raw) - set(SETTINGS_DEFAULTS) - set(IGNORED_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown prune setting(s) {unknown}; known: "
-                         f"{sorted(SETTINGS_DEFAULTS)}")
-    out = {**SETTINGS_DEFAULTS, **{k: v for k, v in raw.items() if k not in IGNORED_SETTINGS}}
-    check_multiple(out["multiple"])
-    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
-        raise ValueError(f"settings.seed must be an int; got {out['seed']!r}")
-    out["recovery"] = recovery_settings(out["recovery"])
-    return out
+    """The prune settings (a dict or JSON string) with every key filled in (Prune)."""
+    return Prune.parse(text or {}).as_dict()
 
 
 def copy_tokenizer(src: Path, dst: Path) -> list[str]:

@@ -130,11 +130,12 @@ CLAIMS = {
 
 
 def thresholds(overrides: dict | None = None) -> dict:
+    """THRESHOLDS with `overrides` (the figures stage's settings.claims, checked by its model)."""
+    from lapr.report.stage import Figures
+
     t = dict(THRESHOLDS)
     if overrides:
-        unknown = sorted(set(overrides) - set(t))
-        if unknown:
-            raise ValueError(f"settings.claims: unknown threshold(s) {unknown}; known: {sorted(t)}")
+        overrides = Figures.parse({"claims": overrides}).claims
         t.update({k: float(v) for k, v in overrides.items()})
     return t
 

@@ -13,12 +13,7 @@ atomically, into --out:
   profile/KEY/, bench/, heads/  figures drawn by the stage helpers' plot modules, when present
   provenance.json           lapr.provenance.record + the stages found and any problems
 
-Settings (JSON object; every key optional):
-  ratio     (0.5)   the pruning ratio of the lm-eval table / bars and claim A1
-  ppl_task  (null)  perplexity corpus for claims and single-corpus figures ('wikitext2_test_raw' or
-                    'ppl/wikitext2_test_raw'); null: wikitext2, else gutenberg_valid, else the first
-  claims    ({})    threshold overrides (keys of lapr.report.claims.THRESHOLDS)
-  delegate  (true)  also draw the stage helpers' figures (profiling, bench, heads)
+Settings (JSON object; every key optional): the Figures model below, its defaults and checks.
 
 Captions (one line each in README.md, in full for `snakemake --report`) live in
 lapr/report/captions/NAME.rst.
@@ -28,41 +23,48 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lapr import paths, provenance
-from lapr.settings import settings_object
 from lapr.report import CSV_ONLY, FIGURES, TABLES
+from lapr.settings import Settings, SettingsError, setting
 
-DEFAULTS = {"ratio": 0.5, "ppl_task": None, "claims": {}, "delegate": True}
+
+@dataclass
+class Figures(Settings):
+    """Settings of `lapr figures` (the config's `figures` section)."""
+
+    SECTION = "figures"
+    ratio: float = setting(0.5, "the pruning ratio of the lm-eval table / bars and claim A1", above=0, below=1)
+    ppl_task: str | None = setting(None, "perplexity corpus for claims and single-corpus figures "
+                                   "('wikitext2_test_raw' or 'ppl/wikitext2_test_raw'); null: wikitext2, else "
+                                   "gutenberg_valid, else the first")
+    # overrides only: the defaults stay in lapr/report/claims.py THRESHOLDS, beside the claims they judge
+    claims: dict[str, float] = setting({}, "threshold overrides (keys of lapr.report.claims.THRESHOLDS)")
+    delegate: bool = setting(True, "also draw the stage helpers' figures (profiling, bench, heads)")
+
+    def check(self, where: str) -> None:
+        from lapr.report.claims import THRESHOLDS
+
+        for key in self.claims:
+            if key not in THRESHOLDS:
+                raise SettingsError(f"{where}.claims.{key}", f"unknown key; allowed: {', '.join(sorted(THRESHOLDS))}")
+
+
 CAPTIONS = Path(__file__).resolve().parent / "captions"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", required=True, help="results directory of one profile (results/PROFILE)")
     parser.add_argument("--out", required=True, help="output directory (figures/PROFILE)")
-    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(DEFAULTS))
+    parser.add_argument("--settings", default="{}", help="JSON object; keys: " + ", ".join(Figures.keys()))
     parser.add_argument("--seed", type=int, default=None, help="unused (no randomness); accepted for uniformity")
 
 
 def parse_settings(raw) -> dict:
-    raw = settings_object(raw)
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown figures setting(s) {unknown}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **raw}
-    r = s["ratio"]
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
-        raise ValueError(f"settings.ratio must be a number in (0, 1), got {r!r}")
-    if s["ppl_task"] is not None and not isinstance(s["ppl_task"], str):
-        raise ValueError(f"settings.ppl_task must be a string or null, got {s['ppl_task']!r}")
-    if not isinstance(s["claims"], dict):
-        raise ValueError("settings.claims must be a JSON object of thresholds")
-    from lapr.report.claims import thresholds
-    thresholds(s["claims"])  # unknown threshold names -> ValueError now, not after the work
-    if not isinstance(s["delegate"], bool):
-        raise ValueError(f"settings.delegate must be true or false, got {s['delegate']!r}")
-    return s
+    """The figures settings (a dict or JSON string) with every key filled in (Figures)."""
+    return Figures.parse(raw).as_dict()
 
 
 def fixed_outputs() -> dict[str, str]:
@@ -225,5 +227,5 @@ def run(args: argparse.Namespace) -> None:
     build_report(args.results, args.out, parse_settings(args.settings))
 
 
-__all__ = ["DEFAULTS", "TABLES", "add_arguments", "run", "parse_settings", "build_report", "fixed_outputs",
+__all__ = ["Figures", "TABLES", "add_arguments", "run", "parse_settings", "build_report", "fixed_outputs",
            "caption_for", "caption_text"]

@@ -3,21 +3,45 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from lapr import paths
 from lapr.data import load_tokenizer, load_tokens
-from lapr.settings import settings_argument as json_settings
+from lapr.settings import Settings, setting, settings_argument as json_settings
 
-DEFAULTS = {"steps": 200, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup": 20,
-            "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 50, "eval_windows": 16,
-            "eval_seq_len": 256, "final_eval_windows": 64, "threads": None, "time_limit_s": None,
-            "ema": 0.0}
+
+@dataclass
+class Pretrain(Settings):
+    """Settings of `lapr pretrain` (the config's `pretrain` section): lapr.train.pretrain's recipe."""
+
+    SECTION = "pretrain"
+    steps: int = setting(200, "optimizer steps", low=1)
+    batch_size: int = setting(16, "sequences per step", low=1)
+    seq_len: int = setting(128, "tokens per training sequence", low=2)
+    lr: float = setting(3e-3, "peak learning rate", above=0)
+    warmup: int = setting(20, "linear warm-up steps", low=0)
+    weight_decay: float = setting(0.1, low=0)
+    grad_clip: float = setting(1.0, "gradient norm clip", above=0)
+    eval_every: int = setting(50, "steps between validation losses", low=1)
+    eval_windows: int = setting(16, "validation windows per evaluation", low=1)
+    eval_seq_len: int = setting(256, "tokens per evaluation window", low=2)
+    final_eval_windows: int | None = setting(64, "windows of the final evaluation (null: all)", low=1)
+    threads: int | None = setting(None, "torch CPU threads (null: torch's default)", low=1)
+    time_limit_s: float | None = setting(None, "stop training after this many seconds (recorded as "
+                                         "stopped_early in metrics.json)", above=0)
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights (0 = off); the "
+                         "checkpoint and metrics are the EMA model's", low=0, below=1)
+
+
+def parse_settings(raw) -> dict:
+    """The pretrain settings (a dict or JSON string) with every key filled in (Pretrain)."""
+    return Pretrain.parse(raw).as_dict()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=json_settings, required=True, help="model spec (family, sizes)")
-    p.add_argument("--settings", type=json_settings, default={}, help=f"training settings; defaults {DEFAULTS}")
+    p.add_argument("--settings", type=json_settings, default={}, help=f"training settings; defaults {Pretrain.defaults()}")
     p.add_argument("--train", required=True, help="train token stream (.npy)")
     p.add_argument("--eval", nargs="+", required=True, metavar="NAME=PATH", help="eval token streams")
     p.add_argument("--tokenizer", default="gutenberg-bpe-8k")
@@ -44,12 +68,7 @@ def run(args: argparse.Namespace) -> None:
 
     from lapr.train.pretrain import pretrain
 
-    unknown = set(args.settings) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown pretrain settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **args.settings}
-    if not 0 <= float(settings["ema"]) < 1:
-        raise ValueError(f"settings.ema (decay of the weight average) must be in [0, 1); got {settings['ema']!r}")
+    settings = parse_settings(args.settings)
     eval_paths = {}
     for item in args.eval:
         name, _, path = item.partition("=")

@@ -17,7 +17,7 @@ def test_settings_defaults_and_errors():
     s = stage.resolve_settings({"tasks": ["lapr_piqa", "lapr_wikitext"], "limit": {"default": 50, "lapr_wikitext": 2},
                                 "perplexity": {"datasets": ["wikitext-2-raw"], "seq_len": 128}, "dtype": "bf16"})
     assert s["limit"] == {"lapr_piqa": 50, "lapr_wikitext": 2} and s["dtype"] == "bfloat16"
-    assert s["perplexity"] == {**stage.DEFAULTS["perplexity"], "datasets": ["wikitext2_test_raw"], "seq_len": 128}
+    assert s["perplexity"] == {**stage.Perplexity.defaults(), "datasets": ["wikitext2_test_raw"], "seq_len": 128}
     assert stage.resolve_settings({"perplexity": None, "tasks": []})["perplexity"]["datasets"] == []
     assert stage.resolve_settings({"limit": 0.1})["limit"]["lapr_piqa"] == 0.1
     for bad, key in [({"limt": 5}, "limt"), ({"limit": -1}, "limit"), ({"limit": {"lapr_nope": 3}}, "lapr_nope"),

@@ -161,10 +161,16 @@ def test_stage_batch_argparse_pairs_in_order():
         stage.check_budgets_outs("random", [0.25, 0.5], ["d/a.csv", "d/a.tsv"])
 
 
-@pytest.mark.parametrize("bad, msg", [({"alpha": 2}, "alpha"), ({"scope": "net"}, "scope"),
-                                      ({"application": "x"}, "application"), ({"colour": 1}, "unknown key"),
-                                      ({"eval": {"ppl": ["nope"]}}, "eval.ppl"), ({"niah": {"depths": [2]}}, "depths"),
-                                      ({"eval": {"seq_len": 1}}, "seq_len"), ({"niah": {"size": 1}}, "niah")])
+@pytest.mark.parametrize("bad, msg", [
+    ({"alpha": 2}, r"^heads.alpha: expected a number in \[0, 1\], got 2$"),
+    ({"scope": "net"}, "^heads.scope: expected one of 'global', 'layer', got 'net'$"),
+    ({"application": "x"}, "^heads.application"), ({"colour": 1}, "^heads.colour: unknown key; allowed: alpha, "),
+    ({"eval": {"ppl": ["nope"]}}, "^heads.eval.ppl: expected one of"),
+    ({"niah": {"depths": [2]}}, r"^heads.niah.depths.0: expected a number in \[0, 1\], got 2$"),
+    ({"eval": {"seq_len": 1}}, "^heads.eval.seq_len"), ({"niah": {"size": 1}}, "^heads.niah.size: unknown key"),
+    ({"arms": {"group_low": 0.8, "group_high": 0.5}}, "^heads.arms.group_low: 0.8 must be <= group_high"),
+    ({"lm_eval": {"limt": 3}}, "^heads.lm_eval.limt: unknown key; allowed: batch_size, limit, max_length, tasks$"),
+    ({"lm_eval": {"tasks": ["lapr_nope"]}}, r"^heads.lm_eval.tasks: unknown local task\(s\) \['lapr_nope'\]")])
 def test_settings_validation(bad, msg):
     with pytest.raises(ValueError, match=msg):
         stage.resolve_settings(bad)

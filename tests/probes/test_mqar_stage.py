@@ -61,17 +61,18 @@ def test_eval_every_method(trained, tmp_path):
 
 
 def test_settings_errors(tmp_path):
-    with pytest.raises(ValueError, match="num_kv_pairs"):
+    with pytest.raises(ValueError, match="^mqar.train.task: mqar.num_kv_pairs=8 exceeds"):
         mqar_stage.resolve_train_settings({"task": {"vocab_size": 8, "num_kv_pairs": 8}})
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="^mqar.train.modle: unknown key; allowed: device, model, seed, task, train$"):
         mqar_stage.resolve_train_settings({"modle": {}})
-    with pytest.raises(ValueError, match="family"):
+    with pytest.raises(ValueError, match="^mqar.train.model.family: expected one of 'delta_net', "):
         mqar_stage.resolve_train_settings({"model": {"family": "mamba"}})
-    with pytest.raises(ValueError, match="noise"):
+    with pytest.raises(ValueError, match="^mqar.eval.noise.0: expected a number >= 0, got -1$"):
         mqar_stage.resolve_eval_settings({"noise": [-1]})
-    with pytest.raises(ValueError, match="unknown pruning method"):
+    with pytest.raises(ValueError, match="^mqar.eval.channel.methods: expected one of 'all', 'none' or a list of "
+                                         "values among 'l1', .* got \\['magic'\\]$"):
         mqar_stage.resolve_eval_settings({"channel": {"methods": ["magic"]}})
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(ValueError, match=r"^mqar.eval.heads.budgets.0: expected a number in \(0, 1\), got 1.2$"):
         mqar_stage.resolve_eval_settings({"heads": {"budgets": [1.2]}})
     with pytest.raises(FileNotFoundError, match="config.json"):
         mqar_stage.load_mqar(tmp_path)

@@ -107,14 +107,20 @@ def test_deterministic_rerun(checkpoint, profile_dir, tmp_path):
 
 
 @pytest.mark.parametrize("settings,match", [
-    ("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"Tee": 5}', "unknown profile settings"),
-    ('{"T": 0}', "settings.T"), ('{"T": 16, "n_positions": 32}', "exceeds T"),
-    ('{"eps": 2}', "settings.eps"), ('{"contexts": ["gutenberg", "poetry"]}', "poetry"),
-    ('{"contexts": "needle"}', "non-empty list"), ('{"calib": {"rows": 0}}', "calib.rows"),
-    ('{"calib": {"row": 5}}', "unknown calib"), ('{"batch": 1.5}', "settings.batch"),
-    ('{"class_rule": "median"}', "class_rule"), ('{"svd": "cusolver"}', "settings.svd"),
-    ('{"eps_sensitivity": [0.001, 2]}', "eps_sensitivity"), ('{"eps_sensitivity": 0.01}', "eps_sensitivity"),
-    ('{"eps_sensitivity": [0.01, 0.01]}', "duplicates"),
+    ("{not json", "not valid JSON"), ("[1]", "JSON object"),
+    ('{"Tee": 5}', "^profiling.Tee: unknown key; allowed: T, batch, calib, capture, "),
+    ('{"T": 0}', r"^profiling.T: expected an integer >= 2 or null, got 0$"),
+    ('{"T": 16, "n_positions": 32}', "^profiling.n_positions: 32 exceeds T=16"),
+    ('{"eps": 2}', r"^profiling.eps: expected a number in \(0, 1\), got 2$"),
+    ('{"contexts": ["gutenberg", "poetry"]}', "^profiling.contexts.1: expected one of 'gutenberg', 'wikitext', "),
+    ('{"contexts": "needle"}', "^profiling.contexts: expected a non-empty list of values among"),
+    ('{"calib": {"rows": 0}}', "^profiling.calib.rows: expected an integer >= 1, got 0$"),
+    ('{"calib": {"row": 5}}', "^profiling.calib.row: unknown key"),
+    ('{"batch": 1.5}', "^profiling.batch: expected an integer >= 1, got 1.5$"),
+    ('{"class_rule": "median"}', "^profiling.class_rule: expected one of 'fraction', 'gap', got 'median'$"),
+    ('{"svd": "cusolver"}', "^profiling.svd"), ('{"eps_sensitivity": [0.001, 2]}', "^profiling.eps_sensitivity.1"),
+    ('{"eps_sensitivity": 0.01}', "^profiling.eps_sensitivity: expected a list of numbers in"),
+    ('{"eps_sensitivity": [0.01, 0.01]}', "^profiling.eps_sensitivity: .* non-unique|duplicates"),
 ])
 def test_bad_settings(settings, match):
     with pytest.raises(ValueError, match=match):

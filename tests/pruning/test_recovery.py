@@ -11,7 +11,7 @@ import pytest
 import torch
 from pruning_helpers import FAMILIES, one_thread, tiny_model, tokens  # noqa: F401
 
-from lapr.pruning.recovery import (DEFAULTS, add_lora, build_optimizer, distill_loss, lr_factor,
+from lapr.pruning.recovery import (Recovery, add_lora, build_optimizer, distill_loss, lr_factor,
                                    merge, recover, recovery_settings, unfreeze)
 from lapr.pruning.select import choose
 from lapr.pruning.surgery import prune_channels
@@ -78,12 +78,12 @@ def test_settings_defaults_and_errors():
     s = recovery_settings(None)
     assert (s["lora_r"], s["lora_alpha"], s["targets"]) == (32, 64, ["q_proj", "k_proj", "v_proj"])
     assert s["enabled"] is False and s["distill"] is True
-    for bad, message in [({"lora_rank": 8}, "unknown recovery setting.*lora_rank"),
+    for bad, message in [({"lora_rank": 8}, "^prune.recovery.lora_rank: unknown key; allowed: batch_size, "),
                          ({"steps": 0}, "recovery.steps"), ({"lr": -1}, "recovery.lr"),
                          ({"distill": "yes"}, "recovery.distill"), ({"targets": []}, "targets"),
                          ({"schedule": "step"}, "recovery.schedule"),
                          ({"min_lr_ratio": 1.5}, "recovery.min_lr_ratio"),
-                         ({"eps": -1e-8}, "recovery.eps"), ({"betas": [0.9]}, "recovery.betas"),
+                         ({"eps": -1e-8}, "recovery.eps"), ({"betas": [0.9]}, r"^prune.recovery.betas: expected a list of 2 numbers in \[0, 1\), got \[0.9\]$"),
                          ({"warmup": 0.5}, "recovery.warmup"), ({"unfreeze": "norm"}, "unfreeze")]:
         with pytest.raises(ValueError, match=message):
             recovery_settings(bad)
@@ -103,7 +103,7 @@ def test_defaults_are_laps_recipe():
               "distill": True, "distill_weight": 1.0, "temperature": 2.0}
     s = recovery_settings(None)
     assert {k: s[k] for k in recipe} == recipe
-    assert {k: DEFAULTS[k] for k in recipe} == recipe
+    assert {k: Recovery.defaults()[k] for k in recipe} == recipe
 
 
 def torchtitan_factor(step, steps, warmup, low):

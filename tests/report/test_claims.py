@@ -38,7 +38,7 @@ def test_a1_threshold_override_and_corpus(tmp_path):
     assert one(tmp_path, "A1", overrides={"marginal_ppl": 0.02})["verdict"] == "inconclusive"
     row = one(tmp_path, "A1", ppl_task="gutenberg_valid")
     assert "gutenberg_valid" in row["measured"] and row["verdict"] == "supported"
-    with pytest.raises(ValueError, match="unknown threshold"):
+    with pytest.raises(ValueError, match="^figures.claims.nope: unknown key; allowed: "):
         thresholds({"nope": 1})
 
 

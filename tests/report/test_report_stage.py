@@ -99,8 +99,10 @@ def test_empty_results_dir_builds_missing_report(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ('{"ratio": 1.5}', "ratio"), ('{"colour": 1}', "unknown figures setting"), ("[1]", "JSON object"),
-    ('{"claims": {"nope": 1}}', "unknown threshold"), ('{"delegate": "yes"}', "delegate"), ("{", "valid JSON"),
+    ('{"ratio": 1.5}', r"^figures.ratio: expected a number in \(0, 1\), got 1.5$"),
+    ('{"colour": 1}', "^figures.colour: unknown key; allowed: claims, delegate, ppl_task, ratio$"),
+    ("[1]", "JSON object"), ('{"claims": {"nope": 1}}', "^figures.claims.nope: unknown key; allowed: b3_alpha, "),
+    ('{"delegate": "yes"}', "^figures.delegate: expected true or false, got 'yes'$"), ("{", "valid JSON"),
 ])
 def test_bad_settings(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -108,7 +110,8 @@ def test_bad_settings(bad, match):
 
 
 def test_settings_defaults():
-    assert stage.parse_settings("{}") == stage.DEFAULTS
+    assert stage.parse_settings("{}") == stage.Figures.defaults() == {"ratio": 0.5, "ppl_task": None, "claims": {},
+                                                                      "delegate": True}
     assert stage.parse_settings({"ratio": 0.25})["ratio"] == 0.25
 
 

@@ -33,7 +33,7 @@ def _run(tmp_path, name, ema):
     rng = np.random.default_rng(0)
     train = rng.integers(0, 64, 20_000).astype(np.int32)
     valid = rng.integers(0, 64, 2_000).astype(np.int32)
-    settings = {**stage.DEFAULTS, "steps": 6, "batch_size": 2, "seq_len": 16, "warmup": 1, "eval_every": 3,
+    settings = {**stage.Pretrain.defaults(), "steps": 6, "batch_size": 2, "seq_len": 16, "warmup": 1, "eval_every": 3,
                 "eval_seq_len": 16, "eval_windows": 2, "final_eval_windows": 4, "ema": ema}
     metrics = pretrain(SPEC, settings, train, {"valid": valid}, tmp_path / name, seed=0, device="cpu")
     return metrics, tmp_path / name
@@ -64,6 +64,6 @@ def test_stage_rejects_bad_ema(tmp_path):
 
     args = argparse.Namespace(settings={"ema": 1.0}, spec={}, eval=[], train="x", tokenizer="gutenberg-bpe-8k",
                               seed=0, device=None, out=str(tmp_path / "m"))
-    with pytest.raises(ValueError, match="ema"):
+    with pytest.raises(ValueError, match=r"^pretrain.ema: expected a number in \[0, 1\), got 1.0$"):
         stage.run(args)
     assert not (tmp_path / "m").exists()
