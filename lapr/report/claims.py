@@ -31,6 +31,8 @@ A2 "trained states are low-rank" (paper A's rank utilisation = stable rank / min
 A3 "a smaller d_k makes the kernels faster (ideal: state-size ratio 2x at r=0.5)"
    s = median over op-level series (device, family, phase) of ms(d_k0) / ms(d_k0/2), d_k0 = the
    series' largest d_k. supported: s >= min_speedup (1.5 = 75% of ideal); contradicted: s < no_speedup (1.1).
+   The interval carries each series' timing noise (its median's standard error from the recorded IQR
+   and repeat count, intervals.median_time) and the spread between series (bootstrap over series).
 A4 "low effective rank amplifies query noise in retrieval" (paper A's theory), from the MQAR probe
    (mqar/eval/FAMILY.csv, kind 'channel', metric recall; strong_rrqr, else the first of pivoted_qr,
    pca, taylor, wanda, l2, l1, random present, named in `measured`). Per d_k the relative recall loss
@@ -315,26 +317,46 @@ def claims_a3(res: Results, t: dict) -> list[dict]:
     if ok.empty:
         return [_row("A3", "–", res.profile_name, criterion=crit, reason="bench stage: no op-level results")]
     rows = []
-    series_cols = [c for c in ("impl", "dtype", "B", "T", "H", "d_v") if c in ok.columns]
+    # a series: one timing configuration over d_k (eager and graph-captured decode are two series)
+    series_cols = [c for c in ("impl", "dtype", "B", "T", "H", "d_v", "decode_mode") if c in ok.columns]
     for (device, fam, phase), g in ok.groupby(["device", "family", "phase"], sort=True):
-        speedups = []
-        for _, s in g.groupby(series_cols, dropna=False):
+        speedups, series_reps = [], []
+        for i, (_, s) in enumerate(g.groupby(series_cols, dropna=False)):
             d_k0 = int(s["d_k"].max())
-            half = s[s["d_k"] == d_k0 // 2]
+            full, half = _median_row(s[s["d_k"] == d_k0]), s[s["d_k"] == d_k0 // 2]
             if d_k0 % 2 == 0 and len(half):
-                speedups.append(float(s.loc[s["d_k"] == d_k0, "ms_median"].median() / half["ms_median"].median()))
+                half = _median_row(half)
+                speedups.append(float(full["ms_median"] / half["ms_median"]))
+                series_reps.append(_timing_ratio(full, half, seed=2 * i))
         label = f"{fam} {phase} ({device})"
         if not speedups:
             rows.append(_row("A3", label, res.profile_name, criterion=crit,
                              reason="no series has both d_k0 and d_k0/2"))
             continue
         s = float(np.median(speedups))
-        reps = iv.statistic({"x": np.array(speedups)}, lambda x: float(np.median(x)))
+        reps = iv.median_of_units(np.array(series_reps))
         rows.append(_judged("A3", label, res.profile_name,
                             f"speed-up {s:.2f}x at half d_k (ideal 2x; {len(speedups)} series)", s, crit, reps,
                             lambda x: x >= t["min_speedup"], lambda x: x < t["no_speedup"],
+                            f"each series' timing noise (median +- its IQR over n repeats), "
                             f"bootstrap over {len(speedups)} series"))
     return rows
+
+
+def _median_row(rows: pd.DataFrame) -> pd.Series:
+    """The row of median ms_median among repeated timings of one configuration (normally one row)."""
+    rows = rows.sort_values("ms_median", kind="stable")
+    return rows.iloc[(len(rows) - 1) // 2]
+
+
+def _timing_ratio(full: pd.Series, half: pd.Series, seed: int) -> np.ndarray:
+    """Replicates of ms(d_k0) / ms(d_k0/2) from each row's median, IQR and repeat count (a row without
+    them: NaN replicates, so the claim has no interval rather than a point that looks certain)."""
+    def reps(row, k):
+        return iv.median_time(float(row["ms_median"]), float(row.get("ms_iqr", np.nan)),
+                              int(row["n_repeats"]) if pd.notna(row.get("n_repeats")) else 0, seed=seed + k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return reps(full, 0) / reps(half, 1)
 
 
 def _recall_by_noise(rows: pd.DataFrame) -> pd.Series:
@@ -882,3 +904,39 @@ def claims_table(res: Results, overrides: dict | None = None, ppl_task: str | No
 
 __all__ = ["THRESHOLDS", "CLAIMS", "VERDICTS", "PAPER_METHOD", "thresholds", "claims_frame", "claims_table",
            "a1_corpus"]
+
+
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, labels: tuple[str, str] = ("s0", "s1")) -> pd.DataFrame:
+    """Two claims tables of the same profile (e.g. two seeds) side by side, one row per claims row:
+    k = id|model|n-th row of that (id, model), then each run's verdict, value and interval. Rows only
+    one run has keep NaN for the other (nothing is dropped)."""
+    def keyed(df):
+        df = df.assign(n=df.groupby(["id", "model"]).cumcount())
+        return df.assign(k=df["id"] + "|" + df["model"].astype(str) + "|" + df["n"].astype(str)).set_index("k")
+    x, y = keyed(a), keyed(b)
+    cols = ["verdict", "value", "lo", "hi"]
+    out = x[cols].add_suffix(f"_{labels[0]}").join(y[cols].add_suffix(f"_{labels[1]}"), how="outer")
+    order = [f"{c}_{s}" for c in cols for s in labels]
+    return out[order].reset_index()
+
+
+def main(argv=None) -> None:
+    """python -m lapr.report.claims A/claims.csv B/claims.csv --out C.csv: compare_runs of two runs."""
+    import argparse
+
+    from lapr import provenance
+
+    p = argparse.ArgumentParser(prog="python -m lapr.report.claims", description=compare_runs.__doc__.split("\n")[0])
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--labels", nargs=2, default=["s0", "s1"])
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    table = compare_runs(pd.read_csv(args.a), pd.read_csv(args.b), tuple(args.labels))
+    provenance.write_table(args.out, table)
+    same = (table[f"verdict_{args.labels[0]}"] == table[f"verdict_{args.labels[1]}"]).sum()
+    print(f"[claims] {same} of {len(table)} verdicts equal; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,9 @@ measurements (a ratio of two perplexities, a difference of two accuracies) is re
 - `mean`: the mean of independent units (heads, context pairs, NIAH trials, documents);
 - `proportion`: a fraction measured on n trials when only the fraction and n are recorded
   (parametric: Beta(k + 1/2, n - k + 1/2) replicates, the Jeffreys posterior);
-- `normal`: a value with a recorded standard error (lm-eval's stderr).
+- `normal`: a value with a recorded standard error (lm-eval's stderr);
+- `median_time`: a median of n timed repeats when only the median and the interquartile range are
+  recorded (the bench stage's ms_median, ms_iqr, n_repeats).
 `interval` takes the central 95 % of the replicates (percentile bootstrap, Efron & Tibshirani 1993,
 ch. 13). Resampling is seeded: the same results give the same interval.
 """
@@ -82,6 +84,34 @@ def normal(value: float, stderr: float, n_boot: int = N_BOOT, seed: int | None =
     if stderr is None or np.isnan(stderr) or stderr <= 0:
         return np.full(n_boot, float(value))
     return _rng(seed).normal(float(value), float(stderr), size=n_boot)
+
+
+def median_stderr(iqr: float, n: int) -> float:
+    """Standard error of the median of n repeats with interquartile range iqr: sqrt(pi / 2) sigma /
+    sqrt(n), the median's asymptotic error for normal noise, with sigma = iqr / 1.349 (a normal's
+    IQR in sigmas); NaN when n or iqr is missing. Timing noise is skewed (slow outliers), but the
+    median and the IQR are robust to it, which is why the bench stage records them."""
+    if n is None or not n > 0 or iqr is None or np.isnan(iqr):
+        return np.nan
+    return float(np.sqrt(np.pi / 2) * (iqr / 1.349) / np.sqrt(n))
+
+
+def median_time(median: float, iqr: float, n: int, n_boot: int = N_BOOT, seed: int | None = None) -> np.ndarray:
+    """Replicates of a timed median (see median_stderr), floored at 0 (a time)."""
+    se = median_stderr(iqr, n)
+    if np.isnan(se):
+        return np.full(n_boot, np.nan)
+    return np.maximum(normal(median, se, n_boot, seed), 0.0)
+
+
+def median_of_units(unit_replicates, seed: int | None = None) -> np.ndarray:
+    """[n_units, n_boot] replicates of each unit's own value -> replicates of the median over units:
+    draw b resamples the units and takes each drawn unit's replicate b, so the result carries both
+    each unit's noise and the spread between units (one unit: that unit's replicates)."""
+    r = np.asarray(unit_replicates, dtype=np.float64)
+    n_units, n_boot = r.shape
+    pick = _indices(n_units, n_boot, _rng(seed))                     # [n_boot, n_units]
+    return np.median(r[pick, np.arange(n_boot)[:, None]], axis=1)
 
 
 def interval(replicates, level: float = LEVEL) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """claims: verdicts follow the documented thresholds; missing stages give 'missing' rows, not crashes."""
 import math
 
+import pandas as pd
 import pytest
 from report_synth import write_bench, write_evals, write_heads, write_mqar, write_pretrain, write_profile
 
@@ -115,6 +116,21 @@ def test_a3_speedup(tmp_path, speed, verdict):
     assert len(rows) == 4  # 2 families x 2 phases
     assert set(rows["verdict"]) == {verdict}
     assert rows["value"].tolist() == pytest.approx([speed] * 4)
+
+
+def test_a3_interval_carries_timing_noise(tmp_path):
+    """Speed-up 1.8x from one series per row: with tight timings (IQR 0.01 ms on ~1-2 ms medians) the
+    interval sits above 1.5x; with an IQR of 1 ms over 10 repeats (median standard error ~0.37 ms)
+    the same point value straddles the thresholds and the verdict is withheld."""
+    write_bench(tmp_path / "tight", speed=1.8, iqr=0.01)
+    tight = verdicts(tmp_path / "tight", "A3")
+    assert set(tight["verdict"]) == {"supported"} and (tight["lo"] > 1.7).all()
+    write_bench(tmp_path / "noisy", speed=1.8, iqr=1.0)
+    noisy = verdicts(tmp_path / "noisy", "A3")
+    assert set(noisy["verdict"]) == {"inconclusive"}
+    assert noisy["value"].tolist() == pytest.approx([1.8] * 4)
+    assert ((noisy["lo"] < 1.5) & (noisy["hi"] > 1.8)).all()
+    assert "timing noise" in noisy["interval"].iloc[0]
 
 
 @pytest.mark.parametrize("small_loss, verdict", [(0.5, "supported"), (0.33, "inconclusive"), (0.1, "contradicted")])
@@ -344,3 +360,19 @@ def test_b3_accuracy_at_chance_is_not_evidence():
              ("lapr_lambada_openai", "acc"): 0.2}
     assert _at_chance(above, n, keys) == ""
     assert _at_chance(at, n, keys + [("lapr_mystery", "acc")]) == ""  # unknown chance level: no guard
+
+
+def test_compare_runs_keeps_every_row(tmp_path):
+    from lapr.report.claims import compare_runs, main
+
+    a = pd.DataFrame({"id": ["A1", "A3", "A3"], "model": ["m", "x", "x"], "verdict": ["supported", "supported", "inconclusive"],
+                      "value": [0.1, 1.8, 1.2], "lo": [0.0, 1.6, 1.0], "hi": [0.2, 2.0, 1.4]})
+    b = a.iloc[[0, 1]].assign(verdict=["supported", "inconclusive"])
+    t = compare_runs(a, b)
+    assert t["k"].tolist() == ["A1|m|0", "A3|x|0", "A3|x|1"]
+    assert t["verdict_s0"].tolist() == ["supported", "supported", "inconclusive"]
+    assert t["verdict_s1"].tolist()[:2] == ["supported", "inconclusive"] and pd.isna(t["verdict_s1"].iloc[2])
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "c.csv")])
+    assert pd.read_csv(tmp_path / "c.csv").shape == (3, 9)

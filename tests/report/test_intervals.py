@@ -55,3 +55,24 @@ def test_resampling_is_seeded():
     x = np.arange(10.0)
     assert np.array_equal(iv.mean(x), iv.mean(x))
     assert not np.array_equal(iv.mean(x, seed=1), iv.mean(x, seed=2))
+
+
+def test_median_stderr_closed_form():
+    """sqrt(pi/2) * (IQR / 1.349) / sqrt(n): IQR 1.349 (sigma 1) over n = 4 repeats -> sqrt(pi/2) / 2."""
+    assert iv.median_stderr(1.349, 4) == pytest.approx(math.sqrt(math.pi / 2) / 2)
+    assert math.isnan(iv.median_stderr(float("nan"), 4)) and math.isnan(iv.median_stderr(1.0, 0))
+    reps = iv.median_time(10.0, 1.349, 4, n_boot=20000)
+    assert reps.mean() == pytest.approx(10.0, abs=0.02)
+    assert reps.std() == pytest.approx(math.sqrt(math.pi / 2) / 2, rel=0.03)
+    assert np.isnan(iv.median_time(10.0, float("nan"), 4)).all()
+
+
+def test_median_of_units():
+    rng = np.random.default_rng(3)
+    one = rng.normal(size=(1, 500))
+    assert np.array_equal(iv.median_of_units(one), one[0])          # one unit: its own replicates
+    fixed = np.repeat(np.array([[1.0], [2.0], [3.0]]), 2000, axis=1)  # noise-free units: bootstrap of their median
+    reps = iv.median_of_units(fixed)
+    assert set(np.unique(reps)) <= {1.0, 2.0, 3.0} and np.median(reps) == 2.0
+    lo, hi = iv.interval(reps)
+    assert lo == 1.0 and hi == 3.0
