@@ -91,7 +91,7 @@ _probe_note = style.note_failed_probe
 def _task_title(task: str) -> str:
     task = str(task)
     if task.startswith("ppl/"):
-        return task[4:]
+        return style.corpus_label(task)
     return {"niah": "NIAH"}.get(task, task)
 
 
@@ -142,7 +142,7 @@ def heads_metric_figure(df: pd.DataFrame, task_prefix: str, metric: str, ylabel:
     for ax, (model, task) in zip(axes, panels):
         g, sweep = split_alpha_sweep(sel[(sel["model"] == model) & (sel["task"] == task)])
         base = g[g["method"] == "none"]
-        ax.set_title(f"{model}: {_task_title(task)}")
+        ax.set_title(f"{style.model_label(model)}: {_task_title(task)}")
         ax.set_xlabel("fraction of heads removed")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -177,7 +177,7 @@ def _mqar_recall_figure(mq: pd.DataFrame, stem: Path, kind: str, x: str, xlabel:
     fig, axes = _figure(len(models), legend_rows=legend_rows)
     for ax, model in zip(axes, models):
         g = sel[sel["model"] == model]
-        ax.set_title(f"{model}: {title}")
+        ax.set_title(f"{style.model_label(model)}: {title}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("recall accuracy")
         ax.set_ylim(-0.02, 1.02)

@@ -205,13 +205,15 @@ def ppl_vs_ratio(res: Results, stem: Path) -> Figure:
                     handles.setdefault(style.label(UNPRUNED), _tag(h, UNPRUNED))
                     _percent_axis(ax, values)
                     ax.set_ylabel("perplexity change vs unpruned (%)")
-                    ax.set_title(f"{model} — {corpus}\n(unpruned perplexity {b:.4g})")
+                    ax.set_title(f"{style.model_label(model)} — {style.corpus_label(corpus)}\n"
+                                 f"(unpruned perplexity {b:.4g})")
                 else:  # no unpruned evaluation: absolute perplexity
                     vals = np.array([v for v in values if np.isfinite(v) and v > 0])
                     if len(vals) and vals.max() / vals.min() > 5:
                         ax.set_yscale("log")
                     ax.set_ylabel("perplexity" + (" (log scale)" if ax.get_yscale() == "log" else ""))
-                    ax.set_title(f"{model} — {corpus}\n(no unpruned evaluation: absolute perplexity)")
+                    ax.set_title(f"{style.model_label(model)} — {style.corpus_label(corpus)}\n"
+                                 "(no unpruned evaluation: absolute perplexity)")
                 ax.set_xlabel("pruning ratio r (fraction of $d_k$ removed)")
                 if len(part):
                     ax.set_xticks(sorted({0.0, *part["ratio"]}))
@@ -331,7 +333,7 @@ def lm_eval_bars(res: Results, stem: Path, ratio: float = 0.5) -> Figure:
             ax.set_xticks(x, [f"{t.removeprefix('lapr_')}\n{m}" for t, m in picks])
             ax.set_ylabel("accuracy (%)")
             ax.set_xlabel("task (metric)")
-            ax.set_title(f"{model}: zero-shot accuracy at r={r_text} (error bars: lm-eval stderr)")
+            ax.set_title(f"{style.model_label(model)}: zero-shot accuracy at r={r_text} (error bars: lm-eval stderr)")
             ax.set_ylim(0, None)
             ax.grid(True, axis="y")
             ax.grid(False, axis="x")
@@ -368,7 +370,7 @@ def head_pruning(res: Results, stem: Path, ppl_task: str | None = None) -> Figur
                     b = ev[(ev["model"] == model) & (ev["method"] == UNPRUNED) & (ev["task"] == task)]["value"]
                 ax.set_xlabel("state memory saved (%)")
                 ax.set_ylabel(ylabel)
-                ax.set_title(f"{model}")
+                ax.set_title(style.model_label(model))
                 if col != "ppl":
                     ax.set_ylim(-3, 103)  # accuracies on their full scale
                     pruned = part[(part["method"] != UNPRUNED) & (part["budget"] > 0)]

@@ -213,6 +213,25 @@ def family_label(family) -> str:
     return FAMILY_LABELS.get(str(family), str(family))
 
 
+def model_label(model) -> str:
+    """A model's name in figure titles: its family's display name when the model id is one of the
+    family's names ('gdn' -> 'Gated DeltaNet'), else the id itself (e.g. 'deltanet-1_3b')."""
+    fam = family_of(model)
+    return FAMILY_LABELS[fam] if fam else str(model)
+
+
+CORPUS_LABELS = {  # dataset ids (lapr.data.registry) as figure titles say them
+    "wikitext2_test_raw": "WikiText-2 test", "gutenberg_valid": "Gutenberg validation",
+    "gutenberg_train": "Gutenberg train", "lambada_openai_test": "LAMBADA test",
+}
+
+
+def corpus_label(corpus) -> str:
+    """A corpus id in figure titles ('ppl/' prefix dropped): CORPUS_LABELS, else the id."""
+    corpus = str(corpus).removeprefix("ppl/")
+    return CORPUS_LABELS.get(corpus, corpus)
+
+
 def model_colors(models) -> dict:
     """Colour per model name: its family's colour where the name means one (deltanet, gdn, delta_net,
     gated_deltanet), else MODEL_PALETTE in sorted order; two models of one family keep apart."""

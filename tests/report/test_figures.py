@@ -42,7 +42,7 @@ def test_every_figure_written_at_paper_size(built):
 
 def test_ppl_vs_ratio_plots_the_eval_values(built):
     figs, _ = built
-    lines, ax = _lines(figs["ppl_vs_ratio"].mpl, "deltanet — gutenberg_valid")
+    lines, ax = _lines(figs["ppl_vs_ratio"].mpl, "DeltaNet — Gutenberg validation")
     base = BASE_PPL["deltanet"]["gutenberg_valid"]
     assert f"unpruned perplexity {base:.4g}" in ax.get_title()
     assert list(lines["wanda"].get_xdata()) == [0.0, 0.25, 0.5, 0.75]
@@ -68,7 +68,7 @@ def test_ppl_vs_ratio_recovered_as_points(tmp_path):
     write_evals(root, models={"gdn": "gated_deltanet"}, methods=("wanda+lora",), ratios=(0.5,), slope=slope,
                 lm=False)
     fig = F.ppl_vs_ratio(collect(root), tmp_path / "ppl").mpl
-    lines, _ = _lines(fig, "gdn — gutenberg_valid")
+    lines, _ = _lines(fig, "Gated DeltaNet — Gutenberg validation")
     rec = lines["wanda+lora"]
     assert list(rec.get_xdata()) == [0.5] and list(rec.get_ydata()) == pytest.approx([100 * 0.1 * 0.5])
     assert rec.get_linestyle() == "None" and rec.get_markerfacecolor() == "white"

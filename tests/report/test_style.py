@@ -196,3 +196,13 @@ def test_every_figure_has_its_own_caption():
         name = rel.split("/")[1].removesuffix(".png").removesuffix("_cpu")
         assert stage.caption_for(rel) == " ".join(stage.caption_text(name).split("\n\n")[0].split()), rel
     assert "single-pass" in stage.caption_text("profile_timing")
+
+
+def test_display_names_for_titles():
+    """Figure titles say 'Gated DeltaNet — WikiText-2 test', not 'gdn — wikitext2_test_raw'."""
+    assert style.model_label("gdn") == style.model_label("gated_deltanet") == "Gated DeltaNet"
+    assert style.model_label("deltanet") == "DeltaNet"
+    assert style.model_label("deltanet-1_3b") == "deltanet-1_3b"   # not a family name: the id
+    assert style.corpus_label("wikitext2_test_raw") == style.corpus_label("ppl/wikitext2_test_raw") == "WikiText-2 test"
+    assert style.corpus_label("gutenberg_valid") == "Gutenberg validation"
+    assert style.corpus_label("my_corpus") == "my_corpus"

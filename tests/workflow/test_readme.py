@@ -19,6 +19,9 @@ COMMANDS = {
     "python -m pip install torch==2.13.0 -e '.[test]' && python -m pytest": "ci",
     "python -m pip install torch==2.13.0 -e '.[slurm]'": "ci",
     "conda env create -f environment.yml && conda activate lapr": "not here: CI has no conda",
+    "python -m pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu":
+        "not here: the CPU-only route elsewhere (this machine's pip installs a local CPU wheel; CI has no "
+        "PyTorch index)",
     "snakemake --cores all": "dry",
     "snakemake -n": "run",
     "snakemake -n --profile workflow/profiles/paper": "run",
