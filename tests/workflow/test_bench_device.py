@@ -69,3 +69,27 @@ def test_bench_section_device_wins(config_file, tmp_path):
     for rule, out, settings, gpu in jobs:
         expected = "cuda" if rule == "bench_ops" else "cpu"
         assert out.endswith(f"_{expected}.csv") and settings["device"] == expected and gpu == (expected == "cuda")
+
+
+def _stage_devices(stdout):
+    """{stage: [(device seen by the job)]} of the jobs whose stage takes its device in --settings."""
+    found = {}
+    for stage, rest in re.findall(r"-m lapr (evaluate|heads|mqar-train|mqar-eval) (.*)", stdout):
+        settings = json.loads(re.search(r"--settings '([^']*)'", rest).group(1))
+        found.setdefault(stage, []).append(settings.get("device"))
+    return found
+
+
+@pytest.mark.parametrize("device,expected", [("auto", None), ("cpu", "cpu"), ("cuda", "cuda")])
+def test_top_level_device_reaches_every_stage(device, expected, config_file, tmp_path):
+    """`device: cpu` holds for evaluate, heads and the MQAR stages too (they take the device in their
+    settings and would otherwise pick cuda on a GPU machine); `auto` leaves the choice to them."""
+    config = config_file("tiny", set_key(["device"], device))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "-p", "--configfile", str(config),
+           "--directory", str(tmp_path / "work")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": _path_without_nvidia_smi()})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    found = _stage_devices(res.stdout)
+    assert set(found) == {"evaluate", "heads", "mqar-train", "mqar-eval"}, set(found)
+    assert all(d == expected for devices in found.values() for d in devices), found

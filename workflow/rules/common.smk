@@ -122,6 +122,15 @@ def settings(section, **extra):
     return json.dumps({**config.get(section, {}), **extra})
 
 
+def with_device(section):
+    """A stage section (dict) whose stage takes its device in --settings (evaluate, heads, MQAR), with
+    the top-level `device` filled in where the section leaves it unset: `device: cpu` must hold on a
+    machine with a GPU too (`auto` leaves the choice to the stage: cuda when available)."""
+    if config["device"] != "auto" and section.get("device") is None:
+        return {**section, "device": config["device"]}
+    return section
+
+
 def one_of(names):
     """Wildcard regex matching exactly these names (one rule per group of methods, so that the
     groups' outputs never overlap); matches nothing for an empty list."""
@@ -174,9 +183,10 @@ HEADS = config.get("heads", {})
 HEAD_METHODS = HEADS.get("methods", ["joint_rank_norm", "low_rank_first", "high_rank_first", "norm_only", "random"])
 BUDGETS = [ratio_name(b) for b in HEADS.get("budgets", [0.25, 0.5, 0.75])]
 # the B3 lm-eval tasks are the evaluate stage's (same tasks, limits, batch, window), unless heads.lm_eval says
-HEAD_SETTINGS = json.dumps({"lm_eval": {k: v for k, v in config.get("evaluate", {}).items()
-                                        if k in ("tasks", "limit", "batch_size", "max_length")},
-                            **{k: v for k, v in HEADS.items() if k not in ("methods", "budgets")}})
+HEAD_SETTINGS = json.dumps(with_device({"lm_eval": {k: v for k, v in config.get("evaluate", {}).items()
+                                                     if k in ("tasks", "limit", "batch_size", "max_length")},
+                                         **{k: v for k, v in HEADS.items() if k not in ("methods", "budgets")}}))
+EVAL_SETTINGS = json.dumps(with_device(config.get("evaluate", {})))
 HEAD_ARMS = HEADS.get("arms", {}) is not None  # paper B's disjoint arms, written by the unpruned job
 MQAR = config.get("mqar", {})
 # default: the families of the configured models, in their order

@@ -13,7 +13,7 @@ rule evaluate:
         method=one_of(METHODS),
     params:
         ratios=RATIOS,
-        settings=settings("evaluate"),
+        settings=EVAL_SETTINGS,
         models=lambda w, input: [folder(p) for p in input.model],
         seed=SEED,
         gpu=GPU,
@@ -42,7 +42,7 @@ use rule evaluate as evaluate_recovered with:
         method=one_of(RECOVERED),
     params:
         ratios=RECOVER_RATIOS,
-        settings=settings("evaluate"),
+        settings=EVAL_SETTINGS,
         models=lambda w, input: [folder(p) for p in input.model],
         seed=SEED,
         gpu=GPU,
@@ -60,7 +60,7 @@ use rule evaluate as evaluate_unpruned with:
         method="none",
     params:
         ratios=["0"],
-        settings=settings("evaluate"),
+        settings=EVAL_SETTINGS,
         models=lambda w, input: [folder(p) for p in input.model],
         seed=SEED,
         gpu=GPU,

@@ -77,7 +77,7 @@ rule mqar_train:
     wildcard_constraints:
         family="|".join(MQAR_FAMILIES),
     params:
-        settings=json.dumps(MQAR.get("train", {})),
+        settings=json.dumps(with_device(MQAR.get("train", {}))),
         out=lambda w, output: folder(output[0]),
         seed=SEED,
         gpu=GPU,
@@ -105,7 +105,7 @@ rule mqar_eval:
     wildcard_constraints:
         family="|".join(MQAR_FAMILIES),
     params:
-        settings=json.dumps(MQAR.get("eval", {})),
+        settings=json.dumps(with_device(MQAR.get("eval", {}))),
         model=lambda w, input: folder(input.model),
         seed=SEED,
         gpu=GPU,
