@@ -10,12 +10,13 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
+include: "workflow/rules/tokens.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/heads.smk"
+include: "workflow/rules/mqar.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/report.smk"
 

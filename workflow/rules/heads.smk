@@ -68,63 +68,6 @@ rule heads_unpruned:
         "> {log} 2>&1"
 
 
-rule mqar_train:
-    priority: 2
-    input:
-        after_pretraining,
-    output:
-        weights(f"{R}/mqar/models/{{family}}"),
-    wildcard_constraints:
-        family="|".join(MQAR_FAMILIES),
-    params:
-        settings=json.dumps(with_device(MQAR.get("train", {}))),
-        out=lambda w, output: folder(output[0]),
-        seed=SEED,
-        gpu=GPU,
-        py=PY,
-    log:
-        f"{R}/logs/mqar/train_{{family}}.log",
-    benchmark:
-        benchmark_tsv("mqar_train", "family")
-    threads: config["threads"]
-    resources:
-        gpu=GPUS,
-    conda:
-        "../envs/lapr.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr mqar-train --family {wildcards.family} "
-        "--settings {params.settings:q} --seed {params.seed} --out {params.out} > {log} 2>&1"
-
-
-rule mqar_eval:
-    priority: 2
-    input:
-        model=weights(f"{R}/mqar/models/{{family}}"),
-    output:
-        f"{R}/mqar/eval/{{family}}.csv",
-    wildcard_constraints:
-        family="|".join(MQAR_FAMILIES),
-    params:
-        settings=json.dumps(with_device(MQAR.get("eval", {}))),
-        model=lambda w, input: folder(input.model),
-        seed=SEED,
-        gpu=GPU,
-        py=PY,
-    log:
-        f"{R}/logs/mqar/eval_{{family}}.log",
-    benchmark:
-        benchmark_tsv("mqar_eval", "family")
-    threads: config["threads"]
-    resources:
-        gpu=GPUS,
-    conda:
-        "../envs/lapr.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} {params.gpu}{params.py} -m lapr mqar-eval --model {params.model} "
-        "--model-name {wildcards.family} --settings {params.settings:q} --seed {params.seed} --out {output} "
-        "> {log} 2>&1"
-
-
 rule head_pruning:
     input:
         TARGETS["heads"],
