@@ -17,6 +17,7 @@ PROFILES = ["tiny", "embedded", "gpu", "paper"]
 COMMANDS = {
     "python -m pip install torch==2.13.0 -e . && snakemake --cores all": "ci",  # (a): its install is (b)'s
     "python -m pip install torch==2.13.0 -e '.[test]' && python -m pytest": "ci",
+    "python -m pytest -m slow": "ci",  # (c): the `slow` tests that (b) deselects (pyproject addopts)
     "python -m pip install torch==2.13.0 -e '.[slurm]'": "ci",
     "conda env create -f environment.yml && conda activate lapr": "not here: CI has no conda",
     "python -m pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu":

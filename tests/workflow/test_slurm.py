@@ -123,6 +123,7 @@ def runs(cluster, tmp_path_factory):
     return slurm_dir, local_dir, out
 
 
+@pytest.mark.slow  # the whole tiny profile through SLURM: README (c) where SLURM is installed, and .ci/run
 def test_every_stage_rule_ran_as_a_slurm_job(runs, cluster):
     slurm_dir, _, out = runs
     logs = slurm_dir / ".snakemake/slurm_logs"
@@ -147,6 +148,7 @@ def _jobs(env) -> dict[str, dict]:
     return jobs
 
 
+@pytest.mark.slow  # the whole tiny profile through SLURM: README (c) where SLURM is installed, and .ci/run
 def test_profile_resources_reach_sbatch(runs, cluster):
     """Per-rule memory and runtime of the profile (tiny: threads 1, attempt 1); no GPU on a cpu config."""
     jobs = _jobs(cluster)
@@ -162,6 +164,7 @@ def _close(a, b):
     return a == b or abs(a - b) <= RTOL * max(abs(a), abs(b))
 
 
+@pytest.mark.slow  # the whole tiny profile through SLURM: README (c) where SLURM is installed, and .ci/run
 def test_results_equal_a_local_run(runs):
     import pandas as pd
 
