@@ -1,10 +1,15 @@
 """lapr.models._fla_import: the fla families lapr adapts without importing every fla family, nothing lost.
 
-One fresh interpreter (the shim only acts before fla's first import), checks printed as JSON.
+One fresh interpreter (the shim only acts before fla's first import), checks printed as JSON. Both
+tests' interpreters start together (module fixture): each spends its ~10 s (more on a busy machine)
+importing torch, transformers and fla, on a core of its own.
 """
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 SCRIPT = r"""
 import json, sys, tempfile
@@ -33,8 +38,32 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def test_lazy_fla_import_keeps_everything_reachable():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+DISABLED = "import sys, lapr.models; print('TYPE', type(sys.modules['fla']).__name__)"
+
+
+@pytest.fixture(scope="module")
+def procs():
+    """Both interpreters, started at once; name -> Popen (communicate() in the test)."""
+    started = {
+        "lazy": subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True),
+        "disabled": subprocess.Popen([sys.executable, "-c", DISABLED], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "LAPR_FLA_LAZY": "0"}),
+    }
+    yield started
+    for p in started.values():
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_lazy_fla_import_keeps_everything_reachable(procs):
+    proc = _finish(procs["lazy"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     out = json.loads(line[len("RESULT"):])
@@ -46,9 +75,7 @@ def test_lazy_fla_import_keeps_everything_reachable():
     assert out["version"]
 
 
-def test_shim_can_be_disabled():
-    code = "import sys, lapr.models; print('TYPE', type(sys.modules['fla']).__name__)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "LAPR_FLA_LAZY": "0"})
+def test_shim_can_be_disabled(procs):
+    proc = _finish(procs["disabled"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TYPE module" in proc.stdout

@@ -57,16 +57,24 @@ def test_readme_claims_match_claims_csv(report):
         assert row["verdict"] == "missing" and stage_name in row["reason"]
 
 
-def test_index_embeds_the_results_analysis(tmp_path):
+@pytest.fixture(scope="module")
+def empty_report(tmp_path_factory):
+    """The report of an empty results folder (no analysis.md either): (results, out, summary)."""
+    tmp = tmp_path_factory.mktemp("empty")
+    (tmp / "res").mkdir()
+    summary = stage.build_report(tmp / "res", tmp / "out", {"delegate": False}, log=lambda *a: None)
+    return tmp / "res", tmp / "out", summary
+
+
+def test_index_embeds_the_results_analysis(tmp_path, empty_report):
     """results/<p>/analysis.md (people's reading of the numbers) opens the figures' README; without it,
     no such section."""
-    res = tmp_path / "res"
+    _, out, _ = empty_report
+    assert "What the results say" not in (out / "README.md").read_text()
+    res = tmp_path / "res"   # the same empty results, but for the analysis
     res.mkdir()
-    summary = {"delegate": False}
-    stage.build_report(res, tmp_path / "out", summary, log=lambda *a: None)
-    assert "What the results say" not in (tmp_path / "out" / "README.md").read_text()
     (res / stage.ANALYSIS).write_text("B4 cannot be decided: the probe fails unpruned.\n")
-    stage.build_report(res, tmp_path / "out2", summary, log=lambda *a: None)
+    stage.build_report(res, tmp_path / "out2", {"delegate": False}, log=lambda *a: None)
     readme = (tmp_path / "out2" / "README.md").read_text()
     assert readme.index("What the results say") < readme.index("## Claims check")
     assert "B4 cannot be decided: the probe fails unpruned." in readme
@@ -85,14 +93,13 @@ def test_every_output_has_a_caption(report):
         assert rst.read_text().strip(), rst
 
 
-def test_empty_results_dir_builds_missing_report(tmp_path):
-    (tmp_path / "res").mkdir()
-    summary = stage.build_report(tmp_path / "res", tmp_path / "out", {"delegate": False}, log=lambda *a: None)
+def test_empty_results_dir_builds_missing_report(tmp_path, empty_report):
+    _, out, summary = empty_report
     assert summary["verdicts"] == {"missing": summary["verdicts"]["missing"]}
     assert not any(summary["stages"].values())
-    readme = (tmp_path / "out" / "README.md").read_text()
+    readme = (out / "README.md").read_text()
     for name in FIGURES:  # 'no data' notices, still PNG + PDF so the file set is fixed
-        assert (tmp_path / "out" / f"{name}.png").is_file() and (tmp_path / "out" / f"{name}.pdf").is_file()
+        assert (out / f"{name}.png").is_file() and (out / f"{name}.pdf").is_file()
         assert re.search(rf"\({name}\.png\).*no data yet", readme), name
     with pytest.raises(FileNotFoundError, match="--results"):
         stage.build_report(tmp_path / "nope", tmp_path / "out2", {}, log=lambda *a: None)

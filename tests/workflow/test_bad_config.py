@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lapr import config as cfgcheck
-from workflow_helpers import ROOT, set_key as _set, snakemake
+from workflow_helpers import ROOT, ahead, set_key as _set, snakemake
 
 TINY = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
 
@@ -84,14 +84,29 @@ def test_bad_section_value_is_refused(case):
     assert "\n" not in message and message.startswith(needle), message
 
 
-@pytest.mark.parametrize("case", THROUGH_SNAKEMAKE)
-def test_bad_section_fails_dry_run_before_any_job(case, tmp_path):
-    path, value, needle = SECTIONS[case]
+def _bad_dry_run(case, tmp_path):
+    """Write the case's config and start its `snakemake -n` in a fresh work folder."""
+    path, value, _ = SECTIONS[case]
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(_edited(path, value)))
     work = tmp_path / "work"
     work.mkdir()
-    res = snakemake("-n", "--cores", "2", "--configfile", str(config), "--directory", str(work))
+    return work, lambda: snakemake("-n", "--cores", "2", "--configfile", str(config), "--directory", str(work))
+
+
+@pytest.fixture(scope="module")
+def bad_dry_runs(tmp_path_factory):
+    """The THROUGH_SNAKEMAKE dry runs, two at a time ahead of their tests: case -> (work folder, Future)."""
+    runs = {case: _bad_dry_run(case, tmp_path_factory.mktemp("bad")) for case in THROUGH_SNAKEMAKE}
+    with ahead({case: call for case, (_, call) in runs.items()}) as futures:
+        yield {case: (runs[case][0], futures[case]) for case in runs}
+
+
+@pytest.mark.parametrize("case", THROUGH_SNAKEMAKE)
+def test_bad_section_fails_dry_run_before_any_job(case, bad_dry_runs):
+    _, _, needle = SECTIONS[case]
+    work, future = bad_dry_runs[case]
+    res = future.result()
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert _config_error(out).startswith(f"config: {needle}"), out

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from workflow_helpers import ROOT, set_key
+from workflow_helpers import ROOT, ahead, set_key
 
 # one op benchmark, and per trained model an unpruned and a pruned model benchmark
 N_MODELS = len(yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())["models"])
@@ -48,11 +48,44 @@ def _bench_jobs(stdout):
     return jobs
 
 
+def _tiny_config(tmp_path, edit):
+    """The tiny profile with `edit` applied, written under tmp_path (as the config_file fixture does)."""
+    cfg = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "tiny-edited.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _section_wins(cfg):
+    cfg["device"] = "auto"
+    cfg["bench"]["ops"]["device"] = "cuda"
+
+
+DEVICES = [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "cuda")]
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """Every test's dry run, two at a time ahead of the tests: (device, smi) or "section" -> Future of stdout."""
+    calls = {}
+    for device, _ in DEVICES:
+        for smi in (False, True):
+            tmp = tmp_path_factory.mktemp("bench_device")
+            config = _tiny_config(tmp, set_key(["device"], device))
+            calls[device, smi] = (lambda config=config, tmp=tmp, smi=smi:
+                                  _dry_run(config, tmp / "work", tmp / "bin" if smi else None))
+    tmp = tmp_path_factory.mktemp("bench_device")
+    config = _tiny_config(tmp, _section_wins)
+    calls["section"] = lambda: _dry_run(config, tmp / "work")
+    with ahead(calls) as futures:
+        yield futures
+
+
 @pytest.mark.parametrize("smi", [False, True], ids=["no-nvidia-smi", "fake-nvidia-smi"])
-@pytest.mark.parametrize("device,expected", [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "cuda")])
-def test_bench_file_names_follow_the_config(device, expected, smi, config_file, tmp_path):
-    config = config_file("tiny", set_key(["device"], device))
-    jobs = _bench_jobs(_dry_run(config, tmp_path / "work", tmp_path / "bin" if smi else None))
+@pytest.mark.parametrize("device,expected", DEVICES)
+def test_bench_file_names_follow_the_config(device, expected, smi, dry_runs):
+    jobs = _bench_jobs(dry_runs[device, smi].result())
     assert {rule for rule, *_ in jobs} == {"bench_ops", "bench_model"} and len(jobs) == 1 + 2 * N_MODELS
     for rule, out, settings, gpu in jobs:
         assert out.endswith(f"_{expected}.csv"), out
@@ -60,11 +93,8 @@ def test_bench_file_names_follow_the_config(device, expected, smi, config_file, 
         assert gpu == (expected == "cuda")
 
 
-def test_bench_section_device_wins(config_file, tmp_path):
-    def edit(cfg):
-        cfg["device"] = "auto"
-        cfg["bench"]["ops"]["device"] = "cuda"
-    jobs = _bench_jobs(_dry_run(config_file("tiny", edit), tmp_path / "work"))
+def test_bench_section_device_wins(dry_runs):
+    jobs = _bench_jobs(dry_runs["section"].result())  # _section_wins: device auto, bench.ops.device cuda
     assert len(jobs) == 1 + 2 * N_MODELS
     for rule, out, settings, gpu in jobs:
         expected = "cuda" if rule == "bench_ops" else "cpu"

@@ -1,6 +1,8 @@
 """Run this repo's workflow from tests (shared by the workflow tests)."""
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,3 +28,19 @@ def set_key(path, value):
             node = node.setdefault(key, {})
         node[path[-1]] = value
     return edit
+
+
+@contextmanager
+def ahead(calls: dict, workers: int = 2):
+    """Start `calls` (key -> function of no arguments, e.g. one `snakemake -n`) in `workers` threads,
+    in order, and yield key -> Future; each test takes its own `.result()` and asserts on it as before.
+    A dry run is a second Python process that spends seconds importing and parsing while the test
+    process waits, so the next one starting meanwhile uses the machine's other core. Calls not yet
+    started when the block ends are cancelled; running ones are waited for."""
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {key: pool.submit(call) for key, call in calls.items()}
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
