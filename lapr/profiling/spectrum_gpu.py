@@ -379,6 +379,19 @@ def _use_triton(backend: str, device: torch.device) -> bool:
     return backend == "auto" and triton is not None and (device.type == "cuda" or interpret)
 
 
+def _batch(states: torch.Tensor, steps) -> tuple[torch.Tensor | None, tuple, torch.dtype]:
+    """Both routes' input checks: (states as [B, m, n] or None when there is nothing to compute,
+    the leading dims, the output dtype: float64 for float64 input, else float32)."""
+    if states.dim() < 2:
+        raise ValueError(f"states must be [..., d_k, d_v], got shape {tuple(states.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    out_dtype = torch.float64 if states.dtype == torch.float64 else torch.float32
+    lead, (m, n) = tuple(states.shape[:-2]), states.shape[-2:]
+    flat = states.reshape(-1, m, n)
+    return (None if min(m, n) == 0 or flat.shape[0] == 0 else flat), lead, out_dtype
+
+
 def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backend: str = "auto",
                          tridiag: str | None = None) -> torch.Tensor:
     """[..., d_k, d_v] -> [..., min(d_k, d_v)] descending, via the fp64 Gram route (module doc).
@@ -389,16 +402,11 @@ def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backe
     (results/gpu_speed/spectrum_bidiag): PyTorch tridiagonalisation 88 ms vs 107-248 ms for the Triton
     one (register spills at 8-32 warps); with the Triton Sturm bisection (9 ms) the whole route took
     100 ms. The bidiag route (`bidiag_singular_values`) took 52 ms there and is the default."""
-    if states.dim() < 2:
-        raise ValueError(f"states must be [..., d_k, d_v], got shape {tuple(states.shape)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    out_dtype = torch.float64 if states.dtype == torch.float64 else torch.float32
-    lead, (m, n) = states.shape[:-2], states.shape[-2:]
+    flat, lead, out_dtype = _batch(states, steps)
+    if flat is None:
+        return states.new_zeros(*lead, min(states.shape[-2:]), dtype=out_dtype)
+    m, n = flat.shape[-2:]
     r = min(m, n)
-    flat = states.reshape(-1, m, n)
-    if r == 0 or flat.shape[0] == 0:
-        return states.new_zeros(*lead, r, dtype=out_dtype)
     use_triton = _use_triton(backend, states.device)
     if tridiag is None:
         tridiag = "torch"  # the faster of the two on the H200 (docstring)
@@ -427,16 +435,11 @@ def bidiag_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, bac
     fp64 Gram kernel (a 128 x 128 tile spills in fp64) and doubles the arithmetic rate.
     backend: "triton" (kernel; CPU only under TRITON_INTERPRET=1), "torch" (PyTorch reference,
     trailing blocks) or "auto" (triton on CUDA)."""
-    if states.dim() < 2:
-        raise ValueError(f"states must be [..., d_k, d_v], got shape {tuple(states.shape)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    out_dtype = torch.float64 if states.dtype == torch.float64 else torch.float32
-    lead, (m, n) = states.shape[:-2], states.shape[-2:]
+    flat, lead, out_dtype = _batch(states, steps)
+    if flat is None:
+        return states.new_zeros(*lead, min(states.shape[-2:]), dtype=out_dtype)
+    m, n = flat.shape[-2:]
     r = min(m, n)
-    flat = states.reshape(-1, m, n)
-    if r == 0 or flat.shape[0] == 0:
-        return states.new_zeros(*lead, r, dtype=out_dtype)
     use_triton = _use_triton(backend, states.device)
     if m < n:
         flat = flat.transpose(-1, -2)                                    # same singular values, m >= n
