@@ -31,7 +31,8 @@ RANK_COLUMNS = [
 SPECTRUM_COLUMNS = ["position", "layer", "head", "index", "sigma", "sigma_rel"]
 
 
-SVD_METHODS = ("lapack", "gram", "bidiag", "auto")
+GPU_METHODS = ("gram", "bidiag")  # = spectrum_gpu.ROUTES (a test holds them equal; metrics stays free of Triton)
+SVD_METHODS = ("lapack", *GPU_METHODS, "auto")
 
 
 def singular_values(states: torch.Tensor, method: str = "lapack") -> torch.Tensor:
@@ -49,7 +50,7 @@ def singular_values(states: torch.Tensor, method: str = "lapack") -> torch.Tenso
         raise ValueError(f"method must be one of {SVD_METHODS}, got {method!r}")
     if states.dtype not in (torch.float32, torch.float64):
         states = states.float()
-    if method in ("gram", "bidiag") or (method == "auto" and states.is_cuda):
+    if method in GPU_METHODS or (method == "auto" and states.is_cuda):
         from lapr.profiling.spectrum_gpu import DEFAULT_ROUTE, fast_singular_values
         return fast_singular_values(states, route=DEFAULT_ROUTE if method == "auto" else method)
     return torch.linalg.svdvals(states)

@@ -87,13 +87,27 @@ TOLERANCE = 1e-4     # the stated accuracy |sigma - sigma_lapack| <= TOLERANCE *
 # ------------------------------------------------------------------------------------------------
 # 1. scaled fp64 Gram matrices
 
+def _scaled(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, m, n] -> (s / max|s| per matrix, that max [B]; 0 for an all-zero matrix, left as it is):
+    both routes work on entries of size <= 1 whatever the states' magnitude."""
+    c = s.abs().amax(dim=(-2, -1))
+    return s / torch.where(c > 0, c, torch.ones_like(c))[:, None, None], c
+
+
+def _sigma(d: torch.Tensor, e2: torch.Tensor, c: torch.Tensor, steps: int, use_triton: bool,
+           out_dtype: torch.dtype, lead: tuple) -> torch.Tensor:
+    """Both routes' last step: the singular values of the scaled matrices from their tridiagonal
+    (d, e2) by Sturm bisection, descending, scaled back by c and shaped [*lead, r]."""
+    sv = sturm_bisection_triton(d, e2, steps) if use_triton else sturm_bisection(d, e2, steps)
+    sv = torch.sort(sv, dim=-1, descending=True).values * c.double()[:, None]
+    return sv.to(out_dtype).reshape(*lead, d.shape[-1])
+
+
 def gram(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, m, n] -> (G [B, r, r] fp64 of S / c on the smaller side r = min(m, n), c [B] = max|S|).
 
     c is 0 for an all-zero state (then G = 0): sigma(S) = c * sqrt(lambda(G))."""
-    s = states.double()
-    c = s.abs().amax(dim=(-2, -1))
-    s = s / torch.where(c > 0, c, torch.ones_like(c))[:, None, None]
+    s, c = _scaled(states.double())
     g = s.transpose(-1, -2) @ s if s.shape[-2] >= s.shape[-1] else s @ s.transpose(-1, -2)
     return g, c
 
@@ -405,8 +419,6 @@ def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backe
     flat, lead, out_dtype = _batch(states, steps)
     if flat is None:
         return states.new_zeros(*lead, min(states.shape[-2:]), dtype=out_dtype)
-    m, n = flat.shape[-2:]
-    r = min(m, n)
     use_triton = _use_triton(backend, states.device)
     if tridiag is None:
         tridiag = "torch"  # the faster of the two on the H200 (docstring)
@@ -414,9 +426,7 @@ def gram_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, backe
         raise ValueError(f"tridiag must be 'torch' or 'triton', got {tridiag!r}")
     g, c = gram(flat)
     d, e2 = tridiagonalize_triton(g) if tridiag == "triton" else tridiagonalize(g)
-    sv = sturm_bisection_triton(d, e2, steps) if use_triton else sturm_bisection(d, e2, steps)
-    sv = torch.sort(sv, dim=-1, descending=True).values * c[:, None]
-    return sv.to(out_dtype).reshape(*lead, r)
+    return _sigma(d, e2, c, steps, use_triton, out_dtype, lead)
 
 
 ROUTES = ("gram", "bidiag")
@@ -438,19 +448,12 @@ def bidiag_singular_values(states: torch.Tensor, steps: int = DEFAULT_STEPS, bac
     flat, lead, out_dtype = _batch(states, steps)
     if flat is None:
         return states.new_zeros(*lead, min(states.shape[-2:]), dtype=out_dtype)
-    m, n = flat.shape[-2:]
-    r = min(m, n)
     use_triton = _use_triton(backend, states.device)
-    if m < n:
+    if flat.shape[-2] < flat.shape[-1]:
         flat = flat.transpose(-1, -2)                                    # same singular values, m >= n
-    flat = flat.float()
-    c = flat.abs().amax(dim=(-2, -1))
-    flat = flat / torch.where(c > 0, c, torch.ones_like(c))[:, None, None]
+    flat, c = _scaled(flat.float())
     d, f = bidiagonalize_triton(flat) if use_triton else bidiagonalize(flat)
-    dd, e2 = bidiagonal_gram(d, f)
-    sv = sturm_bisection_triton(dd, e2, steps) if use_triton else sturm_bisection(dd, e2, steps)
-    sv = torch.sort(sv, dim=-1, descending=True).values * c.double()[:, None]
-    return sv.to(out_dtype).reshape(*lead, r)
+    return _sigma(*bidiagonal_gram(d, f), c, steps, use_triton, out_dtype, lead)
 
 
 def fast_singular_values(states: torch.Tensor, route: str = DEFAULT_ROUTE, **kwargs) -> torch.Tensor:

@@ -77,8 +77,8 @@ from lapr.profiling import stratify
 from lapr.profiling.calibrate import Calib, calibrate, calibration_batches
 from lapr.profiling.capture import capture_states, log_positions, plain_forward, reader
 from lapr.profiling.contexts import CONTEXTS, NATURAL, make_context
-from lapr.profiling.metrics import (DEFAULT_EPS, SVD_METHODS, eps_label, rank_table, singular_values,
-                                    spectrum_table, threshold_rank_column)
+from lapr.profiling.metrics import (DEFAULT_EPS, GPU_METHODS, SVD_METHODS, eps_label, rank_table,
+                                    singular_values, spectrum_table, threshold_rank_column)
 from lapr.settings import Settings, SettingsError, setting
 
 CAPTURE_METHODS = {  # capture.capture_states(method=...) -> what timing.json says about it
@@ -312,16 +312,17 @@ def _batched_singular_values(states: dict, method: str) -> dict:
 def _metrics(states: dict, positions, settings: dict, context: str) -> tuple[list, list]:
     """Rank and spectrum frames, one of each per sample.
 
-    CUDA states (settings.svd 'auto'; or 'gram' / 'bidiag' on any device): the singular values of every state of the context
-    (all samples, layers, heads, positions: 10,752 matrices in the gpu profile) in one batched call
-    of the GPU route (metrics.singular_values; cuSOLVER took 33 s per context), and the tables in
-    one call each, with the samples folded into the head axis (rank_table works per layer, so per
-    (sample, layer) calls cost ~50 small copies back to the host each). Otherwise LAPACK on the
+    CUDA states (settings.svd 'auto'; or 'gram' / 'bidiag' on any device): the singular values of
+    every state of the context (all samples, layers, heads, positions: 10,752 matrices in the gpu
+    profile) in one batched call of the GPU route (metrics.singular_values; cuSOLVER took 33 s per
+    context), and the tables in one call each, with the samples folded into the head axis (rank_table
+    works per layer, so per (sample, layer) calls cost ~50 small copies back to the host each).
+    Otherwise LAPACK on the
     CPU, one thread per (sample, layer): CUDA has no batched SVD for 128 x 128 matrices and LAPACK
     releases the GIL, so the work spreads over the cores."""
     # the batched path: CUDA states, or a GPU route asked for by name (then on the states' device)
-    batched = settings["svd"] in ("gram", "bidiag") or (settings["svd"] == "auto"
-                                                         and next(iter(states.values())).is_cuda)
+    on_cuda = next(iter(states.values())).is_cuda
+    batched = settings["svd"] in GPU_METHODS or (settings["svd"] == "auto" and on_cuda)
     states = {layer: s.float() if batched else s.float().cpu() for layer, s in states.items()}  # [B, HV, P, dk, dv]
     n_samples = next(iter(states.values())).shape[0]
     extra_eps = eps_list(settings)[1:]

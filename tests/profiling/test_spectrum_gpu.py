@@ -155,6 +155,12 @@ def test_bad_input():
     assert sg.gram_singular_values(torch.zeros(0, 4, 5)).shape == (0, 4)
 
 
+def test_gpu_methods_are_the_routes():
+    from lapr.profiling.metrics import GPU_METHODS
+
+    assert GPU_METHODS == sg.ROUTES
+
+
 def test_singular_values_methods():
     states = lowrank(20, 16, 6, 10, batch=3)
     lap = singular_values(states)
