@@ -902,10 +902,6 @@ def claims_table(res: Results, overrides: dict | None = None, ppl_task: str | No
     return Table("claims", f"Claims check of papers A and B on profile '{res.profile_name}'", df, note)
 
 
-__all__ = ["THRESHOLDS", "CLAIMS", "VERDICTS", "PAPER_METHOD", "thresholds", "claims_frame", "claims_table",
-           "a1_corpus"]
-
-
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, labels: tuple[str, str] = ("s0", "s1")) -> pd.DataFrame:
     """Two claims tables of the same profile (e.g. two seeds) side by side, one row per claims row:
     k = id|model|n-th row of that (id, model), then each run's verdict, value and interval. Rows only
@@ -936,6 +932,10 @@ def main(argv=None) -> None:
     provenance.write_table(args.out, table)
     same = (table[f"verdict_{args.labels[0]}"] == table[f"verdict_{args.labels[1]}"]).sum()
     print(f"[claims] {same} of {len(table)} verdicts equal; wrote {args.out}")
+
+
+__all__ = ["THRESHOLDS", "CLAIMS", "VERDICTS", "PAPER_METHOD", "thresholds", "claims_frame", "claims_table",
+           "a1_corpus", "compare_runs"]
 
 
 if __name__ == "__main__":
