@@ -86,6 +86,10 @@ class Evaluate(Settings):
     SECTION = "evaluate"
     tasks: str | list[str] | None = setting("paper_a", "lm-eval task names, a list or a comma-separated string "
                                             "('paper_a' = the paper's set; [] or null: no lm-eval)")
+    task_ratios: list[float] | None = setting(
+        None, "pruning ratios whose checkpoints run the lm-eval tasks (null: every checkpoint); the unpruned model "
+        "(ratio 0) always runs them and perplexity runs on every checkpoint: lm-eval is most of a small "
+        "checkpoint's evaluation", unique=True, items=dict(above=0, below=1))
     limit: float | dict[str, float | None] | None = setting(
         None, "documents per task: null (all), an integer >= 1, a fraction in (0, 1), or {task: limit} with an "
         "optional 'default'", above=0, items=dict(above=0))
@@ -339,6 +343,10 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
         import torch
         torch.set_num_threads(settings["threads"])
 
+    if not runs_tasks(settings, ratio):
+        print(f"[evaluate] lm-eval tasks skipped at ratio {ratio:g} (task_ratios {settings['task_ratios']})")
+        settings = {**settings, "tasks": []}
+
     start, cpu_start = time.perf_counter(), time.process_time()
     print(f"[evaluate] {model_name} / {method} / {ratio:g}: loading {model_dir}", flush=True)
     model, tokenizer = load_checkpoint(model_dir, settings)
@@ -365,6 +373,12 @@ def evaluate_checkpoint(model_dir: str | Path, out: str | Path, *, model_name: s
     print(f"[evaluate] wrote {len(df)} rows to {out} in {info['seconds']['total']:.1f} s "
           f"({info['cpu_seconds']['total']:.1f} s CPU)", flush=True)
     return df
+
+
+def runs_tasks(settings: dict, ratio: float) -> bool:
+    """Whether a checkpoint at `ratio` runs the lm-eval tasks (settings.task_ratios; 0 = unpruned always)."""
+    chosen = settings["task_ratios"]
+    return chosen is None or ratio == 0 or any(math.isclose(ratio, r) for r in chosen)
 
 
 def provenance_path(out: Path) -> Path:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lapr.eval import stage
+from lapr.settings import SettingsError
 
 
 def test_settings_defaults_and_errors():
@@ -119,3 +120,25 @@ def test_stage_several_checkpoints_in_one_process(tiny_model, tokenizer, tmp_pat
     assert a[a.metric == "ppl"].value.item() == pytest.approx(b[b.metric == "ppl"].value.item())
     with pytest.raises(ValueError, match="--out"):
         stage.run(parser.parse_args(["--model", str(ckpt), str(ckpt), "--out", str(outs[0])]))
+
+
+def test_task_ratios_choose_the_checkpoints_that_run_lm_eval(tiny_model, tokenizer, tmp_path):
+    # the unpruned (0) and the listed ratios run the tasks; every checkpoint gets perplexity
+    assert [stage.runs_tasks({"task_ratios": [0.5]}, r) for r in (0, 0.25, 0.5, 0.75)] == [True, False, True, False]
+    assert all(stage.runs_tasks({"task_ratios": None}, r) for r in (0, 0.25, 0.5))
+    with pytest.raises(SettingsError, match="task_ratios"):
+        stage.resolve_settings({"task_ratios": [1.5]})
+    ckpt = tmp_path / "ckpt"
+    tiny_model.save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    ratios = ["0", "0.25", "0.5"]
+    outs = [tmp_path / f"{r}.csv" for r in ratios]
+    settings = {"tasks": ["lapr_winogrande"], "limit": 2, "task_ratios": [0.5], "device": "cpu", "unigram": False,
+                "perplexity": {"datasets": ["gutenberg_valid"], "max_tokens": 256, "seq_len": 32}}
+    parser = argparse.ArgumentParser()
+    stage.add_arguments(parser)
+    stage.run(parser.parse_args(["--model", *[str(ckpt)] * 3, "--out", *map(str, outs), "--method", "l2",
+                                 "--ratio", *ratios, "--settings", json.dumps(settings)]))
+    tasks = [set(pd.read_csv(o).task) for o in outs]
+    assert tasks == [{"lapr_winogrande", "ppl/gutenberg_valid"}, {"ppl/gutenberg_valid"},
+                     {"lapr_winogrande", "ppl/gutenberg_valid"}]

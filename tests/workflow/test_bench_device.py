@@ -1,7 +1,8 @@
 """The bench rules' device (cpu | cuda) comes from the config alone, never from the machine that
 parses the workflow: `device: cuda` -> cuda, `cpu` -> cpu, `auto` -> cpu (file names are fixed at
 parse time, possibly on a GPU-less login node); a bench section's own `device` wins. Checked with
-and without an `nvidia-smi` on PATH."""
+and without an `nvidia-smi` on PATH. A CPU benchmark of a local run takes every core (`threads` =
+--cores), so that no other job runs beside it."""
 import json
 import os
 import re
@@ -14,7 +15,9 @@ import yaml
 from workflow_helpers import ROOT, ahead, set_key
 
 # one op benchmark, and per trained model an unpruned and a pruned model benchmark
-N_MODELS = len(yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())["models"])
+TINY = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
+N_MODELS = len(TINY["models"])
+CORES = TINY["threads"] + 2  # more than any other job's threads
 
 
 def _path_without_nvidia_smi() -> str:
@@ -31,19 +34,23 @@ def _dry_run(config, workdir, fake_smi_dir=None):
         smi.chmod(0o755)
         path = f"{fake_smi_dir}{os.pathsep}{path}"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "-p", "--configfile", str(config),
-           "--directory", str(workdir), "benchmarks"]
+           "--directory", str(workdir), "--cores", str(CORES), "benchmarks"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": path})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return res.stdout
 
 
 def _bench_jobs(stdout):
-    """(rule, output, settings passed to the stage, gpu resource) of the bench jobs of a dry run."""
+    """(rule, output, settings passed to the stage, gpu resource) of the bench jobs of a dry run; checks
+    each job's threads: every core on the CPU, the profile's threads on a GPU."""
     jobs = []
     for rule, body in re.findall(r"^rule (bench_\w+):\n(.*?)(?=^\[|\Z)", stdout, flags=re.M | re.S):
         out = re.search(r"^\s+output: (.*)$", body, re.M).group(1)
         settings = json.loads(re.search(r"--settings '([^']*)'", body).group(1))
         gpu = int(re.search(r"resources:.*\bgpu=(\d+)", body).group(1))
+        threads = re.search(r"^\s+threads: (\d+)$", body, re.M)
+        assert int(threads.group(1) if threads else 1) == (TINY["threads"] if gpu else CORES), body
+        assert f"OMP_NUM_THREADS={TINY['threads']} " in body  # the benchmark itself: the profile's threads
         jobs.append((rule, out, settings, gpu))
     return jobs
 
