@@ -60,4 +60,4 @@ rule bench_model:
 
 rule benchmarks:
     input:
-        TARGETS["bench"],
+        TARGETS["benchmarks"],

@@ -232,32 +232,33 @@ DAG_TIMING = f"{R}/dag_timing.csv"  # one row per job's benchmark file, written 
 
 
 # ----------------------------------------------------------------------------- targets
-# stage -> its final outputs; `rule all` (Snakefile) asks for all of them, the named targets for one
+# stage -> its final outputs, keyed by the name of the aggregate rule that asks for them (its input is
+# the list), so `snakemake <key>` makes one stage; `rule all` (Snakefile) asks for all of them
 TARGETS = {}
 TARGETS["models"] = [model_input(m) for m in MODELS]
-TARGETS["profile"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)
-TARGETS["prune"] = [weights(p) for p in
-                    expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
-                    + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED,
-                             ratio=RECOVER_RATIOS)]
-TARGETS["evaluate"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
-                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS,
-                                ratio=RATIOS)
-                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED,
-                                ratio=RECOVER_RATIOS))
+TARGETS["profiles"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)
+TARGETS["pruned"] = [weights(p) for p in
+                     expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
+                     + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED,
+                              ratio=RECOVER_RATIOS)]
+TARGETS["evaluations"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
+                          + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS,
+                                   ratio=RATIOS)
+                          + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED,
+                                   ratio=RECOVER_RATIOS))
 # the probe models' weights too: after a fresh clone (committed eval tables, no weights) they retrain
-TARGETS["heads"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
-                    + (expand(f"{R}/heads/{{model}}/arms/0.csv", model=MODELS) if HEAD_ARMS else [])
-                    + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS, hmethod=HEAD_METHODS,
-                             budget=BUDGETS)
-                    + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
-                    + [weights(f"{R}/mqar/models/{family}") for family in MQAR_FAMILIES])
+TARGETS["head_pruning"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
+                           + (expand(f"{R}/heads/{{model}}/arms/0.csv", model=MODELS) if HEAD_ARMS else [])
+                           + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS,
+                                    hmethod=HEAD_METHODS, budget=BUDGETS)
+                           + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
+                           + [weights(f"{R}/mqar/models/{family}") for family in MQAR_FAMILIES])
 # Shapes (hence speed) depend on the ratio, not on the method, so the model-level bench uses the
 # first configured method's checkpoint for every ratio.
-TARGETS["bench"] = ([f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv"]
-                    + expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_MODEL_DEVICE}.csv", model=MODELS)
-                    + expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
-                             model=MODELS, ratio=RATIOS))
+TARGETS["benchmarks"] = ([f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv"]
+                         + expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_MODEL_DEVICE}.csv", model=MODELS)
+                         + expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
+                                  model=MODELS, ratio=RATIOS))
 # Every stage's final outputs but the git-ignored calib.pt: `figures` is the end of the full run. After
 # a fresh clone checkpoints have no weights, so `figures` would rerun the DAG; `redraw` does not.
 RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]

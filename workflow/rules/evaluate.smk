@@ -71,4 +71,4 @@ use rule evaluate as evaluate_unpruned with:
 
 rule evaluations:
     input:
-        TARGETS["evaluate"],
+        TARGETS["evaluations"],

@@ -70,4 +70,4 @@ rule heads_unpruned:
 
 rule head_pruning:
     input:
-        TARGETS["heads"],
+        TARGETS["head_pruning"],

@@ -32,4 +32,4 @@ rule profile:
 
 rule profiles:
     input:
-        expand(f"{R}/profile/{{model}}/heads.csv", model=MODELS),
+        TARGETS["profiles"],

@@ -61,4 +61,4 @@ use rule prune as prune_recovered with:
 
 rule pruned:
     input:
-        TARGETS["prune"],
+        TARGETS["pruned"],
