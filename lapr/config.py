@@ -92,13 +92,19 @@ def schema_errors(config: dict, schema: dict | None = None) -> list[str]:
     return lines
 
 
+# What a @register call may declare for the figures (lapr.report.style): place in the display order,
+# colour, marker, display name.
+DISPLAY = ("order", "color", "marker", "label")
+
+
 @functools.lru_cache(maxsize=None)
-def channel_methods(package: Path = CHANNELS) -> tuple[str, ...]:
-    """The channel-pruning methods lapr.pruning.channels registers, sorted, read from the
-    `@register("name", ...)` decorators of its modules without importing them (that would import
-    torch on every Snakefile parse). tests/pruning/test_channel_registry.py checks that this equals
-    the imported registry (lapr.pruning.channels.ALL_METHODS)."""
-    names = []
+def channel_registry(package: Path = CHANNELS) -> dict[str, dict]:
+    """{name: {display fact: value}} of every channel-pruning method lapr.pruning.channels registers,
+    sorted by name, read from the `@register("name", ..., order=..., color=..., marker=..., label=...)`
+    decorators of its modules without importing them (that would import torch on every Snakefile
+    parse); a fact the call leaves out, or gives as other than a literal, is absent.
+    tests/pruning/test_channel_registry.py checks that this equals the imported registry."""
+    out = {}
     for path in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -106,8 +112,21 @@ def channel_methods(package: Path = CHANNELS) -> tuple[str, ...]:
                     if (isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", None))
                             == "register" and deco.args and isinstance(deco.args[0], ast.Constant)
                             and isinstance(deco.args[0].value, str)):
-                        names.append(deco.args[0].value)
-    return tuple(sorted(names))
+                        out[deco.args[0].value] = {k.arg: _literal(k.value) for k in deco.keywords
+                                                   if k.arg in DISPLAY and _literal(k.value) is not None}
+    return dict(sorted(out.items()))
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+def channel_methods(package: Path = CHANNELS) -> tuple[str, ...]:
+    """The registered channel-pruning methods' names, sorted (channel_registry)."""
+    return tuple(channel_registry(package))
 
 
 def _method_lists(config: dict):
@@ -279,4 +298,4 @@ def check_values(config: dict) -> None:
     _check_head_budgets(config)
 
 
-__all__ = ["CHANNELS", "SCHEMA", "ConfigError", "channel_methods", "check", "check_device", "check_values", "has_cuda_driver", "load_strict", "schema_errors"]
+__all__ = ["CHANNELS", "SCHEMA", "ConfigError", "DISPLAY", "channel_methods", "channel_registry", "check", "check_device", "check_values", "has_cuda_driver", "load_strict", "schema_errors"]

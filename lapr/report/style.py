@@ -9,17 +9,20 @@ takes its method colours, markers and names from here, so a method looks the sam
     methods = style.sort_methods(df["method"])    # unpruned, then channel methods, then head methods
 
 Methods
-- channel pruning (lapr.pruning.channels; `channel_methods()` reads that registry): random, l1, l2,
-  wanda, taylor, pca, pca_qk, pivoted_qr, strong_rrqr. METHOD+lora (recovered by LoRA fine-tuning)
+- channel pruning (lapr.pruning.channels): random, l1, l2, wanda, taylor, pca, pca_qk, pivoted_qr,
+  strong_rrqr. Their order, colour, marker and display name are the registry's: each method's
+  `@register(..., order=, color=, marker=, label=)`, read without torch by lapr.config.channel_registry,
+  so a new method module brings its look (one that declares none comes after the others, with a
+  fallback look and its name as label). METHOD+lora (recovered by LoRA fine-tuning)
   keeps METHOD's colour and marker, drawn hollow, and is shown as points (it exists at the recovered
   ratios only, so a line from r = 0 would claim values nobody measured).
 - head pruning (lapr.heads.methods; `head_methods()` reads that registry): joint_rank_norm,
   high_rank_first, low_rank_first, norm_only, random (the same 'random' as the channel method: one
   name, one look), and the disjoint arms arm_low / arm_high / arm_random.
 - 'none': the unpruned model, black star.
-A method this module does not list (a new registry entry, a synthetic name in a test) gets a colour
-and marker from FALLBACK_PALETTE / FALLBACK_MARKERS picked by a CRC-32 of its name: the same name
-gets the same look in every figure and every run, and never the colour of a listed method.
+A method without a declared look (a registry entry that declares none, a synthetic name in a test)
+gets a colour and marker from FALLBACK_PALETTE / FALLBACK_MARKERS picked by a CRC-32 of its name: the
+same name gets the same look in every figure and every run, and never the colour of a built-in method.
 
 Models and architecture families (bench series, loss curves, state saved) use FAMILY_COLORS
 (DeltaNet teal, Gated DeltaNet orange, GLA blue: each family module's `color`; model names such as 'deltanet' / 'gdn' are matched to their
@@ -38,13 +41,16 @@ import zlib
 from dataclasses import dataclass
 
 from lapr import families as _families
+from lapr.config import channel_registry
 
 UNPRUNED = "none"  # = lapr.report.results.UNPRUNED (checked by tests/report/test_style.py)
 RECOVERED_SUFFIX = "+lora"
 
-# Channel-pruning methods in display order: the weight-only baselines, the calibrated scores, PCA
-# (pca: paper A's / LAP's rotation; pca_qk: lapr's variant, beside it), the rank-revealing QRs.
-CHANNEL_METHODS = ("random", "l1", "l2", "wanda", "taylor", "pca", "pca_qk", "pivoted_qr", "strong_rrqr")
+# Channel-pruning methods in display order, the registry's `order` (undeclared: last, by name): the
+# weight-only baselines, the calibrated scores, PCA (pca: paper A's / LAP's rotation; pca_qk: lapr's
+# variant, beside it), the rank-revealing QRs.
+_CHANNEL = channel_registry()
+CHANNEL_METHODS = tuple(sorted(_CHANNEL, key=lambda m: ("order" not in _CHANNEL[m], _CHANNEL[m].get("order", 0), m)))
 # Head-pruning methods (lapr.heads.methods.METHODS, then the disjoint arms of heads/MODEL/arms).
 HEAD_METHODS = ("joint_rank_norm", "high_rank_first", "low_rank_first", "norm_only", "random",
                 "arm_low", "arm_high", "arm_random")
@@ -53,16 +59,9 @@ METHOD_ORDER = (UNPRUNED,) + CHANNEL_METHODS  # the channel-pruning tables' row 
 # method -> (colour, marker, display name). Colours are hex so tests can compare them exactly.
 STYLES: dict[str, tuple[str, str, str]] = {
     UNPRUNED: ("#000000", "*", "Unpruned"),
-    # channel pruning
-    "random": ("#7f7f7f", "o", "Random"),
-    "l1": ("#1f77b4", "s", "L1"),
-    "l2": ("#17becf", "d", "L2"),
-    "wanda": ("#d62728", "^", "Wanda"),
-    "taylor": ("#9467bd", "v", "Taylor"),
-    "pca": ("#8c564b", "P", "PCA (LAP)"),
-    "pca_qk": ("#e377c2", "X", "PCA (q/k)"),
-    "pivoted_qr": ("#bcbd22", "<", "Pivoted QR"),
-    "strong_rrqr": ("#2ca02c", "D", "Strong RRQR"),
+    # channel pruning: the methods that declare colour and marker (label: the name where it declares none)
+    **{m: (_CHANNEL[m]["color"], _CHANNEL[m]["marker"], _CHANNEL[m].get("label", m))
+       for m in CHANNEL_METHODS if {"color", "marker"} <= set(_CHANNEL[m])},
     # head pruning ('random' above)
     "joint_rank_norm": ("#ff7f0e", "h", "Joint rank-norm"),
     "high_rank_first": ("#393b79", "^", "High-rank first"),

@@ -2,8 +2,10 @@
 
 A copy of the `lapr` package (and the workflow schema, which lapr/config.py reads) gets one new file,
 lapr/pruning/channels/dummy_first.py; a fresh interpreter importing the copy must then find the method
-in the registry, select with it through the public API, prune a tiny model with the result, give it
-a colour and a place in the display order, and accept it in a workflow config."""
+in the registry, select with it through the public API, prune a tiny model with the result, draw it
+in the colour, marker, name and place in the display order its @register declares, and accept it in a
+workflow config. A second new module, dummy_plain.py, declares no look: it comes last, in a fallback
+colour."""
 import shutil
 import subprocess
 import sys
@@ -19,9 +21,21 @@ import torch
 from lapr.pruning.channels import ChannelContext, register
 
 
-@register("dummy_first", requires=())
+@register("dummy_first", requires=(), order=15, color="#123456", marker="p", label="Dummy first")
 def select_first(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return torch.arange(keep).expand(ctx.heads, keep).clone()
+'''
+
+PLAIN = '''\
+"""dummy_plain: keep the last `keep` channels of every head; no display facts."""
+import torch
+
+from lapr.pruning.channels import ChannelContext, register
+
+
+@register("dummy_plain")
+def select_last(ctx: ChannelContext, keep: int) -> torch.Tensor:
+    return torch.arange(ctx.d_k - keep, ctx.d_k).expand(ctx.heads, keep).clone()
 '''
 
 CHECK = '''
@@ -55,10 +69,18 @@ with torch.no_grad():
     logits = pruned(torch.arange(8)[None]).logits
 assert logits.shape == (1, 8, 128) and torch.isfinite(logits).all()
 
-# report style: a colour (the deterministic fallback) and a place among the channel methods
-from lapr.report import style
-assert "dummy_first" in style.channel_methods(), style.channel_methods()
-assert style.color("dummy_first").startswith("#") and style.color("dummy_first") == style.color("dummy_first")
+# report style: the declared look and place (order 15: between random and l1), in tables too; the
+# undeclared one last, in a fallback colour under its own name
+from lapr.report import style, tables
+assert style.CHANNEL_METHODS[:3] == ("random", "dummy_first", "l1"), style.CHANNEL_METHODS
+assert style.CHANNEL_METHODS[-1] == "dummy_plain", style.CHANNEL_METHODS
+assert tables.METHOD_ORDER == style.METHOD_ORDER == ("none",) + style.CHANNEL_METHODS
+assert style.channel_methods() == style.CHANNEL_METHODS, style.channel_methods()
+assert (style.color("dummy_first"), style.marker("dummy_first"), style.label("dummy_first")) == (
+    "#123456", "p", "Dummy first")
+assert style.label("dummy_first+lora") == "Dummy first + LoRA"
+plain = style.method_style("dummy_plain")
+assert not plain.known and plain.color in style.FALLBACK_PALETTE and plain.label == "dummy_plain"
 
 # workflow config: accepted as a prune method, and in the default (every registered method)
 from lapr import config as cfgcheck
@@ -69,7 +91,7 @@ cfgcheck.check(cfg)
 cfgcheck.check_values(cfg)
 del cfg["prune"]["methods"]
 cfgcheck.check_values(cfg)
-assert cfg["prune"]["methods"][-1] == "dummy_first", cfg["prune"]["methods"]
+assert cfg["prune"]["methods"] == list(style.CHANNEL_METHODS), cfg["prune"]["methods"]
 cfg["prune"]["methods"] = ["dummy_second"]
 try:
     cfgcheck.check(cfg)
@@ -86,6 +108,7 @@ def test_one_module_adds_a_channel_method(tmp_path):
     (tmp_path / "workflow" / "schemas").mkdir(parents=True)
     shutil.copy(ROOT / "workflow/schemas/config.schema.yaml", tmp_path / "workflow/schemas")
     (tmp_path / "lapr/pruning/channels/dummy_first.py").write_text(DUMMY)
+    (tmp_path / "lapr/pruning/channels/dummy_plain.py").write_text(PLAIN)
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(tmp_path), COPY=str(tmp_path), TINY=str(ROOT / "workflow/config/tiny.yaml"),
@@ -97,7 +120,8 @@ def test_one_module_adds_a_channel_method(tmp_path):
 
 
 def test_the_repo_itself_has_no_dummy_method():
-    """The copy above is the only place dummy_first exists."""
+    """The copy above is the only place the dummies exist."""
     from lapr.pruning.channels import ALL_METHODS
-    assert "dummy_first" not in ALL_METHODS
-    assert not (ROOT / "lapr/pruning/channels/dummy_first.py").exists()
+    for name in ("dummy_first", "dummy_plain"):
+        assert name not in ALL_METHODS
+        assert not (ROOT / f"lapr/pruning/channels/{name}.py").exists()

@@ -59,6 +59,15 @@ def test_config_check_reads_the_registry_without_torch():
     assert res.stdout.strip().split(",") == sorted(ALL_METHODS)
 
 
+def test_config_reads_the_display_facts_the_registry_holds():
+    """The figures' order / colour / marker / label come from the same ast reading (lapr.report.style
+    stays torch-free); they are exactly what @register stored, and every built-in declares all four."""
+    imported = {name: {k: getattr(m, k) for k in cfgcheck.DISPLAY if getattr(m, k) is not None}
+                for name, m in REGISTRY.items()}
+    assert cfgcheck.channel_registry() == imported
+    assert all(set(facts) == set(cfgcheck.DISPLAY) for facts in imported.values())
+
+
 def test_schema_lists_no_channel_method():
     """No enum of channel-method names in the schema: nothing to forget when a method is added
     (lapr/config.py checks the names against the registry instead)."""

@@ -65,6 +65,33 @@ def test_registry_methods_have_distinct_looks():
     assert METHOD_ORDER == style.METHOD_ORDER == (UNPRUNED,) + style.CHANNEL_METHODS
 
 
+def test_channel_methods_keep_their_look():
+    """The values style.py listed before the registry declared them (issue 19): every figure draws
+    the built-in channel methods in this order, colour, marker and name."""
+    assert style.CHANNEL_METHODS == ("random", "l1", "l2", "wanda", "taylor", "pca", "pca_qk", "pivoted_qr",
+                                     "strong_rrqr")
+    assert style.METHOD_ORDER == (UNPRUNED,) + style.CHANNEL_METHODS
+    assert {m: style.STYLES[m] for m in style.CHANNEL_METHODS} == {
+        "random": ("#7f7f7f", "o", "Random"),
+        "l1": ("#1f77b4", "s", "L1"),
+        "l2": ("#17becf", "d", "L2"),
+        "wanda": ("#d62728", "^", "Wanda"),
+        "taylor": ("#9467bd", "v", "Taylor"),
+        "pca": ("#8c564b", "P", "PCA (LAP)"),
+        "pca_qk": ("#e377c2", "X", "PCA (q/k)"),
+        "pivoted_qr": ("#bcbd22", "<", "Pivoted QR"),
+        "strong_rrqr": ("#2ca02c", "D", "Strong RRQR"),
+    }
+    assert style.STYLES[UNPRUNED] == ("#000000", "*", "Unpruned")
+    assert list(style.STYLES)[:len(style.CHANNEL_METHODS) + 1] == list(style.METHOD_ORDER)
+    # read from the registry's @register calls without importing torch (nor matplotlib, pandas)
+    code = ("import sys; from lapr.report import style; print(*style.CHANNEL_METHODS); "
+            "assert not {'torch', 'matplotlib', 'pandas'} & set(sys.modules), 'heavy import'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert tuple(res.stdout.split()) == style.CHANNEL_METHODS
+
+
 def test_order():
     assert style.sort_methods(["strong_rrqr", "wanda+lora", "zzz", "none", "wanda", "random"]) == [
         "none", "random", "wanda", "wanda+lora", "strong_rrqr", "zzz"]

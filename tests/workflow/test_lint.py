@@ -1,6 +1,7 @@
 """Snakemake habits: `snakemake --lint` is clean (.ci/run runs it too), every rule's conda environment
 lists the same packages as environment.yml, every job declares a benchmark file, and the rule files
-read nothing from one another (only from common.smk), so their include order does not matter."""
+read nothing from one another (only from common.smk), so their include order does not matter, and hold
+no lambdas (their input and params functions are named in common.smk)."""
 import re
 from pathlib import Path
 
@@ -14,6 +15,13 @@ def test_lint_is_clean():
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "Lints for" not in out, out[-4000:]
+
+
+def test_stage_files_hold_no_lambdas():
+    stages = [p for p in (ROOT / "workflow/rules").glob("*.smk") if p.name != "common.smk"]
+    assert len(stages) > 5
+    for smk in stages:
+        assert not re.search(r"\blambda\b", smk.read_text()), smk.name
 
 
 def _packages(path: Path) -> dict:

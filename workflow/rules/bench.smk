@@ -37,12 +37,12 @@ rule bench_ops:
 rule bench_model:
     priority: 4
     input:
-        model=lambda w: pruned(w.model, w.method, w.ratio),
+        model=at_ratio,
     output:
         f"{R}/bench/model/{{model}}/{{method}}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
     params:
         settings=json.dumps({"mode": "model", **BENCH.get("model", {}), "device": BENCH_MODEL_DEVICE}),
-        model=lambda w, input: folder(input.model),
+        model=input_folder,
         seed=SEED,
         gpu=gpu_prefix(BENCH_MODEL_DEVICE, whole=True),
         py=PY,
@@ -63,4 +63,4 @@ rule bench_model:
 
 rule benchmarks:
     input:
-        TARGETS["bench"],
+        TARGETS["benchmarks"],

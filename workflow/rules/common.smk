@@ -1,7 +1,8 @@
 # Shared by every stage, and the only file the others read from: config validation (before any job),
-# paths, the lapr command line, every config-derived constant, the input functions and the targets.
-# The stage files define rules only and read nothing from one another, so their include order is free
-# (this file comes first).
+# paths, the lapr command line, every config-derived constant, the input and params functions and the
+# targets. The stage files define rules only, without lambdas (a params function that needs the job's
+# input or output takes it by argument name: `w, input` / `w, output`), and read nothing from one
+# another, so their include order is free (this file comes first).
 import json
 import os
 import sys
@@ -107,6 +108,26 @@ def model_input(model):
     return weights(checkpoint(model)) if config["models"][model]["source"] == "train" else checkpoint(model)
 
 
+def base_model(w):
+    """Input: the configured model of the job's {model}."""
+    return model_input(w.model)
+
+
+def input_folder(w, input):
+    """Params: the checkpoint folder of the job's input `model` (for --model)."""
+    return folder(input.model)
+
+
+def input_folders(w, input):
+    """Params: the checkpoint folders of the job's inputs `model` (for --model, one per ratio)."""
+    return [folder(p) for p in input.model]
+
+
+def output_folders(w, output):
+    """Params: the checkpoint folders the job writes (for --out), whose weights files are its outputs."""
+    return [folder(o) for o in output]
+
+
 def after_pretraining(_):
     """Inputs that only order a job: with `pretrain_first`, GPU jobs that read no trained model (the
     MQAR probes, the op benchmark) wait for every pretrained model, so that pretraining starts at once,
@@ -143,9 +164,41 @@ def one_of(names):
 CORPORA = list(config["corpora"])
 EVAL_CORPORA = [c for c in CORPORA if c != "train"]
 
+
+def corpus_dataset(w):
+    """Params: the dataset of the job's {corpus}."""
+    return config["corpora"][w.corpus]["dataset"]
+
+
+def corpus_settings(w):
+    """Params: the tokens stage's --settings for the job's {corpus}."""
+    return json.dumps({"max_chars": config["corpora"][w.corpus].get("max_chars")})
+
+
+def model_spec(w):
+    """Params: the architecture of the job's {model} as pretrain's --spec (its config entry but `source`)."""
+    return json.dumps({k: v for k, v in config["models"][w.model].items() if k != "source"})
+
+
+def eval_streams(w, input):
+    """Params: pretrain's --eval, CORPUS=PATH for each held-out token stream."""
+    return " ".join(f"{c}={p}" for c, p in zip(EVAL_CORPORA, input.evals))
+
+
+def hub_repo(w):
+    """Params: the hub repository of the job's {model}."""
+    return config["models"][w.model]["path"]
+
+
 # ----------------------------------------------------------------------------- profiling
 PROFILE_FILES = ["ranks.parquet", "spectrum.parquet", "heads.csv", "consistency.csv", "consistency_time.csv",
                  "stratification.csv", "calib.pt", "timing.json"]
+
+
+def profile_dir(w):
+    """Params: the folder of the job's {model}'s PROFILE_FILES (for --out)."""
+    return f"{R}/profile/{w.model}"
+
 
 # ----------------------------------------------------------------------------- channel pruning
 PRUNE = config["prune"]
@@ -178,6 +231,19 @@ def pruned(model, method, ratio):
     return weights(f"{R}/pruned/{model}/{method}/{ratio}")
 
 
+def at_ratio(w):
+    """Input: the checkpoint of the job's {model}, {method} and {ratio}."""
+    return pruned(w.model, w.method, w.ratio)
+
+
+def at_ratios(ratios):
+    """Input function: the checkpoints of the job's {model} and {method} at `ratios` (one job per
+    method over its ratios; for method none, ratio 0: the configured model)."""
+    def inputs(w):
+        return [pruned(w.model, w.method, r) for r in ratios]
+    return inputs
+
+
 # ----------------------------------------------------------------------------- head pruning, MQAR
 HEADS = config.get("heads", {})
 HEAD_METHODS = HEADS.get("methods", ["joint_rank_norm", "low_rank_first", "high_rank_first", "norm_only", "random"])
@@ -191,6 +257,12 @@ HEAD_ARMS = HEADS.get("arms", {}) is not None  # paper B's disjoint arms, writte
 MQAR = config.get("mqar", {})
 # default: the families of the configured models, in their order
 MQAR_FAMILIES = MQAR.get("families", list(dict.fromkeys(spec["family"] for spec in config["models"].values())))
+
+
+def arms_out(w, output):
+    """Params: the unpruned heads job's `--arms-out FILE ` (empty without arms)."""
+    return f"--arms-out {output.arms[0]} " if HEAD_ARMS else ""
+
 
 # ----------------------------------------------------------------------------- benchmarks
 # cpu or cuda, from the config alone: the bench section's own `device`, else the top-level one;
@@ -245,33 +317,46 @@ FIGURE_OUTPUTS = [figure_output(rel, name) for rel, name in fixed_outputs().item
 DAG_TIMING = f"{R}/dag_timing.csv"  # one row per job's benchmark file, written by the figures job
 
 
+# from the job's outputs, not R / F: a folder they lie in must follow them where the job runs without
+# a shared filesystem (snakemake --lint)
+def figure_dir(w, output):
+    """Params: the folder holding every output of the figures stage (for --out)."""
+    return os.path.commonpath(output.figures)
+
+
+def results_dir(w, output):
+    """Params: the profile's results folder, where the figures job writes its timing table."""
+    return os.path.dirname(output.timing)
+
+
 # ----------------------------------------------------------------------------- targets
-# stage -> its final outputs; `rule all` (Snakefile) asks for all of them, the named targets for one
+# stage -> its final outputs, keyed by the name of the aggregate rule that asks for them (its input is
+# the list), so `snakemake <key>` makes one stage; `rule all` (Snakefile) asks for all of them
 TARGETS = {}
 TARGETS["models"] = [model_input(m) for m in MODELS]
-TARGETS["profile"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)
-TARGETS["prune"] = [weights(p) for p in
-                    expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
-                    + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED,
-                             ratio=RECOVER_RATIOS)]
-TARGETS["evaluate"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
-                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS,
-                                ratio=RATIOS)
-                       + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED,
-                                ratio=RECOVER_RATIOS))
+TARGETS["profiles"] = expand(f"{R}/profile/{{model}}/{{name}}", model=MODELS, name=PROFILE_FILES)
+TARGETS["pruned"] = [weights(p) for p in
+                     expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=METHODS, ratio=RATIOS)
+                     + expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", model=MODELS, method=RECOVERED,
+                              ratio=RECOVER_RATIOS)]
+TARGETS["evaluations"] = (expand(f"{R}/eval/{{model}}/none/0.csv", model=MODELS)
+                          + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=METHODS,
+                                   ratio=RATIOS)
+                          + expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", model=MODELS, method=RECOVERED,
+                                   ratio=RECOVER_RATIOS))
 # the probe models' weights too: after a fresh clone (committed eval tables, no weights) they retrain
-TARGETS["heads"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
-                    + (expand(f"{R}/heads/{{model}}/arms/0.csv", model=MODELS) if HEAD_ARMS else [])
-                    + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS, hmethod=HEAD_METHODS,
-                             budget=BUDGETS)
-                    + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
-                    + [weights(f"{R}/mqar/models/{family}") for family in MQAR_FAMILIES])
+TARGETS["head_pruning"] = (expand(f"{R}/heads/{{model}}/none/0.csv", model=MODELS)
+                           + (expand(f"{R}/heads/{{model}}/arms/0.csv", model=MODELS) if HEAD_ARMS else [])
+                           + expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", model=MODELS,
+                                    hmethod=HEAD_METHODS, budget=BUDGETS)
+                           + expand(f"{R}/mqar/eval/{{family}}.csv", family=MQAR_FAMILIES)
+                           + [weights(f"{R}/mqar/models/{family}") for family in MQAR_FAMILIES])
 # Shapes (hence speed) depend on the ratio, not on the method, so the model-level bench uses the
 # first configured method's checkpoint for every ratio.
-TARGETS["bench"] = ([f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv"]
-                    + expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_MODEL_DEVICE}.csv", model=MODELS)
-                    + expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
-                             model=MODELS, ratio=RATIOS))
+TARGETS["benchmarks"] = ([f"{R}/bench/ops_{BENCH_OPS_DEVICE}.csv"]
+                         + expand(f"{R}/bench/model/{{model}}/none/0_{BENCH_MODEL_DEVICE}.csv", model=MODELS)
+                         + expand(f"{R}/bench/model/{{model}}/{METHODS[0]}/{{ratio}}_{BENCH_MODEL_DEVICE}.csv",
+                                  model=MODELS, ratio=RATIOS))
 # Every stage's final outputs but the git-ignored calib.pt: `figures` is the end of the full run. After
 # a fresh clone checkpoints have no weights, so `figures` would rerun the DAG; `redraw` does not.
 RESULT_TABLES = [t for ts in TARGETS.values() for t in ts if not t.endswith("calib.pt")]

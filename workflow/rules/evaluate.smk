@@ -6,7 +6,7 @@
 rule evaluate:
     priority: 6
     input:
-        model=lambda w: [pruned(w.model, w.method, r) for r in RATIOS],
+        model=at_ratios(RATIOS),
     output:
         expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RATIOS, allow_missing=True),
     wildcard_constraints:
@@ -14,7 +14,7 @@ rule evaluate:
     params:
         ratios=RATIOS,
         settings=EVAL_SETTINGS,
-        models=lambda w, input: [folder(p) for p in input.model],
+        models=input_folders,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -35,7 +35,7 @@ rule evaluate:
 
 use rule evaluate as evaluate_recovered with:
     input:
-        model=lambda w: [pruned(w.model, w.method, r) for r in RECOVER_RATIOS],
+        model=at_ratios(RECOVER_RATIOS),
     output:
         expand(f"{R}/eval/{{model}}/{{method}}/{{ratio}}.csv", ratio=RECOVER_RATIOS, allow_missing=True),
     wildcard_constraints:
@@ -43,7 +43,7 @@ use rule evaluate as evaluate_recovered with:
     params:
         ratios=RECOVER_RATIOS,
         settings=EVAL_SETTINGS,
-        models=lambda w, input: [folder(p) for p in input.model],
+        models=input_folders,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -53,7 +53,7 @@ use rule evaluate as evaluate_recovered with:
 
 use rule evaluate as evaluate_unpruned with:
     input:
-        model=lambda w: [model_input(w.model)],
+        model=at_ratios(["0"]),
     output:
         f"{R}/eval/{{model}}/{{method}}/0.csv",
     wildcard_constraints:
@@ -61,7 +61,7 @@ use rule evaluate as evaluate_unpruned with:
     params:
         ratios=["0"],
         settings=EVAL_SETTINGS,
-        models=lambda w, input: [folder(p) for p in input.model],
+        models=input_folders,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -71,4 +71,4 @@ use rule evaluate as evaluate_unpruned with:
 
 rule evaluations:
     input:
-        TARGETS["evaluate"],
+        TARGETS["evaluations"],

@@ -6,7 +6,7 @@ rule heads:
     priority: 5
     # one job per (model, method) over the budgets (one model load, one set of imports)
     input:
-        model=lambda w: model_input(w.model),
+        model=base_model,
         heads=f"{R}/profile/{{model}}/heads.csv",
     output:
         expand(f"{R}/heads/{{model}}/{{hmethod}}/{{budget}}.csv", budget=BUDGETS, allow_missing=True),
@@ -15,7 +15,7 @@ rule heads:
     params:
         budgets=BUDGETS,
         settings=HEAD_SETTINGS,
-        model=lambda w: checkpoint(w.model),
+        model=input_folder,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -40,15 +40,15 @@ rule heads_unpruned:
     # the unpruned model, and in the same process paper B's disjoint low / high / random arms
     # (heads.arms; null: none) on the same NIAH samples
     input:
-        model=lambda w: model_input(w.model),
+        model=base_model,
         heads=f"{R}/profile/{{model}}/heads.csv",
     output:
         main=f"{R}/heads/{{model}}/none/0.csv",
         arms=[f"{R}/heads/{{model}}/arms/0.csv"] if HEAD_ARMS else [],
     params:
         settings=HEAD_SETTINGS,
-        model=lambda w: checkpoint(w.model),
-        arms=lambda w, output: f"--arms-out {output.arms[0]} " if HEAD_ARMS else "",
+        model=input_folder,
+        arms=arms_out,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -70,4 +70,4 @@ rule heads_unpruned:
 
 rule head_pruning:
     input:
-        TARGETS["heads"],
+        TARGETS["head_pruning"],

@@ -12,7 +12,7 @@ rule mqar_train:
         family="|".join(MQAR_FAMILIES),
     params:
         settings=json.dumps(with_device(MQAR.get("train", {}))),
-        out=lambda w, output: folder(output[0]),
+        out=output_folders,
         seed=SEED,
         gpu=GPU,
         py=PY,
@@ -40,7 +40,7 @@ rule mqar_eval:
         family="|".join(MQAR_FAMILIES),
     params:
         settings=json.dumps(with_device(MQAR.get("eval", {}))),
-        model=lambda w, input: folder(input.model),
+        model=input_folder,
         seed=SEED,
         gpu=GPU,
         py=PY,

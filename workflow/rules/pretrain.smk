@@ -13,10 +13,10 @@ rule pretrain:
     wildcard_constraints:
         model="|".join(TRAINED) or "^$",
     params:
-        out=lambda w, output: folder(output[0]),
-        spec=lambda w: json.dumps({k: v for k, v in config["models"][w.model].items() if k != "source"}),
+        out=output_folders,
+        spec=model_spec,
         settings=settings("pretrain"),
-        evals=lambda w, input: " ".join(f"{c}={p}" for c, p in zip(EVAL_CORPORA, input.evals)),
+        evals=eval_streams,
         tokenizer=config["tokenizer"],
         seed=SEED,
         device=DEVICE,
@@ -43,7 +43,7 @@ rule fetch:
     wildcard_constraints:
         model="|".join(FETCHED) or "^$",
     params:
-        path=lambda w: config["models"][w.model]["path"],
+        path=hub_repo,
         py=PY,
     log:
         f"{R}/logs/fetch/{{model}}.log",

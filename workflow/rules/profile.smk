@@ -5,12 +5,12 @@ rule profile:
     # critical path first (every other stage waits on the models); mqar_* / bench_ops only fill free cores
     priority: 10
     input:
-        model=lambda w: model_input(w.model),
+        model=base_model,
     output:
         [f"{R}/profile/{{model}}/{name}" for name in PROFILE_FILES],
     params:
-        out=lambda w: f"{R}/profile/{w.model}",
-        model=lambda w: checkpoint(w.model),
+        out=profile_dir,
+        model=input_folder,
         settings=settings("profiling"),
         seed=SEED,
         device=DEVICE,
@@ -32,4 +32,4 @@ rule profile:
 
 rule profiles:
     input:
-        expand(f"{R}/profile/{{model}}/heads.csv", model=MODELS),
+        TARGETS["profiles"],

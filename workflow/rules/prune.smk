@@ -9,7 +9,7 @@ rule prune:
     # one job per (model, method): the ratios share the model load, the calibration statistics and
     # the imports (~10 s of CPU per process on 2 cores); asking for one checkpoint reruns its group
     input:
-        model=lambda w: model_input(w.model),
+        model=base_model,
         calib=f"{R}/profile/{{model}}/calib.pt",
     output:
         [weights(p) for p in expand(f"{R}/pruned/{{model}}/{{method}}/{{ratio}}", ratio=RATIOS, allow_missing=True)],
@@ -19,8 +19,8 @@ rule prune:
         settings=prune_settings,
         method=pruning_method,
         ratios=RATIOS,
-        model=lambda w: checkpoint(w.model),
-        outs=lambda w, output: [folder(o) for o in output],
+        model=input_folder,
+        outs=output_folders,
         seed=SEED,
         device=DEVICE,
         gpu=GPU,
@@ -49,8 +49,8 @@ use rule prune as prune_recovered with:
         settings=prune_settings,
         method=pruning_method,
         ratios=RECOVER_RATIOS,
-        model=lambda w: checkpoint(w.model),
-        outs=lambda w, output: [folder(o) for o in output],
+        model=input_folder,
+        outs=output_folders,
         seed=SEED,
         device=DEVICE,
         gpu=GPU,
@@ -61,4 +61,4 @@ use rule prune as prune_recovered with:
 
 rule pruned:
     input:
-        TARGETS["prune"],
+        TARGETS["pruned"],

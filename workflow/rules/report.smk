@@ -15,9 +15,8 @@ rule figures:
         timing=DAG_TIMING,
     params:
         settings=settings("figures"),
-        results=lambda w, output: os.path.dirname(output.timing),
-        out=lambda w, output: os.path.commonpath(output.figures),
-        benchmarks=lambda w, output: os.path.join(os.path.dirname(output.timing), "benchmarks"),
+        results=results_dir,
+        out=figure_dir,
         py=PY,
     log:
         f"{R}/logs/figures.log",
@@ -28,7 +27,7 @@ rule figures:
         "../envs/lapr.yaml"
     shell:
         "{params.py} -m lapr figures --results {params.results} --out {params.out} --settings {params.settings:q} "
-        "> {log} 2>&1 && {params.py} -m lapr.report.dag_timing {params.benchmarks} --exclude figures redraw "
+        "> {log} 2>&1 && {params.py} -m lapr.report.dag_timing {params.results}/benchmarks --exclude figures redraw "
         "--out {output.timing} >> {log} 2>&1"
 
 
@@ -38,7 +37,7 @@ rule redraw:
     params:
         settings=settings("figures"),
         results=R,
-        out=lambda w, output: os.path.commonpath(output.figures),
+        out=figure_dir,
         py=PY,
     log:
         f"{R}/logs/redraw.log",

@@ -7,8 +7,8 @@ rule tokens:
     output:
         f"{R}/data/{{corpus}}.npy",
     params:
-        dataset=lambda w: config["corpora"][w.corpus]["dataset"],
-        settings=lambda w: json.dumps({"max_chars": config["corpora"][w.corpus].get("max_chars")}),
+        dataset=corpus_dataset,
+        settings=corpus_settings,
         tokenizer=config["tokenizer"],
         py=PY,
     log:

@@ -7,10 +7,14 @@ channels, so the state shrinks from d_k x d_v to keep x d_v. This package only d
 
 API
 - `ChannelContext`: everything one layer offers (weights, grads, input RMS, activations).
-- `register(name, requires=(...), rotation=False)`: the decorator every method module uses. It
-  declares the method's name and the calibration statistics (ChannelContext fields = calib.pt
-  layer keys) it reads; `requires=()` means weights only, no calib.pt needed.
-- `REGISTRY`: name -> `Method(name, fn, requires, rotation)`, every registered method.
+- `register(name, requires=(...), rotation=False, order=, color=, marker=, label=)`: the decorator
+  every method module uses. It declares the method's name and the calibration statistics
+  (ChannelContext fields = calib.pt layer keys) it reads; `requires=()` means weights only, no
+  calib.pt needed. The optional display facts are the figures' (lapr.report.style): place in the
+  display order (a number; the built-ins 10, 20, ...), hex colour, matplotlib marker, display name;
+  a method that leaves them out comes after the others with a fallback colour and its name.
+- `REGISTRY`: name -> `Method(name, fn, requires, rotation, order, color, marker, label)`, every
+  registered method.
 - `METHODS`: the selections, name -> select(ctx, keep) -> LongTensor [H, keep], indices sorted
   ascending: random, l1, l2, wanda, taylor, pivoted_qr, strong_rrqr.
 - `select_channels(method, ctx, keep)`: validated entry point for a selection.
@@ -24,10 +28,10 @@ API
   `REQUIRES`: method -> calibration fields it reads, derived from the registry.
 
 Adding a method = one module in this package: importing the package imports every module in it
-(pkgutil), so its `@register("name", requires=(...))` runs; nothing else lists method names (the
-workflow's config check, lapr/config.py, reads the names from the `register` calls in these files
-without importing torch, so give `name` as a string literal). tests/pruning/test_channel_plugin.py
-proves it on a copy of the package.
+(pkgutil), so its `@register("name", requires=(...))` runs; nothing else lists method names or looks
+(the workflow's config check and the figures' styles, via lapr/config.py, read the names and display
+facts from the `register` calls in these files without importing torch, so give them as literals).
+tests/pruning/test_channel_plugin.py proves it on a copy of the package.
 """
 
 from __future__ import annotations
@@ -46,12 +50,17 @@ Selector = Callable[["ChannelContext", int], Tensor]
 @dataclass(frozen=True)
 class Method:
     """One registered method: `fn(ctx, keep)`, the ChannelContext fields it reads (`requires`, empty:
-    weights only, no calib.pt), and whether it is a rotation (fn returns a basis [H, d_k, keep])."""
+    weights only, no calib.pt), whether it is a rotation (fn returns a basis [H, d_k, keep]), and its
+    look in the figures (None: undeclared; lapr.report.style reads these from the source)."""
 
     name: str
     fn: Selector
     requires: tuple[str, ...] = ()
     rotation: bool = False
+    order: float | None = None
+    color: str | None = None
+    marker: str | None = None
+    label: str | None = None
 
 
 REGISTRY: dict[str, Method] = {}  # filled by @register as the method modules are imported
@@ -125,11 +134,13 @@ class ChannelContext:
 CALIB_FIELDS = frozenset(f.name for f in fields(ChannelContext)) - {"q_weight", "k_weight", "seed"}
 
 
-def register(name: str, requires: tuple[str, ...] | list[str] = (),
-             rotation: bool = False) -> Callable[[Selector], Selector]:
+def register(name: str, requires: tuple[str, ...] | list[str] = (), rotation: bool = False, *,
+             order: float | None = None, color: str | None = None, marker: str | None = None,
+             label: str | None = None) -> Callable[[Selector], Selector]:
     """Decorator: register `fn(ctx, keep)` as channel method `name` (unique), reading the
     ChannelContext fields `requires` (calib.pt layer keys; empty: weights only). A selection returns
-    LongTensor [H, keep] and joins METHODS; `rotation=True`: it returns a basis [H, d_k, keep]."""
+    LongTensor [H, keep] and joins METHODS; `rotation=True`: it returns a basis [H, d_k, keep].
+    `order`, `color`, `marker`, `label`: its place and look in the figures (module doc)."""
     requires = (requires,) if isinstance(requires, str) else tuple(requires)
     if unknown := [f for f in requires if f not in CALIB_FIELDS]:
         raise ValueError(f"channel method {name!r}: requires {unknown} are not calibration fields; "
@@ -138,7 +149,7 @@ def register(name: str, requires: tuple[str, ...] | list[str] = (),
     def add(fn: Selector) -> Selector:
         if name in REGISTRY:
             raise ValueError(f"channel method {name!r} is already registered")
-        REGISTRY[name] = Method(name, fn, requires, bool(rotation))
+        REGISTRY[name] = Method(name, fn, requires, bool(rotation), order, color, marker, label)
         if not rotation:
             METHODS[name] = fn
         return fn

@@ -17,11 +17,13 @@ def row_norm_scores(ctx: ChannelContext, p: int) -> torch.Tensor:
             + torch.linalg.vector_norm(ctx.k_weight, ord=p, dim=-1))
 
 
-@register("l1", requires=())
+@register("l1", requires=(),
+          order=20, color="#1f77b4", marker="s", label="L1")
 def select_l1(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_channels(row_norm_scores(ctx, 1), keep)
 
 
-@register("l2", requires=())
+@register("l2", requires=(),
+          order=30, color="#17becf", marker="d", label="L2")
 def select_l2(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_channels(row_norm_scores(ctx, 2), keep)

@@ -68,7 +68,8 @@ def top_eigenvectors(matrix: torch.Tensor, keep: int) -> torch.Tensor:
     return top.float()
 
 
-@register("pca", requires=("k_norm_cov",), rotation=True)
+@register("pca", requires=("k_norm_cov",), rotation=True,
+          order=60, color="#8c564b", marker="P", label="PCA (LAP)")
 def pca_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     """`pca` (LAP): [H, d_k, keep] top eigenvectors of the centred covariance of L2-normalised keys."""
     ctx.require("pca", "k_norm_cov")
@@ -76,7 +77,8 @@ def pca_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return top_eigenvectors(ctx.k_norm_cov, keep)
 
 
-@register("pca_qk", requires=("q_act", "k_act"), rotation=True)
+@register("pca_qk", requires=("q_act", "k_act"), rotation=True,
+          order=70, color="#e377c2", marker="X", label="PCA (q/k)")
 def pca_qk_basis(ctx: ChannelContext, keep: int) -> torch.Tensor:
     """`pca_qk`: [H, d_k, keep] top eigenvectors of the uncentred second moment of [q_act; k_act]."""
     ctx.require("pca_qk", "q_act", "k_act")

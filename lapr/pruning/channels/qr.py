@@ -117,11 +117,13 @@ def per_head(ctx: ChannelContext, method: str, choose) -> torch.Tensor:
                         for h in range(ctx.heads)])
 
 
-@register("pivoted_qr", requires=("q_act", "k_act"))
+@register("pivoted_qr", requires=("q_act", "k_act"),
+          order=80, color="#bcbd22", marker="<", label="Pivoted QR")
 def select_pivoted_qr(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return per_head(ctx, "pivoted_qr", lambda x: pivoted_qr_columns(x, keep))
 
 
-@register("strong_rrqr", requires=("q_act", "k_act"))
+@register("strong_rrqr", requires=("q_act", "k_act"),
+          order=90, color="#2ca02c", marker="D", label="Strong RRQR")
 def select_strong_rrqr(ctx: ChannelContext, keep: int) -> torch.Tensor:
     return per_head(ctx, "strong_rrqr", lambda x: strong_rrqr_columns(x, keep))

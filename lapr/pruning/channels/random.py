@@ -11,7 +11,8 @@ import torch
 from lapr.pruning.channels import ChannelContext, register
 
 
-@register("random", requires=())
+@register("random", requires=(),
+          order=10, color="#7f7f7f", marker="o", label="Random")
 def select_random(ctx: ChannelContext, keep: int) -> torch.Tensor:
     rows = []
     for head in range(ctx.heads):

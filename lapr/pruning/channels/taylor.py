@@ -12,7 +12,8 @@ import torch
 from lapr.pruning.channels import ChannelContext, register, top_channels
 
 
-@register("taylor", requires=("q_grad", "k_grad"))
+@register("taylor", requires=("q_grad", "k_grad"),
+          order=50, color="#9467bd", marker="v", label="Taylor")
 def select_taylor(ctx: ChannelContext, keep: int) -> torch.Tensor:
     ctx.require("taylor", "q_grad", "k_grad")
     scores = ((ctx.q_weight * ctx.q_grad).abs().sum(-1)

@@ -12,7 +12,8 @@ import torch
 from lapr.pruning.channels import ChannelContext, register, top_channels
 
 
-@register("wanda", requires=("input_rms",))
+@register("wanda", requires=("input_rms",),
+          order=40, color="#d62728", marker="^", label="Wanda")
 def select_wanda(ctx: ChannelContext, keep: int) -> torch.Tensor:
     ctx.require("wanda", "input_rms")
     scores = (ctx.q_weight.abs() + ctx.k_weight.abs()) @ ctx.input_rms
