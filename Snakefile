@@ -18,7 +18,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/heads.smk"
 include: "workflow/rules/mqar.smk"
 include: "workflow/rules/bench.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -129,10 +129,11 @@ def output_folders(w, output):
 
 
 def after_pretraining(_):
-    """Inputs that only order a job: with `pretrain_first`, GPU jobs that read no trained model (the
-    MQAR probes, the op benchmark) wait for every pretrained model, so that pretraining starts at once,
-    one model per GPU (lapr.gpus fills the emptiest GPU first), not beside them or behind a benchmark
-    that holds a GPU whole."""
+    """Inputs that only order a job: with `pretrain_first`, jobs that read no trained model (the MQAR
+    probes, the op benchmark) wait for every pretrained model, so that pretraining, the longest path,
+    starts at once: one model per GPU (lapr.gpus fills the emptiest GPU first), not beside them or
+    behind a benchmark that holds a GPU whole; on 2 CPU cores, both models side by side rather than
+    one behind an MQAR probe that took the core left free while the training corpus was tokenised."""
     if not config["pretrain_first"]:
         return []
     return [model_input(m) for m in TRAINED]
