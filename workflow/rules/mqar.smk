@@ -3,7 +3,9 @@
 # noise (mqar-eval). Rules named as their CLI stages (`python -m lapr mqar-train | mqar-eval`).
 
 rule mqar_train:
-    priority: 2
+    # the probes first: each family's train -> eval is the longest chain after pretraining (~6 min of
+    # one embedded core), and started last it ran alone at the end of the DAG, beside an idle core
+    priority: 9
     input:
         after_pretraining,
     output:
@@ -31,7 +33,7 @@ rule mqar_train:
 
 
 rule mqar_eval:
-    priority: 2
+    priority: 7
     input:
         model=weights(f"{R}/mqar/models/{{family}}"),
     output:

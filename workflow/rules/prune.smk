@@ -4,7 +4,8 @@
 
 rule prune:
     # priorities: what the claims need first (pretrain/profile 10, prune 8, evaluate 6, heads 5,
-    # benchmarks 4, MQAR 2), so a run cut short by a machine's time limit keeps the evidence
+    # benchmarks 4), so a run cut short by a machine's time limit keeps the evidence; the MQAR probes'
+    # long chains (train 9, eval 7) go first, so that they do not end the run alone (mqar.smk)
     priority: 8
     # one job per (model, method): the ratios share the model load, the calibration statistics and
     # the imports (~10 s of CPU per process on 2 cores); asking for one checkpoint reruns its group
