@@ -470,10 +470,15 @@ def test_gpu_tiled_kernel_matches_reference(dtype, K):
 def test_gpu_fla_delta_rule_gradients_match_reference(dtype, K):
     """DeltaNet's fla op (no lapr routing) against lapr's float32 reference: fla #984 reports wrong
     dk / dbeta from `prepare_wy_repr_bwd` at chunk size 64 on Hopper with Triton >= 3.4; this records
-    whether lapr's DeltaNet training on this GPU is affected."""
+    whether lapr's DeltaNet training on this GPU is affected. fla's op takes bfloat16 only (lapr trains
+    DeltaNet in bf16 on CUDA, models.default_dtype): in float32 it must refuse, not compute."""
     from fla.ops.delta_rule import chunk_delta_rule
 
     ins, do, dht = _gdn_inputs(dtype, K)
+    if dtype == torch.float32:
+        with pytest.raises(AssertionError, match="does not support float32"):
+            chunk_delta_rule(q=ins[0], k=ins[1], v=ins[2], beta=ins[4])
+        return
 
     def fla_op(q, k, v, g, beta, **kw):  # DeltaNet: no gate
         return chunk_delta_rule(q=q, k=k, v=v, beta=beta, **kw)
