@@ -250,10 +250,11 @@ def test_workflow_cpu_profile_is_not_wrapped(tmp_path):
     assert not any(gpu for _, gpu, _ in jobs)
 
 
-def test_pretraining_goes_first_on_gpu_profile(tmp_path):
-    """gpu.yaml's pretrain_first: the GPU jobs that read no model wait for the pretrained ones (so that
-    pretraining starts at once, a model per GPU); the embedded profile keeps them free to start."""
-    for profile, first in (("gpu", True), ("embedded", False)):
+def test_pretraining_goes_first_where_the_profile_says(tmp_path):
+    """pretrain_first (gpu.yaml, embedded.yaml): the jobs that read no model wait for the pretrained
+    ones (so that pretraining starts at once: a model per GPU, or both models on 2 CPU cores); the tiny
+    profile (pretrain_first unset) keeps them free to start."""
+    for profile, first in (("gpu", True), ("embedded", True), ("tiny", False)):
         res = snakemake("-n", "--configfile", str(ROOT / f"workflow/config/{profile}.yaml"),
                         "--directory", str(tmp_path / profile), timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]
