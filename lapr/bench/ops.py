@@ -43,6 +43,7 @@ import torch
 
 from lapr import families
 from lapr.bench import timing
+from lapr.bench.tables import TIMES
 
 FAMILIES = families.names()  # every family lapr adapts (lapr/models), read without importing fla
 PHASES = ("prefill", "decode")
@@ -277,7 +278,26 @@ def measured_columns(res: timing.TimingResult, tokens: int, peak_bytes, mem_meth
     return {"ms_median": res.median_ms, "ms_iqr": res.iqr_ms, "ms_q25": res.q25_ms, "ms_q75": res.q75_ms,
             "tokens_per_s": tokens / (res.median_ms / 1e3), "peak_mem_bytes": peak_bytes, "mem_method": mem_method,
             "n_repeats": res.n_repeats, "n_warmup": res.n_warmup, "first_call_ms": res.first_call_ms,
-            "clock": res.clock}
+            "clock": res.clock, TIMES: list(res.times_ms)}
+
+
+def pooled(rows: list[dict]) -> dict:
+    """One shape's rows of several rounds as one row: the first round's row with the timing columns
+    of all rounds' calls together (first_call_ms and peak memory stay the first round's); the first
+    failed round's row if any failed."""
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        return failed[0]
+    first = rows[0]
+    times = [t for r in rows for t in r[TIMES]]
+    stats = timing.summarize(times)
+    tokens = first["tokens_per_s"] * first["ms_median"] / 1e3
+    out = {**first, "ms_median": stats["median_ms"], "ms_iqr": stats["iqr_ms"], "ms_q25": stats["q25_ms"],
+           "ms_q75": stats["q75_ms"], "tokens_per_s": tokens / (stats["median_ms"] / 1e3),
+           "n_repeats": len(times), "n_warmup": sum(r["n_warmup"] for r in rows), TIMES: times}
+    if first["phase"] == "decode":
+        out.update(bandwidth_columns(first["state_bytes"], out["ms_median"], first["device_name"]))
+    return out
 
 
 def error_text(exc: BaseException) -> str:
@@ -300,14 +320,43 @@ def base_row(shape: Shape, impl: str, device, dtype, error: str = "", decode_mod
 def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=None, seed: int = 0,
              n_inputs: int | None = None, log=print, on_progress: Callable[[list[dict]], None] | None = None,
              deadline: float | None = None, decode_modes: Iterable[str] | None = None,
-             d_k_unpruned: int | None = None, **timing_kw) -> list[dict]:
+             d_k_unpruned: int | None = None, rounds: int = 1, **timing_kw) -> list[dict]:
     """Bench every (shape, impl) and, for decode shapes, every decode mode (default per device:
     graph and eager on CUDA, eager on CPU); a failing shape becomes a row with `error` set, never a
     crash. `deadline` (time.monotonic() value): shapes not started by then are recorded as skipped.
-    `d_k_unpruned` fills that column of every row (None: unknown)."""
+    `d_k_unpruned` fills that column of every row (None: unknown).
+
+    `rounds` > 1: the whole grid is timed that many times in turn, each shape taking its share of
+    `repeats` per round (warm-up again each round), and each row pools its rounds' calls (`pooled`).
+    A slow spell of the machine then falls on every shape alike instead of on the shapes timed during
+    it, and the ratios between shapes (claim A3: time at d_k / time at d_k / 2) stay put: two embedded
+    runs timed in one pass per shape measured GDN's prefill ratio at 1.42x and 2.77x, the second with
+    only its first shape (d_k 128) slow, 36.2 ms against 18.8 ms, and the other d_k within 7 %."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     dtype = dtype or default_dtype(device)
     modes = decode_modes_for(device, decode_modes)
     jobs = [(s, i, m) for s in shapes for i in impls for m in (modes if s.phase == "decode" else ["eager"])]
+    if rounds > 1:
+        total = timing_kw.pop("repeats", TIMING_DEFAULTS["repeats"])
+        share = [total // rounds + (r < total % rounds) for r in range(rounds)]
+        runs = []
+        for r, repeats in enumerate(share):
+            if repeats:
+                log(f"[op round {r + 1}/{rounds}] {repeats} timed calls per shape")
+                runs.append(_run_jobs(jobs, device, dtype, seed, n_inputs, log, None, deadline, d_k_unpruned,
+                                      repeats=repeats, **timing_kw))
+        rows = [pooled(list(shape_rows)) for shape_rows in zip(*runs)]
+        if on_progress is not None:
+            on_progress(rows)
+    else:
+        rows = _run_jobs(jobs, device, dtype, seed, n_inputs, log, on_progress, deadline, d_k_unpruned,
+                         **timing_kw)
+    return [{k: v for k, v in row.items() if k != TIMES} for row in rows]
+
+
+def _run_jobs(jobs, device, dtype, seed, n_inputs, log, on_progress, deadline, d_k_unpruned, **timing_kw):
+    """One timed pass over the grid's jobs (run_grid)."""
     rows = []
     for j, (shape, impl, mode) in enumerate(jobs, 1):
         t0 = time.monotonic()
@@ -337,4 +386,5 @@ def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=
 __all__ = ["Shape", "expand_grid", "d_k_values", "make_inputs", "kernel", "bench_shape", "run_grid",
            "COLUMNS", "FAMILIES", "PHASES", "IMPLS", "DEFAULT_D_K", "GRID_DEFAULTS", "default_impls",
            "default_dtype", "device_name", "error_text", "measure", "measured_columns", "DECODE_MODES", "default_decode_modes",
-           "decode_modes_for", "peak_gbps", "bandwidth_columns", "PEAK_GBPS", "check_decode_mode"]
+           "decode_modes_for", "peak_gbps", "bandwidth_columns", "PEAK_GBPS", "check_decode_mode", "pooled",
+           "TIMES"]

@@ -73,6 +73,8 @@ class Ops(Timing):
     H: Grid | None = setting(None, "heads (null: ops.GRID_DEFAULTS)", **GRID)
     d_v: Grid | None = setting(None, "value dims (null: ops.GRID_DEFAULTS)", **GRID)
     budget_s: float | None = setting(None, "shapes not started within it are recorded as skipped", above=0)
+    rounds: int = setting(1, "times the grid is timed in turn, `repeats` shared out, each shape's calls pooled "
+                          "(ops.run_grid): a slow spell of the machine then falls on every shape alike", low=1)
 
 
 @dataclass
@@ -162,7 +164,7 @@ def resolve(settings: dict, device) -> dict:
         plan["families"], plan["phases"] = _grid(settings["families"]), _grid(settings["phases"])
         plan["d_k"] = sorted(set(_grid(settings["d_k"])) | set(_grid(settings["extra_d_k"] or [])), reverse=True)
         plan.update({k: _grid(settings[k] or ops.GRID_DEFAULTS[label][k]) for k in ("B", "T", "H", "d_v")})
-        plan["budget_s"] = settings["budget_s"]
+        plan["budget_s"], plan["rounds"] = settings["budget_s"], settings["rounds"]
         plan["timing"] = {**timed, "repeats": timed["repeats"] or ops.TIMING_DEFAULTS["repeats"]}
     else:
         defaults = models.MODEL_DEFAULTS[label]
@@ -211,7 +213,7 @@ def run_ops(plan: dict, device, seed: int = 0, log=print) -> list[dict]:
     log(f"bench ops: {len(shapes)} shapes x {plan['impls']} on {plan['device']} ({plan['dtype']})")
     return ops.run_grid(shapes, plan["impls"], device=device, dtype=DTYPES[plan["dtype"]], seed=seed,
                         n_inputs=plan["n_inputs"], log=log, deadline=deadline,
-                        decode_modes=plan["decode_modes"], **plan["timing"])
+                        decode_modes=plan["decode_modes"], rounds=plan.get("rounds", 1), **plan["timing"])
 
 
 def run_model(plan: dict, device, model_dir, seed: int = 0, log=print) -> list[dict]:

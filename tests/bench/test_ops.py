@@ -118,3 +118,34 @@ def test_deadline_skips_and_fla_needs_known_impl():
     assert all(r["error"].startswith("skipped") for r in rows)
     with pytest.raises(ValueError):
         ops.kernel("delta_net", "prefill", "cuda-magic")
+
+
+def test_rounds_pool_every_round_and_spread_a_slow_spell(monkeypatch):
+    """rounds=R: the grid is timed R times in turn and each row pools its calls. A slow spell that
+    falls on the first shape's calls of one pass moves that shape alone; spread over rounds it moves
+    both shapes' medians alike, and their ratio (claim A3's measure) stays the true 2x."""
+    shapes = [ops.Shape("delta_net", "prefill", 1, 32, 2, d_k, 8) for d_k in (16, 8)]
+    true_ms = {16: 2.0, 8: 1.0}
+    order = []
+
+    def fake_bench(shape, impl, device, dtype, seed, n_inputs, repeats, **kw):
+        order.append(shape.d_k)
+        slow = 3.0 if len(order) == 1 else 1.0             # the machine is slow for the very first shape only
+        times = [true_ms[shape.d_k] * slow] * repeats
+        res = timing.TimingResult(times_ms=times, first_call_ms=9.0, warmup_ms=[1.0], clock="perf_counter")
+        return {**ops.base_row(shape, impl, device, torch.float32, **kw),
+                **ops.measured_columns(res, shape.tokens, 1, "fake")}
+
+    monkeypatch.setattr(ops, "bench_shape", fake_bench)
+    rows = ops.run_grid(shapes, ["torch"], repeats=7, rounds=3, log=lambda *_: None)
+    assert order == [16, 8] * 3                             # whole grid per round, in turn
+    by_dk = {r["d_k"]: r for r in rows}
+    assert [by_dk[d]["n_repeats"] for d in (16, 8)] == [7, 7] and by_dk[16]["n_warmup"] == 3  # 3 + 2 + 2 calls
+    assert by_dk[16]["ms_median"] / by_dk[8]["ms_median"] == pytest.approx(2.0)  # the slow round is outvoted
+    assert by_dk[8]["tokens_per_s"] == pytest.approx(shapes[0].tokens / 1e-3)
+    assert all(ops.TIMES not in r for r in rows)             # raw calls never reach the CSV
+    order.clear()
+    single = {r["d_k"]: r for r in ops.run_grid(shapes, ["torch"], repeats=7, log=lambda *_: None)}
+    assert single[16]["ms_median"] / single[8]["ms_median"] == pytest.approx(6.0)  # one pass: the spell decides
+    with pytest.raises(ValueError, match="rounds"):
+        ops.run_grid(shapes, ["torch"], rounds=0)
