@@ -291,8 +291,10 @@ def bench_threads(device):
     no other job beside it; a neighbour's work on the shared cores lands in the timings (two embedded
     runs measured GDN's prefill speed-up at 1.94x and 1.17x with neighbours). The benchmark itself
     uses bench.<ops|model>.threads (OMP_NUM_THREADS: the profile's threads). A cluster job has its
-    own cores, and a GPU benchmark takes a whole GPU instead (gpu_prefix)."""
-    if device == "cpu" and workflow.local_exec:
+    own cores, and a GPU benchmark takes a whole GPU instead (gpu_prefix). Only the main process of a
+    local run decides: the Snakemake that runs one job inside a cluster job must see the threads the
+    job was submitted with (srun refuses more CPUs than the allocation)."""
+    if device == "cpu" and workflow.local_exec and workflow.is_main_process:
         try:
             return workflow.cores
         except WorkflowError:  # no --cores given (e.g. some dry runs): nothing runs beside it anyway
