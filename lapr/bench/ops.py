@@ -43,7 +43,7 @@ import torch
 
 from lapr import families
 from lapr.bench import timing
-from lapr.bench.tables import TIMES
+from lapr.bench.tables import TIMING
 
 FAMILIES = families.names()  # every family lapr adapts (lapr/models), read without importing fla
 PHASES = ("prefill", "decode")
@@ -278,7 +278,7 @@ def measured_columns(res: timing.TimingResult, tokens: int, peak_bytes, mem_meth
     return {"ms_median": res.median_ms, "ms_iqr": res.iqr_ms, "ms_q25": res.q25_ms, "ms_q75": res.q75_ms,
             "tokens_per_s": tokens / (res.median_ms / 1e3), "peak_mem_bytes": peak_bytes, "mem_method": mem_method,
             "n_repeats": res.n_repeats, "n_warmup": res.n_warmup, "first_call_ms": res.first_call_ms,
-            "clock": res.clock, TIMES: list(res.times_ms)}
+            "clock": res.clock, TIMING: res}
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -288,13 +288,11 @@ def pooled(rows: list[dict]) -> dict:
     failed = [r for r in rows if r["error"]]
     if failed:
         return failed[0]
-    first = rows[0]
-    times = [t for r in rows for t in r[TIMES]]
-    stats = timing.summarize(times)
-    tokens = first["tokens_per_s"] * first["ms_median"] / 1e3
-    out = {**first, "ms_median": stats["median_ms"], "ms_iqr": stats["iqr_ms"], "ms_q25": stats["q25_ms"],
-           "ms_q75": stats["q75_ms"], "tokens_per_s": tokens / (stats["median_ms"] / 1e3),
-           "n_repeats": len(times), "n_warmup": sum(r["n_warmup"] for r in rows), TIMES: times}
+    first, runs = rows[0], [r[TIMING] for r in rows]
+    merged = timing.TimingResult(times_ms=[t for x in runs for t in x.times_ms], first_call_ms=runs[0].first_call_ms,
+                                 warmup_ms=[t for x in runs for t in x.warmup_ms], clock=runs[0].clock)
+    out = {**first, **measured_columns(merged, first["B"] * first["T"], first["peak_mem_bytes"], first["mem_method"]),
+           "first_call_ms": first["first_call_ms"]}  # as the first round's row says (graph decode: the build)
     if first["phase"] == "decode":
         out.update(bandwidth_columns(first["state_bytes"], out["ms_median"], first["device_name"]))
     return out
@@ -352,7 +350,7 @@ def run_grid(shapes: Iterable[Shape], impls: Iterable[str], device="cpu", dtype=
     else:
         rows = _run_jobs(jobs, device, dtype, seed, n_inputs, log, on_progress, deadline, d_k_unpruned,
                          **timing_kw)
-    return [{k: v for k, v in row.items() if k != TIMES} for row in rows]
+    return [{k: v for k, v in row.items() if k != TIMING} for row in rows]
 
 
 def _run_jobs(jobs, device, dtype, seed, n_inputs, log, on_progress, deadline, d_k_unpruned, **timing_kw):
@@ -387,4 +385,4 @@ __all__ = ["Shape", "expand_grid", "d_k_values", "make_inputs", "kernel", "bench
            "COLUMNS", "FAMILIES", "PHASES", "IMPLS", "DEFAULT_D_K", "GRID_DEFAULTS", "default_impls",
            "default_dtype", "device_name", "error_text", "measure", "measured_columns", "DECODE_MODES", "default_decode_modes",
            "decode_modes_for", "peak_gbps", "bandwidth_columns", "PEAK_GBPS", "check_decode_mode", "pooled",
-           "TIMES"]
+           "TIMING"]

@@ -8,11 +8,11 @@ import pandas as pd
 
 from lapr import provenance
 
-TIMES = "times_ms"  # a row's timed calls (lapr.bench.ops pools them over rounds): kept out of the CSVs
+TIMING = "timing"  # a row's TimingResult (lapr.bench.ops pools them over rounds): kept out of the CSVs
 
 
 def write_rows(path, rows: list[dict], columns: list[str]) -> Path:
-    df = pd.DataFrame(rows).drop(columns=[TIMES], errors="ignore")
+    df = pd.DataFrame(rows).drop(columns=[TIMING], errors="ignore")
     df = df.reindex(columns=columns + [c for c in df.columns if c not in columns])
     return provenance.write_table(Path(path), df)
 

@@ -143,7 +143,7 @@ def test_rounds_pool_every_round_and_spread_a_slow_spell(monkeypatch):
     assert [by_dk[d]["n_repeats"] for d in (16, 8)] == [7, 7] and by_dk[16]["n_warmup"] == 3  # 3 + 2 + 2 calls
     assert by_dk[16]["ms_median"] / by_dk[8]["ms_median"] == pytest.approx(2.0)  # the slow round is outvoted
     assert by_dk[8]["tokens_per_s"] == pytest.approx(shapes[0].tokens / 1e-3)
-    assert all(ops.TIMES not in r for r in rows)             # raw calls never reach the CSV
+    assert all(ops.TIMING not in r for r in rows)            # raw calls never reach the CSV
     order.clear()
     single = {r["d_k"]: r for r in ops.run_grid(shapes, ["torch"], repeats=7, log=lambda *_: None)}
     assert single[16]["ms_median"] / single[8]["ms_median"] == pytest.approx(6.0)  # one pass: the spell decides
