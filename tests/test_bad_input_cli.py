@@ -210,8 +210,8 @@ CASES = [
                                      '{"perplexity": {"seq_len": 1}}'], 2,
      "evaluate.perplexity.seq_len: expected an integer >= 2, got 1"),
     ("mqar-train-settings-typo", ["mqar-train", "--out", f"{R}/mq", "--settings", '{"train": {"stepz": 5}}'], 2,
-     "mqar.train.train.stepz: unknown key; allowed: batch_size, eval_every, eval_n, grad_clip, lr, steps, "
-     "target_recall, threads, time_limit_s, warmup, weight_decay"),
+     "mqar.train.train.stepz: unknown key; allowed: attempts, batch_size, eval_every, eval_n, grad_clip, lr, "
+     "restart_at, restart_below, steps, target_recall, threads, time_limit_s, warmup, weight_decay"),
     ("missing-model", ["evaluate", "--model", f"{R}/missing", "--out", f"{R}/e.csv", "--settings", EVAL], 2,
      f"--model {R}/missing: directory not found"),
 ]

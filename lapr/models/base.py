@@ -110,6 +110,11 @@ class Family:
         or None for a family without a decay gate."""
         return None
 
+    def init_decay(self, model: nn.Module, low: float, high: float, generator: torch.Generator) -> bool:
+        """Redraw each layer's decay rate A (the log-decay is -A * softplus(...)) from U(low, high);
+        False (nothing changed) for a family without a decay gate. Used by the MQAR probe only."""
+        return False
+
     gated_backward_quirk: bool = False  # fla issue #640 (the gated chunk_bwd_dqkwg): lapr.backends.for_training
 
     # ---- q/k as the kernel sees them (calibration) ---------------------------------------------

@@ -81,6 +81,14 @@ class GatedDeltaNetFamily(Family):
         from lapr.backends.delta_rule import delta_rule
         return delta_rule
 
+    def init_decay(self, model, low, high, generator):
+        # fla draws A ~ U(0, 16) (GatedDeltaNet.__init__ / _init_weights); the MQAR probe narrows it
+        for layer in (m for m in model.modules() if isinstance(m, self.layer_cls)):
+            A = torch.empty(layer.A_log.shape).uniform_(low, high, generator=generator)
+            with torch.no_grad():
+                layer.A_log.copy_(A.log().to(layer.A_log))
+        return True
+
     def mean_log_decay(self, args):
         """g [B, T, HV], raw when use_gate_in_kernel (the layer passes a_proj(x) with A_log / dt_bias;
         the gate is then -exp(A_log) * softplus(g + dt_bias), applied exactly as the op applies it)."""

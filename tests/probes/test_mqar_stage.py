@@ -76,3 +76,43 @@ def test_settings_errors(tmp_path):
         mqar_stage.resolve_eval_settings({"heads": {"budgets": [1.2]}})
     with pytest.raises(FileNotFoundError, match="config.json"):
         mqar_stage.load_mqar(tmp_path)
+
+
+def test_train_outputs_record_decay_and_attempts(trained):
+    m = json.loads((trained / "metrics.json").read_text())
+    assert m["decay_redrawn"] is True and [a["seed"] for a in m["attempts"]] == [0]
+
+
+def test_plateau_restarts_from_a_fresh_seed(tmp_path):
+    """A run below restart_below at restart_at restarts from seed + 1000; the last attempt runs to the end."""
+    settings = {**TRAIN, "train": {**TRAIN["train"], "steps": 6, "eval_every": 3, "restart_at": 2,
+                                   "restart_below": 1.0, "attempts": 3, "target_recall": None}}
+    out = tmp_path / "m"
+    call(mqar_train, ["--out", str(out), "--seed", "5", "--settings", json.dumps(settings)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert [a["seed"] for a in m["attempts"]] == [5, 1005, 2005]
+    assert [a["stopped"] for a in m["attempts"]] == ["plateau", "plateau", "steps"]
+    assert [a["steps"] for a in m["attempts"]] == [2, 2, 6]
+    assert m["seed"] == 2005 and m["steps"] == 6 and m["stopped"] == "steps"
+    assert m["decay_redrawn"] is False  # DeltaNet has no decay gate
+    # a run at or above the bar is not restarted
+    settings["train"]["restart_below"] = 0.0
+    call(mqar_train, ["--out", str(tmp_path / "n"), "--seed", "5", "--settings", json.dumps(settings)])
+    assert [a["seed"] for a in json.loads((tmp_path / "n" / "metrics.json").read_text())["attempts"]] == [5]
+
+
+def test_decay_init_draws_gdn_rates_in_range():
+    import torch
+
+    from lapr.models import build_model, family
+
+    spec = {"family": "gated_deltanet", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "head_k_dim": 16,
+            "head_v_dim": 16, "vocab_size": 16}
+    model = build_model(spec, seed=0)
+    assert family(model).init_decay(model, 0.5, 2.0, torch.Generator().manual_seed(0))
+    rates = torch.cat([m.A_log.detach().exp() for m in model.modules() if hasattr(m, "A_log")])
+    assert rates.numel() == 4 and bool(((rates >= 0.5) & (rates <= 2.0)).all())
+    dn = build_model({**spec, "family": "delta_net"}, seed=0)
+    assert family(dn).init_decay(dn, 0.5, 2.0, torch.Generator()) is False
+    with pytest.raises(Exception, match="decay_init"):
+        mqar_stage.resolve_train_settings({"model": {"decay_init": [0.5]}})

@@ -25,8 +25,8 @@ def test_each_method_is_one_job_over_its_ratios(tmp_path):
     by_rule = {}
     for rule, outs, cmd in jobs:
         by_rule.setdefault(rule, []).append((outs, cmd))
-    # 2 models x 9 methods (paper A's 8 + lapr's pca_qk), each over ratios 0.25 0.5 0.75; recovered: 2 x 2
-    # methods at 0.5; unpruned alone
+    # 2 models x 9 methods (paper A's 8 + lapr's pca_qk), each over ratios 0.25 0.5 0.75; recovered: 2 x 1
+    # method (strong_rrqr) at 0.5; unpruned alone
     assert len(by_rule["evaluate"]) == 18 and len(by_rule["prune"]) == 18 and len(by_rule["heads"]) == 10
     for rule in ("evaluate", "prune"):
         for outs, cmd in by_rule[rule]:
@@ -37,7 +37,7 @@ def test_each_method_is_one_job_over_its_ratios(tmp_path):
             assert "--ratio 0.25 0.5 0.75 " in cmd and "--out " + " ".join(places) in cmd, cmd
     for outs, cmd in by_rule["heads"]:
         assert len(outs) == 4 and "--budget 0.25 0.389 0.5 0.75 " in cmd, cmd
-    assert len(by_rule["evaluate_recovered"]) == len(by_rule["prune_recovered"]) == 4
+    assert len(by_rule["evaluate_recovered"]) == len(by_rule["prune_recovered"]) == 2
     for outs, cmd in by_rule["evaluate_recovered"] + by_rule["prune_recovered"]:
         assert len(outs) == 1 and "+lora" in outs[0] and "--ratio 0.5 " in cmd, cmd
     assert [len(o) for o, _ in by_rule["evaluate_unpruned"]] == [1] * 2
