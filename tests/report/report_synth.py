@@ -149,9 +149,9 @@ def write_pruning(root: Path, models=MODELS, methods=METHODS, ratios=RATIOS, d_k
                 (d / "pruning.json").write_text(json.dumps(doc))
 
 
-def bench_ops_rows(device="cpu", d_ks=(64, 48, 32), speed=1.8, iqr=0.01, impl="fla"):
+def bench_ops_rows(device="cpu", d_ks=(64, 48, 32), speed=1.8, iqr=0.01):
     """ms(d_k) = 1 / (d_k0/d_k)^(log speed / log 2): speed-up `speed` at half d_k; every median's
-    interquartile range over its 10 repeats is `iqr` ms; `impl` 'fla' (judged by A3) or 'torch'."""
+    interquartile range over its 10 repeats is `iqr` ms."""
     rows = []
     e = math.log(speed) / math.log(2)
     for fam in ("delta_net", "gated_deltanet"):
@@ -159,7 +159,7 @@ def bench_ops_rows(device="cpu", d_ks=(64, 48, 32), speed=1.8, iqr=0.01, impl="f
             d_k0 = max(d_ks)
             for d_k in d_ks:
                 ms = 2.0 / (d_k0 / d_k) ** e
-                rows.append({"level": "op", "family": fam, "impl": impl, "device": device,
+                rows.append({"level": "op", "family": fam, "impl": "torch", "device": device,
                              "device_name": "x86_64", "dtype": "float32", "phase": phase, "B": 1,
                              "T": 256 if phase == "prefill" else 1, "H": 4, "d_k": d_k, "d_v": 64,
                              "ms_median": ms, "ms_iqr": iqr, "ms_q25": ms, "ms_q75": ms,
@@ -170,10 +170,10 @@ def bench_ops_rows(device="cpu", d_ks=(64, 48, 32), speed=1.8, iqr=0.01, impl="f
     return pd.DataFrame(rows)
 
 
-def write_bench(root: Path, device="cpu", speed=1.8, iqr=0.01, impl="fla"):
+def write_bench(root: Path, device="cpu", speed=1.8, iqr=0.01):
     d = root / "bench"
     d.mkdir(parents=True, exist_ok=True)
-    bench_ops_rows(device, speed=speed, iqr=iqr, impl=impl).to_csv(d / f"ops_{device}.csv", index=False)
+    bench_ops_rows(device, speed=speed, iqr=iqr).to_csv(d / f"ops_{device}.csv", index=False)
     rows = []
     for model, fam in MODELS.items():
         for method, r, d_k in (("none", 0.0, 64), ("wanda", 0.5, 32)):

@@ -118,15 +118,6 @@ def test_a3_speedup(tmp_path, speed, verdict):
     assert rows["value"].tolist() == pytest.approx([speed] * 4)
 
 
-def test_a3_reports_lapr_stand_in_timings_without_a_verdict(tmp_path):
-    """Timings of lapr's PyTorch stand-in (impl 'torch') keep their value and interval but are not
-    judged: A3 is about fla's kernels, and CPU runs of one machine disagree beyond their intervals."""
-    write_bench(tmp_path, speed=1.8, impl="torch")
-    rows = verdicts(tmp_path, "A3")
-    assert set(rows["verdict"]) == {"reported"} and rows["value"].tolist() == pytest.approx([1.8] * 4)
-    assert (rows["lo"] > 1.7).all() and rows["reason"].str.contains("stand-in").all()
-
-
 def test_a3_interval_carries_timing_noise(tmp_path):
     """Speed-up 1.8x from one series per row: with tight timings (IQR 0.01 ms on ~1-2 ms medians) the
     interval sits above 1.5x; with an IQR of 1 ms over 10 repeats (median standard error ~0.37 ms)
