@@ -221,8 +221,8 @@ class Training(Settings):
     """How an MQAR model is trained (the config's `mqar.train.train`)."""
 
     SECTION = "mqar.train.train"
-    # batch 64 at lr 1e-3 (was 128 at 3e-3): measured on 16 seeds per family (hidden 128, CPU, 500
-    # steps, results/mqar_probe_sweep): at 3e-3 DeltaNet learned at 3 of 4 seeds and Gated DeltaNet at
+    # batch 64 at lr 1e-3 (was 128 at 3e-3): measured in 52 runs (hidden 128, CPU, 500-800 steps;
+    # results/mqar_probe_sweep): at 3e-3 DeltaNet learned at 3 of 4 seeds and Gated DeltaNet at
     # 1 of 4 (the others plateau at recall 0.15-0.38); at 1e-3 DeltaNet 8 of 8 and Gated DeltaNet (A
     # drawn from decay_init) 6 of 8 above recall 0.5; restarts (below) catch the plateaus
     steps: int = setting(500, low=1)

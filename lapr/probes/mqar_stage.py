@@ -7,8 +7,10 @@
 
 mqar-train (`train_add_arguments` / `train_run`) writes a checkpoint directory (config +
 weights, reloadable by stock fla) with metrics.json {family, parameters, task, steps, stopped,
-train_time_s (CPU/GPU seconds spent in training steps, eval excluded), threads, recall (held-out,
-eval_n sequences), chance, ...}, curve.csv (step, loss, lr, train_s, recall) and provenance.json.
+train_time_s (CPU/GPU seconds spent in training steps, eval excluded, over every attempt), threads,
+recall (held-out, eval_n sequences), chance, seed (the final attempt's), attempts (one entry per
+training run: a run below `restart_below` at `restart_at` restarts from seed + 1000), decay_redrawn,
+...}, curve.csv (step, loss, lr, train_s, recall) and provenance.json.
 
 mqar-eval (`eval_add_arguments` / `eval_run`) loads a trained checkpoint and measures recall on
 `eval_n` fresh sequences (seed distinct from training) for
@@ -172,13 +174,12 @@ def train_model(settings: dict, out_dir, log=print) -> dict:
     try:
         spec = {k: v for k, v in settings["model"].items() if k != "decay_init"}
         spec.update(vocab_size=task["vocab_size"], max_length=task["seq_len"])
-        attempts, plan = [], settings["train"]
+        attempts, plan, decay = [], settings["train"], settings["model"]["decay_init"]
         for attempt in range(plan["attempts"]):
             run_seed = seed + 1000 * attempt
             last = attempt == plan["attempts"] - 1
             torch.manual_seed(run_seed)
             model = build_model(spec, seed=run_seed)
-            decay = settings["model"]["decay_init"]
             redrawn = bool(decay) and family(spec["family"]).init_decay(
                 model, *decay, torch.Generator().manual_seed(run_seed))
             model = model.to(device)
@@ -192,7 +193,7 @@ def train_model(settings: dict, out_dir, log=print) -> dict:
             if result["stopped"] != "plateau":
                 break
             log(f"[mqar-train] recall {result['valid']['recall']:.3f} at step {result['steps']} < "
-                f"{plan['restart_below']}: restarting from seed {seed + 1000 * (attempt + 1)}", flush=True)
+                f"{plan['restart_below']}: restarting from seed {run_seed + 1000}", flush=True)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
